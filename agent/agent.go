@@ -1,0 +1,285 @@
+// Package agent wires the pipeline from a configuration and owns its
+// lifecycle: it builds the drivers, the ingest stage, the buffer and the
+// sinks, starts them, and stops them in order — drivers first, then the
+// last samples are committed, then in-flight sends finish or stay in the
+// buffer. It knows protocols and brokers only through the Driver and Sink
+// interfaces.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/iot-producer/iot-producer/agent/config"
+	"github.com/iot-producer/iot-producer/agent/ingest"
+	"github.com/iot-producer/iot-producer/buffer"
+	"github.com/iot-producer/iot-producer/drivers"
+	"github.com/iot-producer/iot-producer/telemetry"
+	"github.com/iot-producer/iot-producer/uplink"
+)
+
+// Options are the agent's settings that do not come from the config file.
+type Options struct {
+	Logger *slog.Logger
+	// Version is reported in iot_build_info.
+	Version string
+	// Tap, when set, sees every batch of samples a driver emits (the demo
+	// shows the latest values with it). It must not keep the slice.
+	Tap func([]drivers.Sample)
+	// ShutdownTimeout bounds the whole ordered shutdown. Default 15s.
+	ShutdownTimeout time.Duration
+	// OnReady is called once everything has started.
+	OnReady func()
+}
+
+// Agent is one running pipeline.
+type Agent struct {
+	cfg     *config.Config
+	opts    Options
+	log     *slog.Logger
+	metrics *telemetry.Metrics
+	health  *telemetry.Health
+	server  *telemetry.Server
+
+	buf     *buffer.Buffer
+	ingest  *ingest.Ingest
+	sources []drivers.Driver
+	sinks   []*sinkRunner
+}
+
+// sinkRunner is one sink with its send loop.
+type sinkRunner struct {
+	name  string
+	sink  uplink.Sink
+	queue *buffer.Queue
+	loop  *uplink.Loop
+	close func()
+}
+
+// New builds every part of the pipeline from cfg. Nothing runs until Run.
+// On error, what was already built is released.
+func New(cfg *config.Config, opts Options) (_ *Agent, err error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 15 * time.Second
+	}
+	a := &Agent{
+		cfg:     cfg,
+		opts:    opts,
+		log:     opts.Logger,
+		metrics: telemetry.NewMetrics(),
+		health:  telemetry.NewHealth(),
+	}
+	if opts.Version != "" {
+		a.metrics.SetBuildInfo(opts.Version)
+	}
+	defer func() {
+		if err != nil {
+			a.release()
+		}
+	}()
+
+	if a.sources, err = buildSources(cfg); err != nil {
+		return nil, err
+	}
+	sinks, err := a.buildSinks()
+	if err != nil {
+		return nil, err
+	}
+	queues := make([]string, len(sinks))
+	for i, s := range sinks {
+		queues[i] = s.name
+	}
+	if a.buf, err = a.openBuffer(queues); err != nil {
+		return nil, err
+	}
+	for _, s := range sinks {
+		s.queue = a.buf.Queue(s.name)
+		s.loop = a.newLoop(s)
+	}
+	a.sinks = sinks
+	if a.ingest, err = a.newIngest(); err != nil {
+		return nil, err
+	}
+	a.server = telemetry.NewServer(telemetry.ServerOptions{
+		MetricsAddr: cfg.Telemetry.MetricsListen,
+		HealthAddr:  cfg.Telemetry.HealthListen,
+		PprofAddr:   cfg.Telemetry.PprofListen,
+		Metrics:     a.metrics,
+		Health:      a.health,
+		Config:      func() any { return cfg.Redacted() },
+		Logger:      a.log,
+	})
+	return a, nil
+}
+
+// Metrics returns the agent's metrics.
+func (a *Agent) Metrics() *telemetry.Metrics { return a.metrics }
+
+// Health returns the agent's component states.
+func (a *Agent) Health() *telemetry.Health { return a.health }
+
+// Addrs returns the telemetry listeners' bound addresses once Run has
+// started them.
+func (a *Agent) Addrs() telemetry.ListenAddrs { return a.server.Addrs() }
+
+// Buffer returns the agent's buffer.
+func (a *Agent) Buffer() *buffer.Buffer { return a.buf }
+
+// Run starts the pipeline and blocks until ctx is cancelled, then shuts it
+// down in order within Options.ShutdownTimeout. The agent cannot be run
+// twice; its resources are released when Run returns.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.release()
+	if err := a.server.Start(ctx); err != nil {
+		return err
+	}
+	// Each stage gets its own context so that shutdown can stop them in
+	// order, whatever happens to ctx.
+	base := context.WithoutCancel(ctx)
+	driverCtx, stopDrivers := context.WithCancel(base)
+	ingestCtx, stopIngest := context.WithCancel(base)
+	uplinkCtx, stopUplinks := context.WithCancel(base)
+	statsCtx, stopStats := context.WithCancel(base)
+	defer stopDrivers()
+	defer stopIngest()
+	defer stopUplinks()
+	defer stopStats()
+
+	var uplinks, ingestDone, driversDone, statsDone sync.WaitGroup
+	for _, s := range a.sinks {
+		a.health.Set("sink/"+s.name, telemetry.StateOK, "sending")
+		uplinks.Go(func() {
+			if err := s.loop.Run(uplinkCtx); err != nil {
+				a.log.Error("send loop stopped", "sink", s.name, "err", err)
+				a.health.Set("sink/"+s.name, telemetry.StateDown, err.Error())
+			}
+		})
+	}
+	a.health.Set("buffer", telemetry.StateOK, a.buf.Path())
+	a.health.Set("ingest", telemetry.StateOK, "committing")
+	var ingestErr error
+	ingestDone.Go(func() { ingestErr = a.ingest.Run(ingestCtx) })
+	statsDone.Go(func() { a.publishStats(statsCtx) })
+	for _, d := range a.sources {
+		name := d.Name()
+		a.metrics.InitSource(name)
+		a.health.Set("source/"+name, telemetry.StateOK, "running")
+		emit := a.emitter(name)
+		driversDone.Go(func() {
+			if err := d.Run(driverCtx, emit); err != nil {
+				a.log.Error("driver stopped", "source", name, "err", err)
+				a.health.Set("source/"+name, telemetry.StateDown, err.Error())
+			}
+		})
+	}
+	a.log.Info("agent started", "gateway", a.cfg.Gateway.ID, "buffer", a.buf.Path(),
+		"sources", len(a.sources), "sinks", len(a.sinks),
+		"metrics", a.server.Addrs().Metrics, "health", a.server.Addrs().Health)
+	if a.opts.OnReady != nil {
+		a.opts.OnReady()
+	}
+
+	<-ctx.Done()
+	a.log.Info("shutting down")
+	deadline := time.Now().Add(a.opts.ShutdownTimeout)
+	var errs []error
+	step := func(name string, stop func(), wg *sync.WaitGroup) {
+		stop()
+		if !waitUntil(wg, deadline) {
+			errs = append(errs, fmt.Errorf("shutdown: %s did not stop before the deadline", name))
+		}
+	}
+	step("drivers", stopDrivers, &driversDone)
+	for _, d := range a.sources {
+		a.health.Set("source/"+d.Name(), telemetry.StateStopped, "")
+	}
+	step("ingest", stopIngest, &ingestDone)
+	a.health.Set("ingest", telemetry.StateStopped, "")
+	step("send loops", stopUplinks, &uplinks)
+	for _, s := range a.sinks {
+		a.health.Set("sink/"+s.name, telemetry.StateStopped, "")
+	}
+	step("stats", stopStats, &statsDone)
+	if ingestErr != nil {
+		errs = append(errs, ingestErr)
+	}
+	shutdownCtx, cancel := context.WithDeadline(context.Background(), deadline.Add(time.Second))
+	defer cancel()
+	if err := a.server.Shutdown(shutdownCtx); err != nil {
+		errs = append(errs, fmt.Errorf("shutdown telemetry: %w", err))
+	}
+	a.log.Info("agent stopped")
+	return errors.Join(errs...)
+}
+
+// emitter counts a source's samples and passes them to the ingest stage.
+func (a *Agent) emitter(source string) drivers.Emit {
+	generated := a.metrics.DataGenerated.WithLabelValues(source)
+	return func(samples []drivers.Sample) {
+		generated.Add(float64(len(samples)))
+		if a.opts.Tap != nil {
+			a.opts.Tap(samples)
+		}
+		a.ingest.Emit(samples)
+	}
+}
+
+// publishStats refreshes the gauges that are read from the buffer.
+func (a *Agent) publishStats(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		for _, s := range a.sinks {
+			st := s.queue.Stats()
+			a.metrics.ProducerBufferDepth.WithLabelValues(s.name).Set(float64(st.Records))
+			a.metrics.BufferBytes.WithLabelValues(s.name).Set(float64(st.Bytes))
+			age := 0.0
+			if !st.Oldest.IsZero() {
+				age = time.Since(st.Oldest).Seconds()
+			}
+			a.metrics.BufferOldestAge.WithLabelValues(s.name).Set(age)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// release closes the sinks and the buffer. It is safe to call twice.
+func (a *Agent) release() {
+	for _, s := range a.sinks {
+		if s.close != nil {
+			s.close()
+			s.close = nil
+		}
+	}
+	if a.buf != nil {
+		if err := a.buf.Close(); err != nil {
+			a.log.Error("close buffer", "err", err)
+		}
+		a.buf = nil
+	}
+}
+
+// waitUntil waits for wg until deadline and reports whether it finished.
+func waitUntil(wg *sync.WaitGroup, deadline time.Time) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}

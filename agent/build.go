@@ -1,0 +1,185 @@
+package agent
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/iot-producer/iot-producer/agent/config"
+	"github.com/iot-producer/iot-producer/agent/ingest"
+	"github.com/iot-producer/iot-producer/buffer"
+	"github.com/iot-producer/iot-producer/drivers"
+	"github.com/iot-producer/iot-producer/simulator"
+	"github.com/iot-producer/iot-producer/telemetry"
+	"github.com/iot-producer/iot-producer/uplink"
+	"github.com/iot-producer/iot-producer/uplink/kafka"
+)
+
+// buildSources returns the simulator source and one driver per enabled PLC.
+func buildSources(cfg *config.Config) ([]drivers.Driver, error) {
+	var out []drivers.Driver
+	if cfg.Device.Enabled != nil && *cfg.Device.Enabled && cfg.Device.Count > 0 {
+		src, err := simulator.NewSource(simulator.SourceOptions{
+			Devices:       cfg.Device.Count,
+			TagsPerDevice: cfg.Device.TagsPerDevice,
+			Interval:      cfg.Device.SampleInterval.Std(),
+			Variation:     cfg.Device.DataVariation,
+			Seed:          cfg.Device.Seed,
+			NamePrefix:    cfg.Device.NamePrefix,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("device: %w", err)
+		}
+		out = append(out, src)
+	}
+	for i, plc := range cfg.PLCs {
+		if plc.Enabled != nil && !*plc.Enabled {
+			continue
+		}
+		return nil, fmt.Errorf("plcs[%d] (%s): driver %q is not available in this build yet", i, plc.Name, plc.Driver)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no source: enable device or configure plcs")
+	}
+	return out, nil
+}
+
+// buildSinks returns the configured sinks, without their queues.
+func (a *Agent) buildSinks() ([]*sinkRunner, error) {
+	cfg := a.cfg
+	var out []*sinkRunner
+	if cfg.Producer.Enabled == nil || *cfg.Producer.Enabled {
+		opts, err := kafkaOptions(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("producer: %w", err)
+		}
+		opts.Logger = a.log.With("sink", "kafka")
+		opts.OnConnect = func(broker string) { a.log.Debug("kafka broker connected", "broker", broker) }
+		k, err := kafka.New(opts)
+		if err != nil {
+			return nil, fmt.Errorf("producer: %w", err)
+		}
+		out = append(out, &sinkRunner{name: k.Name(), close: k.Close, sink: k})
+	}
+	if cfg.MQTT.Enabled {
+		for _, s := range out {
+			s.close()
+		}
+		return nil, fmt.Errorf("mqtt: the MQTT sink is not available in this build yet")
+	}
+	for _, s := range out {
+		a.metrics.InitSink(s.name)
+		a.metrics.InitQueue(s.name)
+	}
+	return out, nil
+}
+
+func kafkaOptions(cfg *config.Config) (kafka.Options, error) {
+	p := cfg.Producer
+	tlsCfg, err := uplink.TLSConfig(uplink.TLSFiles{
+		Enabled: p.TLS.Enabled, CAFile: p.TLS.CAFile, CertFile: p.TLS.CertFile, KeyFile: p.TLS.KeyFile,
+		ServerName: p.TLS.ServerName, InsecureSkipVerify: p.TLS.InsecureSkipVerify,
+	})
+	if err != nil {
+		return kafka.Options{}, fmt.Errorf("tls: %w", err)
+	}
+	mech, err := kafka.SASLMechanism(p.SASL.Mechanism, p.SASL.Username, p.SASL.Password)
+	if err != nil {
+		return kafka.Options{}, fmt.Errorf("sasl: %w", err)
+	}
+	return kafka.Options{
+		Brokers:            p.Brokers,
+		Topic:              p.Topic,
+		ClientID:           p.ClientID,
+		GatewayID:          cfg.Gateway.ID,
+		Compression:        p.Compression,
+		Acks:               p.Acks,
+		Idempotent:         p.Idempotent == nil || *p.Idempotent,
+		TLS:                tlsCfg,
+		SASL:               mech,
+		MaxBufferedRecords: 2 * p.BatchSize * p.WorkerCount,
+	}, nil
+}
+
+func (a *Agent) openBuffer(queues []string) (*buffer.Buffer, error) {
+	b := a.cfg.Buffer
+	drop, err := buffer.ParseDropPolicy(b.DropPolicy)
+	if err != nil {
+		return nil, fmt.Errorf("buffer.drop_policy: %w", err)
+	}
+	onCorrupt, err := buffer.ParseCorruptPolicy(b.OnCorrupt)
+	if err != nil {
+		return nil, fmt.Errorf("buffer.on_corrupt: %w", err)
+	}
+	buf, err := buffer.Open(b.Path, buffer.Options{
+		Queues:     queues,
+		MaxBytes:   int64(b.MaxBytes),
+		MaxAge:     b.MaxAge.Std(),
+		DropPolicy: drop,
+		OnCorrupt:  onCorrupt,
+		Logger:     a.log.With("component", "buffer"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("buffer: %w", err)
+	}
+	return buf, nil
+}
+
+func (a *Agent) newIngest() (*ingest.Ingest, error) {
+	m := a.metrics
+	return ingest.New(a.buf, ingest.Options{
+		GatewayID:      a.cfg.Gateway.ID,
+		CommitInterval: a.cfg.Buffer.CommitInterval.Std(),
+		CommitSize:     a.cfg.Buffer.CommitSize,
+		Logger:         a.log,
+		Metrics: ingest.Metrics{
+			Committed: func(n int) { m.IngestCommitted.Add(float64(n)); m.BufferCommits.Inc() },
+			Dropped:   func(reason string, n int) { m.IngestDropped.WithLabelValues(reason).Add(float64(n)) },
+			Pending:   func(n int) { m.IngestPending.Set(float64(n)) },
+			CommitFailed: func() {
+				m.BufferCommitErrors.Inc()
+				a.health.Set("ingest", telemetry.StateDegraded, "buffer commits failing; samples held in memory")
+			},
+			CommitTime: func(d time.Duration) { m.BufferCommitDuration.Observe(d.Seconds()) },
+		},
+	})
+}
+
+func (a *Agent) newLoop(s *sinkRunner) *uplink.Loop {
+	m := a.metrics
+	name := s.name
+	sent := m.MessagesSent.WithLabelValues(name)
+	batches := m.BatchesSent.WithLabelValues(name)
+	sendDur := m.SendDuration.WithLabelValues(name)
+	delivery := m.SampleDelivery.WithLabelValues(name)
+	errs := m.SendErrors.WithLabelValues(name)
+	retries := m.UplinkRetries.WithLabelValues(name)
+	p := a.cfg.Producer
+	return uplink.New(s.queue, s.sink, uplink.Options{
+		BatchSize:     p.BatchSize,
+		FlushInterval: p.FlushInterval.Std(),
+		Workers:       p.WorkerCount,
+		Logger:        a.log,
+		Metrics: uplink.Metrics{
+			Sent: func(n int, d time.Duration, readTimes []time.Time) {
+				sent.Add(float64(n))
+				batches.Inc()
+				sendDur.Observe(d.Seconds())
+				now := time.Now()
+				for _, t := range readTimes {
+					delivery.Observe(now.Sub(t).Seconds())
+				}
+			},
+			Failed:    func(n int) { errs.Add(float64(n)) },
+			Retried:   retries.Inc,
+			Malformed: func(n int) { m.DeadLetter.WithLabelValues(name, "malformed").Add(float64(n)) },
+		},
+		OnState: func(st uplink.State, err error) {
+			m.SetUplinkState(name, string(st))
+			if st == uplink.StateConnected {
+				a.health.Set("sink/"+name, telemetry.StateOK, "sending")
+				return
+			}
+			a.health.Set("sink/"+name, telemetry.StateDegraded, fmt.Sprintf("backing off: %v", err))
+		},
+	})
+}

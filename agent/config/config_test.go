@@ -1,0 +1,865 @@
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// mustParse parses src and fails the test on any error.
+func mustParse(t *testing.T, src string) *Config {
+	t.Helper()
+	c, err := Parse([]byte(src), "test.yaml")
+	if err != nil {
+		t.Fatalf("Parse: unexpected error:\n%v", err)
+	}
+	return c
+}
+
+// errLines parses src, requires ValidationErrors and returns them one
+// formatted problem per element.
+func errLines(t *testing.T, src string) []string {
+	t.Helper()
+	c, err := Parse([]byte(src), "test.yaml")
+	if err == nil {
+		t.Fatalf("Parse accepted an invalid file; config: %+v", c)
+	}
+	var ve ValidationErrors
+	if !errors.As(err, &ve) {
+		t.Fatalf("error is %T, want ValidationErrors: %v", err, err)
+	}
+	if c != nil {
+		t.Errorf("Parse returned a config with an error")
+	}
+	return strings.Split(err.Error(), "\n")
+}
+
+func TestExampleConfigsLoad(t *testing.T) {
+	t.Setenv("KAFKA_PASSWORD", "s3cret-from-env")
+	files, err := filepath.Glob("../../configs/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 4 {
+		t.Fatalf("found %d example configs, want at least demo, production, mqtt and manual-tuning: %v", len(files), files)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			if _, err := Load(f); err != nil {
+				t.Fatalf("Load(%s):\n%v", f, err)
+			}
+		})
+	}
+}
+
+func TestExampleConfigValues(t *testing.T) {
+	t.Setenv("KAFKA_PASSWORD", "s3cret-from-env")
+	t.Setenv("KAFKA_BROKERS", "")
+	t.Setenv("STATE_DIRECTORY", "")
+
+	t.Run("manual-tuning", func(t *testing.T) {
+		c, err := Load("../../configs/manual-tuning.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Producer.BatchSize != 1000 || c.Producer.FlushInterval.Std() != 500*time.Millisecond || c.Producer.WorkerCount != 8 {
+			t.Errorf("producer = batch %d, flush %v, workers %d; want 1000, 500ms, 8",
+				c.Producer.BatchSize, c.Producer.FlushInterval, c.Producer.WorkerCount)
+		}
+		if c.Device.SampleInterval.Std() != time.Second || c.Device.DataVariation != 0.1 {
+			t.Errorf("device = sample %v, variation %v; want 1s, 0.1", c.Device.SampleInterval, c.Device.DataVariation)
+		}
+	})
+	t.Run("demo", func(t *testing.T) {
+		c, err := Load("../../configs/demo.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !*c.Device.Enabled || len(c.PLCs) != 0 {
+			t.Errorf("demo: device.enabled %v with %d plcs; want the simulator only", *c.Device.Enabled, len(c.PLCs))
+		}
+		if !reflect.DeepEqual(c.Producer.Brokers, []string{"localhost:9092"}) || !*c.Producer.Enabled {
+			t.Errorf("demo: producer enabled %v brokers %v; want localhost:9092", *c.Producer.Enabled, c.Producer.Brokers)
+		}
+		if c.Buffer.Path != filepath.Join("iot-producer-state", "buffer.db") {
+			t.Errorf("demo: buffer.path = %q", c.Buffer.Path)
+		}
+	})
+	t.Run("production", func(t *testing.T) {
+		c, err := Load("../../configs/production.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var modbus, opcua int
+		for _, p := range c.PLCs {
+			switch p.Driver {
+			case "modbus":
+				modbus++
+			case "opcua":
+				opcua++
+			}
+		}
+		if modbus != 2 || opcua != 1 {
+			t.Errorf("production: %d modbus and %d opcua plcs; want 2 and 1", modbus, opcua)
+		}
+		s := c.Producer.SASL
+		if !c.Producer.TLS.Enabled || !strings.HasPrefix(s.Mechanism, "SCRAM") || s.Password != "s3cret-from-env" {
+			t.Errorf("production: tls %v, sasl %s, password from env %v", c.Producer.TLS.Enabled, s.Mechanism, s.Password == "s3cret-from-env")
+		}
+		if *c.Device.Enabled {
+			t.Error("production: the simulator is enabled")
+		}
+	})
+}
+
+func TestEmptyFileGivesDefaults(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skipf("no host name: %v", err)
+	}
+	for name, src := range map[string]string{
+		"empty":         "",
+		"comments only": "# nothing here\n\n",
+		"null document": "~\n",
+		"empty section": "producer:\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := mustParse(t, src)
+			want := staticDefaults()
+			want.Gateway.ID = host
+			want.Buffer.Path = filepath.Join(DefaultStateDir, "buffer.db")
+			want.Device.Enabled = ptr(true)
+			want.Producer.ClientID = "iot-producer-" + host
+			want.Producer.Idempotent = ptr(true)
+			want.MQTT.ClientID = "iot-producer-" + host
+			if !reflect.DeepEqual(*c, want) {
+				t.Errorf("defaults differ:\n got %+v\nwant %+v", *c, want)
+			}
+		})
+	}
+	d, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Gateway.ID != host || d.Producer.BatchSize != 1000 || d.Telemetry.PprofListen != "127.0.0.1:6060" {
+		t.Errorf("Default() = %+v", d)
+	}
+	if DefaultPath() != "/etc/iot-producer/config.yaml" {
+		t.Errorf("DefaultPath() = %q", DefaultPath())
+	}
+}
+
+func TestDerivedDefaults(t *testing.T) {
+	tests := []struct {
+		name  string
+		src   string
+		check func(*Config) string
+	}{
+		{"device off when plcs given", plcFile, func(c *Config) string {
+			return want(*c.Device.Enabled == false, "device.enabled = %v", *c.Device.Enabled)
+		}},
+		{"device explicitly on with plcs", plcFile + "device:\n  enabled: true\n", func(c *Config) string {
+			return want(*c.Device.Enabled, "device.enabled = %v", *c.Device.Enabled)
+		}},
+		{"plc enabled by default, byte order ABCD on modbus", plcFile, func(c *Config) string {
+			p := c.PLCs[0]
+			return want(*p.Enabled && p.Tags[0].ByteOrder == "ABCD" && p.Tags[0].Scale == 1 && p.UnitID == 1 &&
+				p.PollInterval.Std() == time.Second, "plc = %+v", p)
+		}},
+		{"buffer path from state_dir", "gateway:\n  state_dir: /data/gw\n", func(c *Config) string {
+			return want(c.Buffer.Path == "/data/gw/buffer.db", "buffer.path = %q", c.Buffer.Path)
+		}},
+		{"explicit buffer path kept", "gateway:\n  state_dir: /data/gw\nbuffer:\n  path: /fast/b.db\n", func(c *Config) string {
+			return want(c.Buffer.Path == "/fast/b.db", "buffer.path = %q", c.Buffer.Path)
+		}},
+		{"client ids from gateway id", "gateway:\n  id: gw-7\n", func(c *Config) string {
+			return want(c.Producer.ClientID == "iot-producer-gw-7" && c.MQTT.ClientID == "iot-producer-gw-7",
+				"client ids %q %q", c.Producer.ClientID, c.MQTT.ClientID)
+		}},
+		{"idempotent off with acks leader", "producer:\n  acks: leader\n", func(c *Config) string {
+			return want(!*c.Producer.Idempotent, "idempotent = %v", *c.Producer.Idempotent)
+		}},
+		{"pprof off", "telemetry:\n  pprof_listen: \"off\"\n", func(c *Config) string {
+			return want(c.Telemetry.PprofListen == "", "pprof_listen = %q", c.Telemetry.PprofListen)
+		}},
+		{"pprof OFF unquoted", "telemetry:\n  pprof_listen: OFF\n", func(c *Config) string {
+			return want(c.Telemetry.PprofListen == "", "pprof_listen = %q", c.Telemetry.PprofListen)
+		}},
+		{"producer disabled", "producer:\n  enabled: false\n", func(c *Config) string {
+			return want(!*c.Producer.Enabled, "producer.enabled = %v", *c.Producer.Enabled)
+		}},
+		{"qos 0 is kept", "mqtt:\n  qos: 0\n", func(c *Config) string {
+			return want(c.MQTT.QoS == 0, "qos = %d", c.MQTT.QoS)
+		}},
+		{"mqtt ssl turns tls on", "mqtt:\n  enabled: true\n  broker: ssl://b:8883\n", func(c *Config) string {
+			return want(c.MQTT.TLS.Enabled, "mqtt.tls.enabled = %v", c.MQTT.TLS.Enabled)
+		}},
+		{"buffer only, no sink", "producer:\n  enabled: false\n", func(c *Config) string {
+			return want(!*c.Producer.Enabled && !c.MQTT.Enabled, "sinks on")
+		}},
+		{"brokers as comma string", "producer:\n  brokers: a:9092, b:9092 ,c:9092\n", func(c *Config) string {
+			return want(reflect.DeepEqual(c.Producer.Brokers, []string{"a:9092", "b:9092", "c:9092"}), "brokers = %q", c.Producer.Brokers)
+		}},
+		{"merge keys share plc settings", mergeFile, func(c *Config) string {
+			a, b := c.PLCs[0], c.PLCs[1]
+			return want(a.Name == "a" && b.Name == "b" && a.PollInterval.Std() == 250*time.Millisecond &&
+				b.PollInterval.Std() == 2*time.Second && b.Endpoint == "10.0.0.1:502" && len(b.Tags) == 1,
+				"plcs = %+v", c.PLCs)
+		}},
+		{"quoted number for an integer", "producer:\n  batch_size: \"500\"\n", func(c *Config) string {
+			return want(c.Producer.BatchSize == 500, "batch_size = %d", c.Producer.BatchSize)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if msg := tt.check(mustParse(t, tt.src)); msg != "" {
+				t.Error(msg)
+			}
+		})
+	}
+}
+
+// want returns the formatted message when ok is false, "" otherwise.
+func want(ok bool, format string, args ...any) string {
+	if ok {
+		return ""
+	}
+	return "unexpected: " + fmt.Sprintf(format, args...)
+}
+
+const plcFile = `plcs:
+  - name: press-1
+    driver: modbus
+    endpoint: 127.0.0.1:502
+    tags:
+      - name: temp
+        address: "0"
+        type: float32
+`
+
+const mergeFile = `plcs:
+  - &base
+    name: a
+    driver: modbus
+    endpoint: 10.0.0.1:502
+    poll_interval: 250ms
+    tags:
+      - {name: t, address: "1", type: int16}
+  - <<: *base
+    name: b
+    poll_interval: 2s
+`
+
+func TestBadFiles(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		want []string // every line of the error, in order
+	}{
+		{
+			name: "unknown key with suggestion",
+			src:  "producer:\n  batch_sise: 10\n",
+			want: []string{`producer.batch_sise: unknown key "batch_sise"; did you mean "batch_size"? (line 2)`},
+		},
+		{
+			name: "unknown top-level section",
+			src:  "gateway:\n  id: g\nkafka:\n  brokers: [a:1]\n",
+			want: []string{`kafka: unknown key "kafka" (line 3)`},
+		},
+		{
+			name: "string where an integer is expected",
+			src:  "producer:\n  batch_size: lots\n",
+			want: []string{`producer.batch_size: expected an integer, got "lots" (line 2)`},
+		},
+		{
+			name: "float where an integer is expected",
+			src:  "device:\n  count: 2.5\n",
+			want: []string{`device.count: expected an integer, got "2.5" (line 2)`},
+		},
+		{
+			name: "list where a string is expected",
+			src:  "gateway:\n  id: [a, b]\n",
+			want: []string{`gateway.id: expected a string, got a list (line 2)`},
+		},
+		{
+			name: "scalar where a section is expected",
+			src:  "producer: kafka:9092\n",
+			want: []string{`producer: expected a mapping of keys, got "kafka:9092" (line 1)`},
+		},
+		{
+			name: "bad boolean",
+			src:  "producer:\n  enabled: yes please\n",
+			want: []string{`producer.enabled: expected true or false, got "yes please" (line 2)`},
+		},
+		{
+			name: "tag type typo",
+			src: plcFile + `  - name: press-2
+    driver: modbus
+    endpoint: 127.0.0.1:503
+    tags:
+      - {name: a, address: "0", type: int16}
+      - {name: b, address: "1", type: int16}
+      - {name: c, address: "2", type: int16}
+      - {name: d, address: "3", type: flaot32}
+`,
+			want: []string{`plcs[1].tags[3].type: unknown type "flaot32"; did you mean "float32"? (line 16)`},
+		},
+		{
+			name: "driver typo and unknown compression",
+			src:  strings.Replace(plcFile, "driver: modbus", "driver: modbsu", 1) + "producer:\n  compression: brotli\n",
+			want: []string{
+				`plcs[0].driver: unknown driver "modbsu"; did you mean "modbus"? (line 3)`,
+				`producer.compression: unknown compression "brotli"; want none, gzip, snappy, lz4 or zstd (line 10)`,
+			},
+		},
+		{
+			name: "bad enums everywhere",
+			src: `buffer:
+  drop_policy: drop_all
+  on_corrupt: ignore
+producer:
+  acks: one
+  sasl:
+    mechanism: scram-sha-256
+log:
+  level: verbose
+  format: xml
+`,
+			want: []string{
+				`buffer.drop_policy: unknown drop_policy "drop_all"; want drop_oldest or drop_newest (line 2)`,
+				`buffer.on_corrupt: unknown on_corrupt "ignore"; want quarantine or fail (line 3)`,
+				`producer.acks: unknown acks "one"; did you mean "none"? (line 5)`,
+				`producer.sasl.mechanism: unknown mechanism "scram-sha-256"; did you mean "SCRAM-SHA-256"? (line 7)`,
+				`log.level: unknown level "verbose"; want debug, info, warn or error (line 9)`,
+				`log.format: unknown format "xml"; want text or json (line 10)`,
+			},
+		},
+		{
+			name: "bad duration",
+			src:  "producer:\n  flush_interval: 5 seconds\n",
+			want: []string{`producer.flush_interval: invalid duration "5 seconds": write 500ms, 1.5s, 2m or a bare number of milliseconds (line 2)`},
+		},
+		{
+			name: "negative duration",
+			src:  "producer:\n  flush_interval: -500\nbuffer:\n  commit_interval: -1s\n",
+			want: []string{
+				`producer.flush_interval: negative duration -500 (line 2)`,
+				`buffer.commit_interval: negative duration -1s (line 4)`,
+			},
+		},
+		{
+			name: "fractional bare duration",
+			src:  "device:\n  sample_interval: 1.5\n",
+			want: []string{`device.sample_interval: invalid duration "1.5": a bare number is whole milliseconds; give a unit, e.g. 1.5ms or 1.5s (line 2)`},
+		},
+		{
+			name: "durations too short",
+			src:  "device:\n  sample_interval: 0\nbuffer:\n  max_age: 0s\n",
+			want: []string{
+				`device.sample_interval: 0s is too short: must be at least 1ms (line 2)`,
+				`buffer.max_age: 0s is too short: must be positive (line 4)`,
+			},
+		},
+		{
+			name: "bad sizes",
+			src:  "buffer:\n  max_bytes: 10 gigs\n",
+			want: []string{`buffer.max_bytes: invalid size "10 gigs": unknown unit "gigs"; use B, KB, MB, GB, TB (1000s) or KiB, MiB, GiB, TiB (1024s) (line 2)`},
+		},
+		{
+			name: "size too small",
+			src:  "buffer:\n  max_bytes: 512KiB\n",
+			want: []string{`buffer.max_bytes: 512KiB is too small: must be at least 1MiB (line 2)`},
+		},
+		{
+			name: "out of range",
+			src: `device:
+  count: 100001
+  tags_per_device: 0
+  data_variation: 1.5
+producer:
+  batch_size: 0
+  worker_count: 65
+mqtt:
+  qos: 3
+buffer:
+  commit_size: 0
+`,
+			want: []string{
+				`device.count: 100001 is out of range: want 0 to 100000 (line 2)`,
+				`device.tags_per_device: 0 is out of range: want 1 to 1000 (line 3)`,
+				`device.data_variation: 1.5 is out of range: want 0 to 1 (line 4)`,
+				`producer.batch_size: 0 is out of range: want 1 to 100000 (line 6)`,
+				`producer.worker_count: 65 is out of range: want 1 to 64 (line 7)`,
+				`mqtt.qos: 3 is out of range: want 0 to 2 (line 9)`,
+				`buffer.commit_size: 0 is out of range: want at least 1 (line 11)`,
+			},
+		},
+		{
+			name: "missing environment variable",
+			src:  "producer:\n  sasl:\n    mechanism: SCRAM-SHA-256\n    username: u\n    password: ${IOTP_TEST_UNSET_VAR}\n",
+			want: []string{`producer.sasl.password: environment variable IOTP_TEST_UNSET_VAR is not set (write ${IOTP_TEST_UNSET_VAR:-default} to give a default) (line 5)`},
+		},
+		{
+			name: "bad environment reference",
+			src:  "gateway:\n  id: ${1BAD}\n  state_dir: /x/${OPEN\n",
+			want: []string{
+				`gateway.id: invalid environment variable reference ${1BAD}: write ${NAME} or ${NAME:-default} (line 2)`,
+				`gateway.state_dir: unterminated ${ in "${OPEN" (line 3)`,
+			},
+		},
+		{
+			name: "missing secret file",
+			src:  "mqtt:\n  username: u\n  password_file: /nonexistent/iotp-secret\n",
+			want: []string{`mqtt.password_file: cannot read secret file: open /nonexistent/iotp-secret: no such file or directory (line 3)`},
+		},
+		{
+			name: "password and password_file",
+			src:  "producer:\n  sasl:\n    mechanism: SCRAM-SHA-512\n    username: u\n    password: p\n    password_file: /etc/hostname\n",
+			want: []string{`producer.sasl.password_file: password and password_file are both set; give one (line 6)`},
+		},
+		{
+			name: "_file on a key that is not a secret",
+			src:  "mqtt:\n  username_file: /etc/hostname\n",
+			want: []string{`mqtt.username_file: unknown key "username_file" (line 2)`},
+		},
+		{
+			name: "duplicate plc and tag names",
+			src: plcFile + `      - name: temp
+        address: "2"
+        type: int16
+  - name: press-1
+    driver: opcua
+    endpoint: opc.tcp://h:4840
+    tags:
+      - {name: x, address: "ns=2;s=X", type: float64}
+`,
+			want: []string{
+				`plcs[0].tags[1].name: duplicate tag name "temp" in this device (also plcs[0].tags[0], line 6) (line 9)`,
+				`plcs[1].name: duplicate name "press-1" (also plcs[0], line 2) (line 12)`,
+			},
+		},
+		{
+			name: "required plc and tag fields",
+			src:  "plcs:\n  - driver: modbus\n    tags:\n      - name: t\n  - name: b\n",
+			want: []string{
+				`plcs[0].name: required (line 2)`,
+				`plcs[0].endpoint: required (line 2)`,
+				`plcs[0].tags[0].address: required (line 4)`,
+				`plcs[0].tags[0].type: required: bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, string or string(n) (line 4)`,
+				`plcs[1].driver: required: modbus or opcua (line 5)`,
+				`plcs[1].endpoint: required (line 5)`,
+				`plcs[1].tags: no tags: give at least one (line 5)`,
+			},
+		},
+		{
+			name: "driver specific checks",
+			src: `plcs:
+  - name: m
+    driver: modbus
+    endpoint: plc.local
+    tags:
+      - {name: s, address: "500000", type: string}
+      - {name: c, address: "1", type: int16, register: coil}
+      - {name: z, address: "2", type: int16, scale: 0}
+  - name: o
+    driver: opcua
+    endpoint: tcp://h:4840
+    tags:
+      - {name: x, address: "Line1.Temp", type: float64, register: holding, byte_order: CDAB}
+`,
+			want: []string{
+				`plcs[0].endpoint: "plc.local": a modbus endpoint is host:port (TCP) or a serial device path (RTU): address plc.local: missing port in address (line 4)`,
+				`plcs[0].tags[0].address: "500000": a modbus address is a number, 0-based (0-65535) or in 4xxxx/4xxxxx notation (line 6)`,
+				`plcs[0].tags[0].type: modbus strings need a length in bytes, e.g. string(16) (line 6)`,
+				`plcs[0].tags[1].type: coil registers hold bits: the type must be bool, not int16 (line 7)`,
+				`plcs[0].tags[2].scale: 0 makes every value 0; leave it out for 1 (line 8)`,
+				`plcs[1].endpoint: "tcp://h:4840": an opcua endpoint is a URL opc.tcp://host:port[/path] (line 11)`,
+				`plcs[1].tags[0].address: "Line1.Temp": an OPC UA node id looks like ns=2;s=Line1.Temp or i=2258 (line 13)`,
+				`plcs[1].tags[0].register: applies to modbus only (line 13)`,
+				`plcs[1].tags[0].byte_order: applies to modbus only (line 13)`,
+			},
+		},
+		{
+			name: "no source",
+			src:  "device:\n  enabled: false\n",
+			want: []string{`device.enabled: no source of samples: enable device (with count > 0) or configure an enabled plc (line 2)`},
+		},
+		{
+			name: "only disabled plcs",
+			src:  strings.Replace(plcFile, "    driver: modbus\n", "    driver: modbus\n    enabled: false\n", 1),
+			want: []string{`plcs: no source of samples: enable device (with count > 0) or configure an enabled plc (line 1)`},
+		},
+		{
+			name: "brokers empty when producer enabled",
+			src:  "producer:\n  brokers: []\n  topic: \"\"\n",
+			want: []string{
+				`producer.brokers: required when the producer is enabled: give at least one host:port (line 2)`,
+				`producer.topic: required when the producer is enabled (line 3)`,
+			},
+		},
+		{
+			name: "bad brokers and topic",
+			src:  "producer:\n  brokers: [\"kafka://k:9092\", \"k:port\"]\n  topic: iot/{device}/{tag}\n",
+			want: []string{
+				`producer.brokers[0]: "kafka://k:9092": write host:port, not a URL (line 2)`,
+				`producer.brokers[1]: "k:port": want host:port: port "port" is not a number from 0 to 65535 (line 2)`,
+				`producer.topic: "iot/{device}/{tag}": unknown placeholder {tag}; want {gateway} or {device} (line 3)`,
+			},
+		},
+		{
+			name: "mqtt enabled without broker",
+			src:  "mqtt:\n  enabled: true\n",
+			want: []string{`mqtt.broker: required when mqtt is enabled, e.g. tcp://localhost:1883 (line 1)`},
+		},
+		{
+			name: "mqtt checks",
+			src:  "mqtt:\n  enabled: true\n  broker: http://b:1883\n  topic: iot/+/x\n  tls:\n    ca_file: ca.pem\n",
+			want: []string{
+				`mqtt.broker: "http://b:1883": unknown scheme "http"; want tcp, mqtt, ssl, tls, mqtts, ws or wss (line 3)`,
+				`mqtt.topic: "iot/+/x": an MQTT topic to publish to cannot contain + or # wildcards or stray braces (line 4)`,
+				`mqtt.tls.ca_file: has no effect while mqtt.tls.enabled is false (line 6)`,
+			},
+		},
+		{
+			name: "mqtt tls on a plain broker",
+			src:  "mqtt:\n  enabled: true\n  broker: tcp://b:1883\n  tls:\n    enabled: true\n",
+			want: []string{`mqtt.tls.enabled: TLS needs a ssl, tls, mqtts or wss broker URL, not tcp:// (line 5)`},
+		},
+		{
+			name: "idempotent needs acks all",
+			src:  "producer:\n  acks: leader\n  idempotent: true\n",
+			want: []string{`producer.idempotent: an idempotent producer needs acks all, not leader: set acks: all or idempotent: false (line 3)`},
+		},
+		{
+			name: "PLAIN without TLS",
+			src:  "producer:\n  sasl:\n    mechanism: PLAIN\n    username: u\n    password: p\n",
+			want: []string{`producer.sasl.mechanism: PLAIN sends the password in clear without TLS: set producer.tls.enabled, use SCRAM, or set allow_plain_without_tls (line 3)`},
+		},
+		{
+			name: "sasl incomplete",
+			src:  "producer:\n  sasl:\n    username: u\n  tls:\n    enabled: true\n    cert_file: c.pem\n",
+			want: []string{
+				`producer.sasl.mechanism: required when sasl.username is set: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (line 2)`,
+				`producer.tls.cert_file: cert_file and key_file go together: give both or neither (line 6)`,
+			},
+		},
+		{
+			name: "mechanism without credentials",
+			src:  "producer:\n  tls:\n    enabled: true\n  sasl:\n    mechanism: PLAIN\n",
+			want: []string{
+				`producer.sasl.username: required with mechanism PLAIN (line 4)`,
+				`producer.sasl.password: required with mechanism PLAIN (or password_file) (line 4)`,
+			},
+		},
+		{
+			name: "bad listen addresses and names",
+			src:  "gateway:\n  id: gw 1\ndevice:\n  name_prefix: sim/\ntelemetry:\n  metrics_listen: \"8080\"\n  health_listen: \"\"\n",
+			want: []string{
+				`gateway.id: "gw 1": use letters, digits, '.', '_' and '-' only (line 2)`,
+				`device.name_prefix: "sim/": use letters, digits, '.', '_' and '-' only (line 4)`,
+				`telemetry.metrics_listen: "8080": want [host]:port: address 8080: missing port in address (line 6)`,
+				`telemetry.health_listen: required: a listen address such as :8080 (line 7)`,
+			},
+		},
+		{
+			name: "repeated key",
+			src:  "producer:\n  topic: a\n  topic: b\n",
+			want: []string{`producer.topic: key repeated (first at line 2) (line 3)`},
+		},
+		{
+			name: "yaml syntax error",
+			src:  "producer:\n  topic: a\n bad: [\n",
+			want: []string{`test.yaml is not valid YAML: did not find expected key (line 2)`},
+		},
+		{
+			name: "two documents",
+			src:  "producer:\n  topic: a\n---\nlog:\n  level: info\n",
+			want: []string{`test.yaml holds more than one YAML document; give one (line 3)`},
+		},
+		{
+			name: "top level is a list",
+			src:  "- a\n- b\n",
+			want: []string{`test.yaml: the top level must be a mapping of sections (gateway, plcs, device, ...), got a list (line 1)`},
+		},
+		{
+			name: "several errors at once, in file order",
+			src: `gateway:
+  idd: x
+plcs:
+  - name: p
+    driver: opcua
+    endpoint: opc.tcp://h:4840
+    poll_interval: fast
+    tags:
+      - {name: t, address: "i=85", type: flaot64}
+producer:
+  batch_size: "many"
+  worker_count: 100
+  sasl:
+    password: ${IOTP_TEST_UNSET_VAR}
+mqtt:
+  qos: -1
+`,
+			want: []string{
+				`gateway.idd: unknown key "idd"; did you mean "id"? (line 2)`,
+				`plcs[0].poll_interval: invalid duration "fast": write 500ms, 1.5s, 2m or a bare number of milliseconds (line 7)`,
+				`plcs[0].tags[0].type: unknown type "flaot64"; did you mean "float64"? (line 9)`,
+				`producer.batch_size: expected an integer, got "many" (line 11)`,
+				`producer.worker_count: 100 is out of range: want 1 to 64 (line 12)`,
+				`producer.sasl.password: environment variable IOTP_TEST_UNSET_VAR is not set (write ${IOTP_TEST_UNSET_VAR:-default} to give a default) (line 14)`,
+				`mqtt.qos: -1 is out of range: want 0 to 2 (line 16)`,
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := errLines(t, tt.src)
+			for i := range max(len(got), len(tt.want)) {
+				var g, w string
+				if i < len(got) {
+					g = got[i]
+				}
+				if i < len(tt.want) {
+					w = tt.want[i]
+				}
+				if g != w {
+					t.Errorf("problem %d:\n got %s\nwant %s", i, g, w)
+				}
+			}
+		})
+	}
+}
+
+func TestFieldErrorsCarryPathAndLine(t *testing.T) {
+	_, err := Parse([]byte("producer:\n  batch_size: x\n"), "f.yaml")
+	var fe *FieldError
+	if !errors.As(err, &fe) {
+		t.Fatalf("errors.As(*FieldError) failed on %v", err)
+	}
+	if fe.Path != "producer.batch_size" || fe.Line != 2 || !strings.Contains(fe.Msg, `"x"`) {
+		t.Errorf("FieldError = %+v", fe)
+	}
+}
+
+func TestEnvExpansion(t *testing.T) {
+	t.Setenv("IOTP_TOPIC", "plant.a")
+	t.Setenv("IOTP_EMPTY", "")
+	t.Setenv("IOTP_BATCH", "250")
+	t.Setenv("IOTP_BROKERS", "k1:9092,k2:9092")
+	t.Setenv("IOTP_FLUSH", "20ms")
+	c := mustParse(t, `gateway:
+  id: gw-${IOTP_TOPIC}
+  state_dir: ${IOTP_UNSET_DIR:-/srv/gw}
+producer:
+  topic: ${IOTP_TOPIC}
+  client_id: ${IOTP_EMPTY:-fallback}
+  batch_size: ${IOTP_BATCH}
+  brokers: ${IOTP_BROKERS}
+  flush_interval: ${IOTP_FLUSH}
+mqtt:
+  username: "a$${b}"
+  client_id: a$b
+`)
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"embedded reference", c.Gateway.ID, "gw-plant.a"},
+		{"default for unset", c.Gateway.StateDir, "/srv/gw"},
+		{"plain reference", c.Producer.Topic, "plant.a"},
+		{"default for empty", c.Producer.ClientID, "fallback"},
+		{"integer from env", c.Producer.BatchSize, 250},
+		{"list from env", c.Producer.Brokers, []string{"k1:9092", "k2:9092"}},
+		{"duration from env", c.Producer.FlushInterval, Duration(20 * time.Millisecond)},
+		{"escaped", c.MQTT.Username, "a${b}"},
+		{"bare dollar kept", c.MQTT.ClientID, "a$b"},
+	}
+	for _, ck := range checks {
+		if !reflect.DeepEqual(ck.got, ck.want) {
+			t.Errorf("%s: got %v, want %v", ck.name, ck.got, ck.want)
+		}
+	}
+}
+
+func TestExpandEnv(t *testing.T) {
+	env := map[string]string{"A": "1", "E": ""}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	tests := []struct {
+		in, want, err string
+	}{
+		{in: "plain", want: "plain"},
+		{in: "${A}", want: "1"},
+		{in: "x${A}y${A}z", want: "x1y1z"},
+		{in: "${B:-dflt}", want: "dflt"},
+		{in: "${E:-dflt}", want: "dflt"},
+		{in: "${E}", want: ""},
+		{in: "${B:-}", want: ""},
+		{in: "${B:-a:-b}", want: "a:-b"},
+		{in: "$${A}", want: "${A}"},
+		{in: "$A ${A}", want: "$A 1"},
+		{in: "${B}", err: "environment variable B is not set"},
+		{in: "${A", err: "unterminated ${"},
+		{in: "${}", err: "invalid environment variable reference ${}"},
+		{in: "${A B}", err: "invalid environment variable reference"},
+	}
+	for _, tt := range tests {
+		got, err := expandEnv(tt.in, lookup)
+		switch {
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("expandEnv(%q) error = %v, want %q", tt.in, err, tt.err)
+		case tt.err == "" && (err != nil || got != tt.want):
+			t.Errorf("expandEnv(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("kafka.pw", "kafka-secret\n")
+	write("mqtt.pw", "mqtt secret with spaces\r\n")
+	write("empty.pw", "\n")
+	t.Setenv("IOTP_SECRETS", dir)
+
+	t.Run("absolute and relative paths", func(t *testing.T) {
+		cfgPath := filepath.Join(dir, "config.yaml")
+		src := `producer:
+  tls:
+    enabled: true
+  sasl:
+    mechanism: SCRAM-SHA-256
+    username: u
+    password_file: ${IOTP_SECRETS}/kafka.pw
+mqtt:
+  username: m
+  password_file: mqtt.pw
+`
+		if err := os.WriteFile(cfgPath, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Load(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Producer.SASL.Password != "kafka-secret" {
+			t.Errorf("sasl password = %q, want kafka-secret (trailing newline trimmed)", c.Producer.SASL.Password)
+		}
+		if c.MQTT.Password != "mqtt secret with spaces" {
+			t.Errorf("mqtt password = %q (relative to the config's directory, CRLF trimmed)", c.MQTT.Password)
+		}
+	})
+	t.Run("empty file", func(t *testing.T) {
+		got := errLines(t, "mqtt:\n  password_file: "+filepath.Join(dir, "empty.pw")+"\n")
+		want := "mqtt.password_file: secret file " + filepath.Join(dir, "empty.pw") + " is empty (line 2)"
+		if len(got) != 1 || got[0] != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	})
+	t.Run("secret never in messages", func(t *testing.T) {
+		_, err := Parse([]byte("producer:\n  sasl:\n    mechanism: PLAIN\n    username: u\n    password: hunter2\n"), "x.yaml")
+		if err == nil || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error %v: want an error that does not show the password", err)
+		}
+	})
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
+		t.Fatalf("Load of a missing file: %v; want an error naming it", err)
+	}
+	var ve ValidationErrors
+	if errors.As(err, &ve) {
+		t.Errorf("a missing file is not a validation error: %v", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	c, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Default().Validate() = %v", err)
+	}
+	c.Producer.BatchSize = 0
+	c.PLCs = append(c.PLCs, PLC{Name: "x", Driver: "opcua", Endpoint: "opc.tcp://h:4840"})
+	err = c.Validate()
+	want := "producer.batch_size: 0 is out of range: want 1 to 100000"
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "plcs[0].tags: no tags") {
+		t.Errorf("Validate() = %v; want %q and the missing tags, without line numbers", err, want)
+	}
+	if strings.Contains(err.Error(), "(line") {
+		t.Errorf("Validate() of a Config built in code reports lines: %v", err)
+	}
+}
+
+func TestRedacted(t *testing.T) {
+	c := mustParse(t, `producer:
+  tls:
+    enabled: true
+  sasl:
+    mechanism: SCRAM-SHA-512
+    username: kafka-user
+    password: kafka-secret
+mqtt:
+  username: mqtt-user
+`+plcFile)
+	r := c.Redacted()
+	if r.Producer.SASL.Password != "REDACTED" {
+		t.Errorf("sasl password = %q, want REDACTED", r.Producer.SASL.Password)
+	}
+	if r.MQTT.Password != "" {
+		t.Errorf("empty mqtt password became %q; an empty secret stays empty", r.MQTT.Password)
+	}
+	if r.Producer.SASL.Username != "kafka-user" || r.MQTT.Username != "mqtt-user" {
+		t.Error("user names are not secrets but were changed")
+	}
+	if c.Producer.SASL.Password != "kafka-secret" {
+		t.Error("Redacted changed the original")
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "kafka-secret") {
+		t.Errorf("redacted JSON shows the secret: %s", b)
+	}
+	// A deep copy: changing the copy leaves the original alone.
+	r.PLCs[0].Tags[0].Name = "changed"
+	*r.PLCs[0].Enabled = false
+	r.Producer.Brokers[0] = "changed:1"
+	if c.PLCs[0].Tags[0].Name != "temp" || !*c.PLCs[0].Enabled || c.Producer.Brokers[0] != "localhost:9092" {
+		t.Error("Redacted shares memory with the original")
+	}
+	// Everything but the secrets is equal.
+	r2 := c.Redacted()
+	r2.Producer.SASL.Password = c.Producer.SASL.Password
+	if !reflect.DeepEqual(r2, c) {
+		t.Errorf("Redacted copy differs beyond secrets:\n got %+v\nwant %+v", r2, c)
+	}
+}
+
+func TestJSONOfConfig(t *testing.T) {
+	c := mustParse(t, "producer:\n  flush_interval: 500\nbuffer:\n  max_bytes: 512MiB\n")
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"flush_interval":"500ms"`, `"max_bytes":"512MiB"`, `"max_age":"168h"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("JSON lacks %s: %s", want, b)
+		}
+	}
+}

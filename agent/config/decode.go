@@ -1,0 +1,436 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// decoder walks a yaml.Node tree alongside the Config it fills, so that every
+// problem is reported with its path and line and decoding goes on after the
+// first one. It is strict: a key with no field is an error.
+type decoder struct {
+	// baseDir is the directory relative *_file paths are resolved against.
+	baseDir string
+	// lookup reads an environment variable for ${NAME} expansion.
+	lookup func(string) (string, bool)
+	// pos records the line of every key and list element decoded, by path.
+	pos *positions
+	// errs collects the problems found so far.
+	errs ValidationErrors
+}
+
+var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+
+// fail records a problem with the key at path and marks it so validation
+// does not report the same key again.
+func (d *decoder) fail(path string, line int, format string, args ...any) {
+	d.pos.failed[path] = true
+	d.errs = append(d.errs, &FieldError{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
+// decode stores node n into v, the field at path.
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	for n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if isNull(n) {
+		return // an empty value keeps the default
+	}
+	if v.CanAddr() && v.Addr().Type().Implements(unmarshalerType) {
+		d.decodeUnmarshaler(n, v, path)
+		return
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		d.decodeStruct(n, v, path)
+	case reflect.Slice:
+		d.decodeSlice(n, v, path)
+	case reflect.Pointer:
+		nv := reflect.New(v.Type().Elem())
+		before := len(d.errs)
+		d.decode(n, nv.Elem(), path)
+		if len(d.errs) == before {
+			v.Set(nv)
+		}
+	case reflect.String:
+		if s, ok := d.scalar(n, path, "a string"); ok {
+			v.SetString(s)
+		}
+	case reflect.Int, reflect.Int64:
+		s, ok := d.scalar(n, path, "an integer")
+		if !ok {
+			return
+		}
+		i, err := strconv.ParseInt(strings.ReplaceAll(s, "_", ""), 0, 64)
+		if err != nil {
+			d.fail(path, n.Line, "expected an integer, got %q", s)
+			return
+		}
+		v.SetInt(i)
+	case reflect.Float64:
+		s, ok := d.scalar(n, path, "a number")
+		if !ok {
+			return
+		}
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			d.fail(path, n.Line, "expected a finite number, got %q", s)
+			return
+		}
+		v.SetFloat(f)
+	case reflect.Bool:
+		s, ok := d.scalar(n, path, "true or false")
+		if !ok {
+			return
+		}
+		switch s {
+		case "true", "True", "TRUE":
+			v.SetBool(true)
+		case "false", "False", "FALSE":
+			v.SetBool(false)
+		default:
+			d.fail(path, n.Line, "expected true or false, got %q", s)
+		}
+	default:
+		// Only reachable if a field of an unsupported kind is added to Config.
+		d.fail(path, n.Line, "BUG: config field of kind %s cannot be decoded", v.Kind())
+	}
+}
+
+// scalar returns the env-expanded value of a scalar node, or records a
+// problem saying what was expected instead.
+func (d *decoder) scalar(n *yaml.Node, path, want string) (string, bool) {
+	if n.Kind != yaml.ScalarNode {
+		d.fail(path, n.Line, "expected %s, got %s", want, kindName(n))
+		return "", false
+	}
+	s, err := expandEnv(n.Value, d.lookup)
+	if err != nil {
+		d.fail(path, n.Line, "%v", err)
+		return "", false
+	}
+	return s, true
+}
+
+// decodeUnmarshaler decodes a Duration or ByteSize after env expansion.
+func (d *decoder) decodeUnmarshaler(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind == yaml.ScalarNode {
+		s, ok := d.scalar(n, path, "")
+		if !ok {
+			return
+		}
+		cp := *n
+		cp.Value = s
+		n = &cp
+	}
+	if err := v.Addr().Interface().(yaml.Unmarshaler).UnmarshalYAML(n); err != nil {
+		d.fail(path, n.Line, "%v", err)
+	}
+}
+
+// decodeSlice decodes a list. Each new element starts from itemDefaults. A
+// list of strings may also be written as one comma-separated string, which
+// lets a single ${ENV} give several brokers.
+func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, path string) {
+	et := v.Type().Elem()
+	if n.Kind == yaml.ScalarNode && et.Kind() == reflect.String {
+		s, ok := d.scalar(n, path, "a list")
+		if !ok {
+			return
+		}
+		out := reflect.MakeSlice(v.Type(), 0, 4)
+		for part := range strings.SplitSeq(s, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = reflect.Append(out, reflect.ValueOf(part))
+			}
+		}
+		v.Set(out)
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.fail(path, n.Line, "expected a list, got %s", kindName(n))
+		return
+	}
+	out := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+	for i, item := range n.Content {
+		ip := fmt.Sprintf("%s[%d]", path, i)
+		d.pos.lines[ip] = item.Line
+		elem := out.Index(i)
+		if def := itemDefaults(elem.Interface()); def != nil {
+			elem.Set(reflect.ValueOf(def))
+		}
+		d.decode(item, elem, ip)
+	}
+	v.Set(out)
+}
+
+// decodeStruct decodes a mapping into a struct: known keys into their
+// fields, <key>_file into a secret field, anything else is an error.
+func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.fail(path, n.Line, "expected a mapping of keys, got %s", kindName(n))
+		return
+	}
+	fields := fieldsOf(v.Type())
+	seen := map[string]int{}
+	type fileRef struct {
+		field fieldInfo
+		key   *yaml.Node
+		value *yaml.Node
+	}
+	var files []fileRef
+	for _, p := range mappingPairs(n) {
+		k := p.key
+		if k.Kind != yaml.ScalarNode {
+			d.fail(path, k.Line, "expected a key name, got %s", kindName(k))
+			continue
+		}
+		name := k.Value
+		kp := joinPath(path, name)
+		if first, dup := seen[name]; dup {
+			d.fail(kp, k.Line, "key repeated (first at line %d)", first)
+			continue
+		}
+		seen[name] = k.Line
+		d.pos.lines[kp] = k.Line
+		if f, ok := fields.byName(name); ok {
+			d.decode(p.value, v.Field(f.index), kp)
+			continue
+		}
+		if base, ok := strings.CutSuffix(name, fileSuffix); ok {
+			if f, ok := fields.byName(base); ok && f.secret {
+				files = append(files, fileRef{field: f, key: k, value: p.value})
+				continue
+			}
+		}
+		msg := fmt.Sprintf("unknown key %q", name)
+		if s := suggest(name, fields.names()); s != "" {
+			msg += fmt.Sprintf("; did you mean %q?", s)
+		}
+		d.fail(kp, k.Line, "%s", msg)
+	}
+	for _, fr := range files {
+		kp := joinPath(path, fr.field.name+fileSuffix)
+		if _, both := seen[fr.field.name]; both {
+			d.fail(kp, fr.key.Line, "%s and %s%s are both set; give one", fr.field.name, fr.field.name, fileSuffix)
+			continue
+		}
+		d.pos.lines[joinPath(path, fr.field.name)] = fr.key.Line
+		var file string
+		if !isNull(fr.value) {
+			s, ok := d.scalar(fr.value, kp, "a file path")
+			if !ok {
+				continue
+			}
+			file = s
+		}
+		secret, err := d.readSecret(file)
+		if err != nil {
+			d.fail(kp, fr.key.Line, "%v", err)
+			continue
+		}
+		v.Field(fr.field.index).SetString(secret)
+	}
+}
+
+// fileSuffix turns a secret's key into the key naming a file that holds it.
+const fileSuffix = "_file"
+
+// readSecret reads a secret from a file, relative paths from baseDir, and
+// trims the trailing newline editors and echo add.
+func (d *decoder) readSecret(file string) (string, error) {
+	if file == "" {
+		return "", fmt.Errorf("empty file path")
+	}
+	if !filepath.IsAbs(file) {
+		file = filepath.Join(d.baseDir, file)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("cannot read secret file: %w", err)
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("secret file %s is empty", file)
+	}
+	return s, nil
+}
+
+type nodePair struct{ key, value *yaml.Node }
+
+// mappingPairs returns a mapping's key/value pairs with YAML merge keys
+// (<<: *anchor) resolved: explicit keys win over merged ones, and earlier
+// merge sources over later ones.
+func mappingPairs(n *yaml.Node) []nodePair {
+	var explicit, merged []nodePair
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.ScalarNode && k.Tag == "!!merge" {
+			for _, src := range mergeSources(v) {
+				merged = append(merged, mappingPairs(src)...)
+			}
+			continue
+		}
+		explicit = append(explicit, nodePair{k, v})
+	}
+	if len(merged) == 0 {
+		return explicit
+	}
+	have := map[string]bool{}
+	for _, p := range explicit {
+		have[p.key.Value] = true
+	}
+	out := explicit
+	for _, p := range merged {
+		if !have[p.key.Value] {
+			have[p.key.Value] = true
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// mergeSources returns the mappings named by a merge key's value: one
+// mapping or a list of them.
+func mergeSources(v *yaml.Node) []*yaml.Node {
+	for v.Kind == yaml.AliasNode {
+		v = v.Alias
+	}
+	switch v.Kind {
+	case yaml.MappingNode:
+		return []*yaml.Node{v}
+	case yaml.SequenceNode:
+		var out []*yaml.Node
+		for _, item := range v.Content {
+			out = append(out, mergeSources(item)...)
+		}
+		return out
+	}
+	return nil
+}
+
+// isNull reports whether n is an empty value (`key:`, `~` or `null`).
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+// kindName describes a node for messages: a mapping, a list or its value.
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		return strconv.Quote(n.Value)
+	}
+	return "nothing"
+}
+
+func joinPath(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+// fieldInfo describes one struct field as the YAML file names it.
+type fieldInfo struct {
+	name   string
+	index  int
+	secret bool
+	doc    string
+	field  reflect.StructField
+}
+
+type fieldList []fieldInfo
+
+// fieldsOf lists t's fields that have a yaml name, in declaration order.
+func fieldsOf(t reflect.Type) fieldList {
+	var out fieldList
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" || !f.IsExported() {
+			continue
+		}
+		out = append(out, fieldInfo{
+			name:   name,
+			index:  i,
+			secret: f.Tag.Get("secret") == "true",
+			doc:    f.Tag.Get("doc"),
+			field:  f,
+		})
+	}
+	return out
+}
+
+func (fl fieldList) byName(name string) (fieldInfo, bool) {
+	for _, f := range fl {
+		if f.name == name {
+			return f, true
+		}
+	}
+	return fieldInfo{}, false
+}
+
+// names lists the keys a mapping accepts, secrets' *_file keys included.
+func (fl fieldList) names() []string {
+	var out []string
+	for _, f := range fl {
+		out = append(out, f.name)
+		if f.secret {
+			out = append(out, f.name+fileSuffix)
+		}
+	}
+	return out
+}
+
+// suggest returns the candidate closest to s when it is close enough to be
+// a likely typo (case differences, up to two edits), or "".
+func suggest(s string, candidates []string) string {
+	best, bestDist := "", 3
+	for _, c := range candidates {
+		if strings.EqualFold(s, c) {
+			return c
+		}
+		if d := editDistance(strings.ToLower(s), strings.ToLower(c)); d < bestDist && d < len(c) {
+			best, bestDist = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Damerau-Levenshtein (optimal string alignment)
+// distance, so a swap of two letters ("flaot") counts as one edit.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev2 := make([]int, len(rb)+1)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(rb)]
+}

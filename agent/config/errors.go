@@ -1,0 +1,69 @@
+package config
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// FieldError is one problem in a configuration file: the key it concerns,
+// the line it is on and what is wrong.
+type FieldError struct {
+	// Path names the key, e.g. plcs[1].tags[3].type. It is empty for a
+	// problem with the file as a whole, such as a YAML syntax error.
+	Path string
+	// Line is the 1-based line of the key, or of the enclosing section when
+	// the key is missing; 0 when unknown (a Config built in code).
+	Line int
+	// Msg says what is wrong. It never contains a secret's value.
+	Msg string
+}
+
+// Error formats the problem as `path: msg (line N)`.
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	if e.Path != "" {
+		b.WriteString(e.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, " (line %d)", e.Line)
+	}
+	return b.String()
+}
+
+// ValidationErrors is every problem found in one configuration, in file
+// order. Parse and Load return it (not wrapped) when a file is invalid.
+type ValidationErrors []*FieldError
+
+// Error prints one problem per line.
+func (es ValidationErrors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Unwrap returns the individual problems, so errors.As can reach a
+// *FieldError.
+func (es ValidationErrors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}
+
+// sortErrors puts problems in file order; problems without a line go last
+// and keep the order they were found in.
+func sortErrors(es ValidationErrors) {
+	sort.SliceStable(es, func(i, j int) bool {
+		li, lj := es[i].Line, es[j].Line
+		if li == 0 || lj == 0 {
+			return li != 0 && lj == 0
+		}
+		return li < lj
+	})
+}

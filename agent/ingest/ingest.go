@@ -1,0 +1,367 @@
+// Package ingest owns the stage between the drivers and the buffer: it
+// collects samples without ever blocking a driver, gives every sample its
+// per-series sequence number, encodes it once, and commits groups of samples
+// to the buffer together with the last sequence number of each series in
+// the same transaction. It knows nothing of protocols or sinks.
+package ingest
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/iot-producer/iot-producer/drivers"
+	"github.com/iot-producer/iot-producer/record"
+)
+
+// Store is the part of the buffer the ingest stage writes to.
+type Store interface {
+	// Append commits records to every queue and the metadata entries in one
+	// transaction; on error nothing is committed.
+	Append(records [][]byte, meta map[string][]byte) error
+	// Meta calls fn for every metadata entry.
+	Meta(fn func(key, value []byte) error) error
+}
+
+// Metrics receives the ingest stage's counts. Any field may be nil.
+type Metrics struct {
+	Committed    func(n int)
+	Dropped      func(reason string, n int)
+	Pending      func(n int)
+	CommitFailed func()
+	CommitTime   func(d time.Duration)
+}
+
+// Options configures an Ingest.
+type Options struct {
+	// GatewayID is written into every record.
+	GatewayID string
+	// CommitInterval is the longest a sample waits for its group commit.
+	// Default 10ms.
+	CommitInterval time.Duration
+	// CommitSize is the number of samples that triggers a commit at once.
+	// Default 10000.
+	CommitSize int
+	// MaxPending bounds the samples held in memory while commits fail (a
+	// full disk, say). Beyond it the oldest pending samples are dropped and
+	// counted. Default 200000.
+	MaxPending int
+	// RetryInterval is the wait between attempts of a failed commit.
+	// Default 1s.
+	RetryInterval time.Duration
+	Logger        *slog.Logger
+	Metrics       Metrics
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// seqKeyPrefix starts every metadata key holding a series' last sequence
+// number: "seq/" + device + "\x00" + tag.
+const seqKeyPrefix = "seq/"
+
+// Series names one series: a device's tag.
+type Series struct{ Device, Tag string }
+
+// LastSeqs reads the last committed sequence number of every series from
+// store's metadata.
+func LastSeqs(store Store) (map[Series]uint64, error) {
+	out := make(map[Series]uint64)
+	err := store.Meta(func(key, value []byte) error {
+		k := string(key)
+		if !strings.HasPrefix(k, seqKeyPrefix) {
+			return nil
+		}
+		device, tag, ok := strings.Cut(k[len(seqKeyPrefix):], "\x00")
+		if !ok || len(value) != 8 {
+			return fmt.Errorf("sequence metadata %q: malformed entry (%d bytes)", k, len(value))
+		}
+		out[Series{device, tag}] = binary.BigEndian.Uint64(value)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load sequence numbers: %w", err)
+	}
+	return out, nil
+}
+
+// Ingest is the ingest stage. Emit may be called from any goroutine; Run
+// must be running for samples to be committed.
+type Ingest struct {
+	store Store
+	opts  Options
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	pending  []drivers.Sample
+	dropped  int // since the last log line
+	wake     chan struct{}
+	stopping bool
+
+	// Owned by Run.
+	seqs    map[Series]uint64
+	held    *commit // a commit that failed and is retried before anything else
+	scratch []byte
+}
+
+// commit is one group of encoded samples with the sequence numbers they
+// advance.
+type commit struct {
+	records [][]byte
+	meta    map[string][]byte
+	samples int
+}
+
+// New loads the last sequence number of every series from store.
+func New(store Store, opts Options) (*Ingest, error) {
+	if opts.CommitInterval <= 0 {
+		opts.CommitInterval = 10 * time.Millisecond
+	}
+	if opts.CommitSize <= 0 {
+		opts.CommitSize = 10000
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = 200000
+	}
+	if opts.MaxPending < opts.CommitSize {
+		opts.MaxPending = opts.CommitSize
+	}
+	if opts.RetryInterval <= 0 {
+		opts.RetryInterval = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	in := &Ingest{
+		store: store,
+		opts:  opts,
+		log:   opts.Logger.With("component", "ingest"),
+		wake:  make(chan struct{}, 1),
+		seqs:  make(map[Series]uint64),
+	}
+	seqs, err := LastSeqs(store)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range seqs {
+		in.seqs[k] = v
+	}
+	return in, nil
+}
+
+// LastSeq returns the last sequence number committed or being committed
+// for a series; 0 when it has none.
+func (in *Ingest) LastSeq(device, tag string) uint64 { return in.seqs[Series{device, tag}] }
+
+// Emit queues samples for the next group commit. It never blocks on the
+// disk: when more than MaxPending samples wait, the oldest are dropped and
+// counted. Emit after Run has returned drops and counts the samples.
+func (in *Ingest) Emit(samples []drivers.Sample) {
+	if len(samples) == 0 {
+		return
+	}
+	in.mu.Lock()
+	if in.stopping {
+		in.mu.Unlock()
+		in.drop("stopped", len(samples))
+		return
+	}
+	in.pending = append(in.pending, samples...)
+	var over int
+	if n := len(in.pending) - in.opts.MaxPending; n > 0 {
+		over = n
+		copy(in.pending, in.pending[n:])
+		in.pending = in.pending[:len(in.pending)-n]
+	}
+	n := len(in.pending)
+	in.mu.Unlock()
+	if over > 0 {
+		in.drop("pending_full", over)
+	}
+	if m := in.opts.Metrics.Pending; m != nil {
+		m(n)
+	}
+	if n >= in.opts.CommitSize {
+		in.signal()
+	}
+}
+
+func (in *Ingest) signal() {
+	select {
+	case in.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (in *Ingest) drop(reason string, n int) {
+	if m := in.opts.Metrics.Dropped; m != nil {
+		m(reason, n)
+	}
+	in.log.Warn("samples dropped before commit", "reason", reason, "samples", n)
+}
+
+// Run commits pending samples until ctx is cancelled, then commits what is
+// still pending (retrying a failed commit for at most one RetryInterval)
+// and returns. Samples emitted after that are dropped and counted.
+func (in *Ingest) Run(ctx context.Context) error {
+	timer := time.NewTimer(in.opts.CommitInterval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return in.final()
+		case <-in.wake:
+		case <-timer.C:
+		}
+		if err := in.commitPending(); err != nil {
+			in.log.Error("buffer commit failed; samples held in memory and retried", "err", err)
+			timer.Reset(in.opts.RetryInterval)
+			continue
+		}
+		timer.Reset(in.opts.CommitInterval)
+	}
+}
+
+// final commits what is pending at shutdown.
+func (in *Ingest) final() error {
+	in.mu.Lock()
+	in.stopping = true
+	in.mu.Unlock()
+	err := in.commitPending()
+	if err != nil {
+		in.log.Error("final buffer commit failed; retrying once", "err", err)
+		time.Sleep(in.opts.RetryInterval)
+		err = in.commitPending()
+	}
+	if err != nil {
+		n := in.pendingCount()
+		if in.held != nil {
+			n += in.held.samples
+		}
+		in.drop("shutdown_commit_failed", n)
+		return fmt.Errorf("final commit: %d samples not committed: %w", n, err)
+	}
+	return nil
+}
+
+func (in *Ingest) pendingCount() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return len(in.pending)
+}
+
+// commitPending commits the held commit, if any, then everything pending in
+// groups of at most CommitSize.
+func (in *Ingest) commitPending() error {
+	for {
+		if in.held == nil {
+			batch := in.take()
+			if len(batch) == 0 {
+				return nil
+			}
+			in.held = in.encode(batch)
+		}
+		start := in.opts.Now()
+		if err := in.store.Append(in.held.records, in.held.meta); err != nil {
+			if m := in.opts.Metrics.CommitFailed; m != nil {
+				m()
+			}
+			return err
+		}
+		if m := in.opts.Metrics.CommitTime; m != nil {
+			m(in.opts.Now().Sub(start))
+		}
+		if m := in.opts.Metrics.Committed; m != nil {
+			m(in.held.samples)
+		}
+		in.held = nil
+	}
+}
+
+// take removes up to CommitSize samples from the head of pending.
+func (in *Ingest) take() []drivers.Sample {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	n := min(len(in.pending), in.opts.CommitSize)
+	if n == 0 {
+		return nil
+	}
+	batch := make([]drivers.Sample, n)
+	copy(batch, in.pending[:n])
+	rest := copy(in.pending, in.pending[n:])
+	clear(in.pending[rest:])
+	in.pending = in.pending[:rest]
+	if m := in.opts.Metrics.Pending; m != nil {
+		m(rest)
+	}
+	return batch
+}
+
+// encode numbers and encodes a batch. The sequence numbers advance in
+// memory now; they reach the disk with the records or, if the process dies
+// first, were never seen by anyone.
+func (in *Ingest) encode(batch []drivers.Sample) *commit {
+	c := &commit{records: make([][]byte, len(batch)), samples: len(batch)}
+	arena := in.scratch[:0]
+	offsets := make([]int, len(batch)+1)
+	touched := make(map[Series]uint64)
+	var fields record.Fields
+	fields.Gateway = in.opts.GatewayID
+	for i := range batch {
+		s := &batch[i]
+		k := Series{s.Device, s.Tag}
+		seq := in.seqs[k] + 1
+		in.seqs[k] = seq
+		touched[k] = seq
+		fillFields(&fields, s, seq)
+		offsets[i] = len(arena)
+		// An envelope's value runs to its end: the header, then the JSON.
+		arena = record.AppendEnvelope(arena, s.Device, s.ReadTime, nil)
+		arena = record.AppendJSON(arena, &fields)
+	}
+	offsets[len(batch)] = len(arena)
+	// One allocation for all records of the commit; the arena is reused.
+	owned := make([]byte, len(arena))
+	copy(owned, arena)
+	for i := range batch {
+		c.records[i] = owned[offsets[i]:offsets[i+1]:offsets[i+1]]
+	}
+	in.scratch = arena[:0]
+	c.meta = make(map[string][]byte, len(touched))
+	for k, seq := range touched {
+		c.meta[SeqKey(k.Device, k.Tag)] = binary.BigEndian.AppendUint64(nil, seq)
+	}
+	return c
+}
+
+// SeqKey is the metadata key under which the last sequence number of a
+// series is kept.
+func SeqKey(device, tag string) string { return seqKeyPrefix + device + "\x00" + tag }
+
+func fillFields(f *record.Fields, s *drivers.Sample, seq uint64) {
+	f.Device = s.Device
+	f.Tag = s.Tag
+	f.Seq = seq
+	f.Quality = s.Quality.String()
+	f.ReadTime = s.ReadTime
+	f.SourceTime = s.SourceTime
+	f.Type = s.Value.Kind.String()
+	switch s.Value.Kind {
+	case drivers.KindFloat:
+		f.Float = s.Value.F
+	case drivers.KindInt:
+		f.Int = s.Value.I
+	case drivers.KindUint:
+		f.Uint = s.Value.U
+	case drivers.KindBool:
+		f.Bool = s.Value.B
+	case drivers.KindString:
+		f.String = s.Value.S
+	}
+}

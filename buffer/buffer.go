@@ -1,0 +1,484 @@
+package buffer
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Bucket names. Queue buckets carry a prefix so that a queue can never be
+// named like an internal bucket.
+var (
+	sysBucket  = []byte("buffer")
+	metaBucket = []byte("meta")
+	keyFormat  = []byte("format")
+	keyNext    = []byte("next_frame")
+)
+
+const (
+	formatVersion    = 1
+	queuePrefix      = "q/"
+	ackPrefix        = "a/"
+	deleteKickBytes  = 64 << 20 // pending deletions that wake the flusher early
+	compactTxMaxSize = 64 << 20
+)
+
+// Buffer is an open buffer file. Its methods are safe for concurrent use.
+type Buffer struct {
+	path string
+	opts Options
+	log  *slog.Logger
+	db   *bolt.DB
+	// pageSize is the file's page size.
+	pageSize int64
+
+	queues map[string]*Queue
+	order  []*Queue
+
+	// wmu serialises write transactions and guards nextFrame, scratch and closed.
+	wmu       sync.Mutex
+	nextFrame uint64
+	scratch   []byte
+	closed    bool
+	isClosed  atomic.Bool
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	kick   chan struct{}
+
+	drops dropLog
+}
+
+// Open opens (creating if needed) the buffer file at path, takes its lock,
+// rebuilds the in-memory queue state from the frame headers, and starts the
+// background flush. A damaged file is handled per Options.OnCorrupt.
+func Open(path string, opts Options) (*Buffer, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("buffer %s: options: %w", path, err)
+	}
+	b := &Buffer{path: path, opts: o, log: o.Logger.With("path", path)}
+	if err := b.load(); err != nil {
+		var ce *corruptError
+		if !errors.As(err, &ce) {
+			return nil, err
+		}
+		if o.OnCorrupt == Fail {
+			return nil, fmt.Errorf("buffer %s: %w: %w", path, ErrCorrupt, err)
+		}
+		dst := fmt.Sprintf("%s.corrupt-%s", path, o.Now().UTC().Format("20060102T150405.000000000Z"))
+		if rerr := os.Rename(path, dst); rerr != nil {
+			return nil, fmt.Errorf("buffer %s: corrupt (%w) and cannot be moved aside: %w", path, err, rerr)
+		}
+		b.log.Error("buffer file corrupt: moved aside, starting a fresh buffer", "moved_to", dst, "error", err)
+		b = &Buffer{path: path, opts: o, log: o.Logger.With("path", path)}
+		if err := b.load(); err != nil {
+			return nil, fmt.Errorf("buffer %s: fresh file after quarantine: %w", path, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.cancel = cancel
+	b.done = make(chan struct{})
+	b.kick = make(chan struct{}, 1)
+	go b.run(ctx)
+	return b, nil
+}
+
+// corruptError marks a failure that OnCorrupt handles.
+type corruptError struct{ err error }
+
+func (e *corruptError) Error() string { return e.err.Error() }
+func (e *corruptError) Unwrap() error { return e.err }
+
+func isBoltCorruption(err error) bool {
+	return errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) ||
+		errors.Is(err, berrors.ErrVersionMismatch) || errors.Is(err, berrors.ErrInvalidMapping)
+}
+
+// load opens the bbolt file and rebuilds the queues. Errors caused by a
+// damaged file are returned as *corruptError with the db closed.
+func (b *Buffer) load() (err error) {
+	bo := &bolt.Options{
+		Timeout:        b.opts.LockTimeout,
+		NoSync:         b.opts.NoSync,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	}
+	if is32bit {
+		bo.MaxSize = maxFile32
+	}
+	db, err := openBolt(b.path, bo)
+	if err != nil {
+		switch {
+		case errors.Is(err, berrors.ErrTimeout):
+			return fmt.Errorf("buffer %s: another process holds the file lock (waited %s): %w", b.path, b.opts.LockTimeout, ErrLocked)
+		case isBoltCorruption(err):
+			return &corruptError{fmt.Errorf("open %s: %w", b.path, err)}
+		default:
+			var ce *corruptError
+			if errors.As(err, &ce) {
+				return err
+			}
+			return fmt.Errorf("buffer %s: open: %w", b.path, err)
+		}
+	}
+	b.db = db
+	b.pageSize = int64(db.Info().PageSize) // Info races with a remap: read it once, before any writer
+	defer func() {
+		if err != nil {
+			_ = db.Close()
+			b.db = nil
+		}
+	}()
+	if err := b.init(); err != nil {
+		return err
+	}
+	return b.scan()
+}
+
+// openBolt is bolt.Open with bbolt's panics on damaged pages turned into a
+// *corruptError.
+func openBolt(path string, bo *bolt.Options) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &corruptError{fmt.Errorf("open %s: bbolt panicked: %v", path, r)}
+		}
+	}()
+	return bolt.Open(path, 0o600, bo)
+}
+
+// init checks the structure, the format version, and creates the buckets.
+func (b *Buffer) init() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &corruptError{fmt.Errorf("check %s: bbolt panicked: %v", b.path, r)}
+		}
+	}()
+	if err := b.db.View(func(tx *bolt.Tx) error {
+		for cerr := range tx.Check() {
+			return &corruptError{fmt.Errorf("check %s: %w", b.path, cerr)}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	b.queues = make(map[string]*Queue, len(b.opts.Queues))
+	for _, name := range b.opts.Queues {
+		q := newQueue(b, name)
+		b.queues[name] = q
+		b.order = append(b.order, q)
+	}
+	err = b.db.Update(func(tx *bolt.Tx) error {
+		sys, err := tx.CreateBucketIfNotExists(sysBucket)
+		if err != nil {
+			return &corruptError{fmt.Errorf("bucket %s: %w", sysBucket, err)}
+		}
+		switch v := sys.Get(keyFormat); {
+		case v == nil:
+			if err := sys.Put(keyFormat, []byte{formatVersion}); err != nil {
+				return err
+			}
+		case len(v) != 1:
+			return &corruptError{fmt.Errorf("format marker of %d bytes", len(v))}
+		case v[0] != formatVersion:
+			return fmt.Errorf("file format version %d, this build reads %d", v[0], formatVersion)
+		}
+		if v := sys.Get(keyNext); len(v) == 8 {
+			b.nextFrame = binary.BigEndian.Uint64(v)
+		}
+		if _, err := tx.CreateBucketIfNotExists(metaBucket); err != nil {
+			return &corruptError{fmt.Errorf("bucket %s: %w", metaBucket, err)}
+		}
+		for _, q := range b.order {
+			for _, name := range [][]byte{q.bucket, q.ackBucket} {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return &corruptError{fmt.Errorf("bucket %s: %w", name, err)}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("buffer %s: init: %w", b.path, err)
+	}
+	return nil
+}
+
+// scan rebuilds every queue's frame index from the frame headers and the
+// persisted acknowledgements.
+func (b *Buffer) scan() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &corruptError{fmt.Errorf("scan %s: bbolt panicked: %v", b.path, r)}
+		}
+	}()
+	maxID := uint64(0)
+	err = b.db.View(func(tx *bolt.Tx) error {
+		for _, q := range b.order {
+			last, err := q.scan(tx)
+			if err != nil {
+				return err
+			}
+			maxID = max(maxID, last)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("buffer %s: scan: %w", b.path, err)
+	}
+	b.nextFrame = max(b.nextFrame, maxID+1, 1)
+	return nil
+}
+
+// Close commits pending acknowledgements and deletions, stops the
+// background flush and closes the file. It is safe to call more than once.
+func (b *Buffer) Close() error {
+	b.wmu.Lock()
+	if b.closed {
+		b.wmu.Unlock()
+		return nil
+	}
+	b.wmu.Unlock()
+	b.cancel()
+	<-b.done
+
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	if b.closed {
+		return nil
+	}
+	ferr := b.commitLocked(nil, nil, false)
+	b.closed = true
+	b.isClosed.Store(true)
+	b.logDrops(true)
+	cerr := b.db.Close()
+	if cerr != nil {
+		cerr = fmt.Errorf("buffer %s: close: %w", b.path, cerr)
+	}
+	return errors.Join(ferr, cerr)
+}
+
+// Path returns the file path given to Open.
+func (b *Buffer) Path() string { return b.path }
+
+// Append commits records to every queue, and the metadata entries, in one
+// bbolt write transaction, together with any pending deletions and
+// acknowledgements. Callers group records: one call per group commit of
+// many records. A nil value in meta deletes that key.
+//
+// Append never blocks on a full queue: MaxBytes and MaxAge drop data per
+// Options.DropPolicy and count it. On error nothing is committed (the
+// in-memory state is unchanged) and the caller may retry the same call.
+// records are not retained after Append returns.
+func (b *Buffer) Append(records [][]byte, meta map[string][]byte) error {
+	for i, r := range records {
+		if len(r) > maxRecordBytes {
+			return fmt.Errorf("buffer %s: append: record %d is %d bytes, more than %d", b.path, i, len(r), maxRecordBytes)
+		}
+	}
+	for k := range meta {
+		if k == "" {
+			return fmt.Errorf("buffer %s: append: empty metadata key", b.path)
+		}
+	}
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	if b.closed {
+		return fmt.Errorf("buffer %s: append: %w", b.path, ErrClosed)
+	}
+	return b.commitLocked(records, meta, true)
+}
+
+// Flush commits pending acknowledgements and deletions and applies the age
+// bound now, instead of waiting for the next Append or background flush.
+func (b *Buffer) Flush() error {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	if b.closed {
+		return fmt.Errorf("buffer %s: flush: %w", b.path, ErrClosed)
+	}
+	return b.commitLocked(nil, nil, false)
+}
+
+// commitLocked runs one write transaction: new frames from records, meta,
+// and each queue's pending work. With force false it skips the transaction
+// when there is nothing to write. The caller holds b.wmu.
+func (b *Buffer) commitLocked(records [][]byte, meta map[string][]byte, force bool) error {
+	now := b.opts.Now()
+	enc := encoder{records: records, appended: now.UnixNano(), buf: b.scratch[:0]}
+	plans := make([]queuePlan, len(b.order))
+	work := force || len(meta) > 0
+	maxFrames := 0
+	for i, q := range b.order {
+		plans[i] = q.plan(&enc, now, b.nextFrame)
+		work = work || !plans[i].empty()
+		maxFrames = max(maxFrames, len(plans[i].frames))
+	}
+	if !work {
+		return nil
+	}
+	next := b.nextFrame + uint64(maxFrames)
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		for i := range plans {
+			if err := plans[i].write(tx); err != nil {
+				return err
+			}
+		}
+		if len(meta) > 0 {
+			mb := tx.Bucket(metaBucket)
+			for k, v := range meta {
+				var err error
+				if v == nil {
+					err = mb.Delete([]byte(k))
+				} else {
+					err = mb.Put([]byte(k), v)
+				}
+				if err != nil {
+					return fmt.Errorf("meta %q: %w", k, err)
+				}
+			}
+		}
+		var nb [8]byte
+		binary.BigEndian.PutUint64(nb[:], next)
+		return tx.Bucket(sysBucket).Put(keyNext, nb[:])
+	})
+	// bbolt has copied the values into its pages (or rolled back): the
+	// scratch buffer may be reused.
+	b.scratch = enc.buf[:0]
+	if err != nil {
+		for i := range plans {
+			plans[i].q.restore(&plans[i])
+		}
+		return fmt.Errorf("buffer %s: commit: %w", b.path, err)
+	}
+	b.nextFrame = next
+	dropped := false
+	for i := range plans {
+		if plans[i].q.apply(&plans[i]) {
+			dropped = true
+		}
+	}
+	if dropped {
+		b.logDrops(false)
+	}
+	if len(records) > 0 {
+		for _, q := range b.order {
+			select {
+			case q.notify <- struct{}{}:
+			default:
+			}
+		}
+	}
+	return nil
+}
+
+// run is the background flush: it commits pending deletions,
+// acknowledgements and age drops every FlushInterval, or sooner when many
+// deletions are pending, until ctx is cancelled.
+func (b *Buffer) run(ctx context.Context) {
+	defer close(b.done)
+	var tick <-chan time.Time
+	if b.opts.FlushInterval > 0 {
+		t := time.NewTicker(b.opts.FlushInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	var lastErr time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+		case <-b.kick:
+		}
+		b.wmu.Lock()
+		var err error
+		if !b.closed {
+			err = b.commitLocked(nil, nil, false)
+			b.logDrops(false)
+		}
+		b.wmu.Unlock()
+		if err != nil && time.Since(lastErr) >= dropLogInterval {
+			lastErr = time.Now()
+			b.log.Error("buffer background flush failed; will retry", "error", err)
+		}
+	}
+}
+
+// wake asks the background flush to run soon.
+func (b *Buffer) wake() {
+	if b.kick == nil {
+		return
+	}
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Meta calls fn for every metadata entry in key order. key and value are
+// copies owned by fn. It stops at the first error fn returns.
+func (b *Buffer) Meta(fn func(key, value []byte) error) error {
+	var kvs [][2][]byte
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(metaBucket).ForEach(func(k, v []byte) error {
+			kvs = append(kvs, [2][]byte{append([]byte(nil), k...), append([]byte(nil), v...)})
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("buffer %s: read meta: %w", b.path, err)
+	}
+	for _, kv := range kvs {
+		if err := fn(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Queue returns the named queue, or nil if it was not in Options.Queues.
+func (b *Buffer) Queue(name string) *Queue {
+	return b.queues[name]
+}
+
+// Queues returns the queues in the order of Options.Queues.
+func (b *Buffer) Queues() []*Queue {
+	return append([]*Queue(nil), b.order...)
+}
+
+// Stats describes the whole buffer file.
+type Stats struct {
+	// FileSize is the size of the file on disk.
+	FileSize int64
+	// FreeBytes is the part of the file bbolt holds free for reuse
+	// (including pages freed by transactions still being read).
+	FreeBytes int64
+	// Queues holds each queue's statistics by name.
+	Queues map[string]QueueStats
+}
+
+// Stats returns the file size, free space and per-queue statistics.
+func (b *Buffer) Stats() Stats {
+	s := Stats{Queues: make(map[string]QueueStats, len(b.order))}
+	if fi, err := os.Stat(b.path); err == nil {
+		s.FileSize = fi.Size()
+	}
+	if !b.isClosed.Load() {
+		bs := b.db.Stats()
+		s.FreeBytes = int64(bs.FreePageN+bs.PendingPageN) * b.pageSize
+	}
+	for _, q := range b.order {
+		s.Queues[q.name] = q.Stats()
+	}
+	return s
+}

@@ -1,0 +1,14 @@
+package buffer
+
+import "errors"
+
+var (
+	// ErrClosed is returned by operations on a closed Buffer.
+	ErrClosed = errors.New("buffer closed")
+	// ErrLocked is wrapped by Open's error when another process (or another
+	// Open in this process) holds the file lock past Options.LockTimeout.
+	ErrLocked = errors.New("buffer file locked by another process")
+	// ErrCorrupt is wrapped by Open's error when the file is damaged and
+	// Options.OnCorrupt is Fail.
+	ErrCorrupt = errors.New("buffer file corrupt")
+)

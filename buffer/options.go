@@ -1,0 +1,205 @@
+package buffer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+)
+
+// DropPolicy says what a queue drops when a new Append would exceed
+// Options.MaxBytes.
+type DropPolicy int
+
+const (
+	// DropOldest deletes the oldest frames of the queue to make room for the
+	// new records (the default).
+	DropOldest DropPolicy = iota
+	// DropNewest keeps what is queued and stores only as many of the new
+	// records as fit.
+	DropNewest
+)
+
+// String returns the configuration spelling: drop_oldest or drop_newest.
+func (p DropPolicy) String() string {
+	switch p {
+	case DropOldest:
+		return "drop_oldest"
+	case DropNewest:
+		return "drop_newest"
+	}
+	return fmt.Sprintf("DropPolicy(%d)", int(p))
+}
+
+// ParseDropPolicy parses the configuration spelling; "" means DropOldest.
+func ParseDropPolicy(s string) (DropPolicy, error) {
+	switch s {
+	case "", "drop_oldest":
+		return DropOldest, nil
+	case "drop_newest":
+		return DropNewest, nil
+	}
+	return 0, fmt.Errorf("unknown drop policy %q (want drop_oldest or drop_newest)", s)
+}
+
+// CorruptPolicy says what Open does with a file it cannot read as a buffer.
+type CorruptPolicy int
+
+const (
+	// Quarantine renames the file to <path>.corrupt-<UTC time>, logs an
+	// error and starts a fresh buffer (the default).
+	Quarantine CorruptPolicy = iota
+	// Fail makes Open return an error wrapping ErrCorrupt.
+	Fail
+)
+
+// String returns the configuration spelling: quarantine or fail.
+func (p CorruptPolicy) String() string {
+	switch p {
+	case Quarantine:
+		return "quarantine"
+	case Fail:
+		return "fail"
+	}
+	return fmt.Sprintf("CorruptPolicy(%d)", int(p))
+}
+
+// ParseCorruptPolicy parses the configuration spelling; "" means Quarantine.
+func ParseCorruptPolicy(s string) (CorruptPolicy, error) {
+	switch s {
+	case "", "quarantine":
+		return Quarantine, nil
+	case "fail":
+		return Fail, nil
+	}
+	return 0, fmt.Errorf("unknown on-corrupt policy %q (want quarantine or fail)", s)
+}
+
+// Options configures Open. The zero value is usable apart from Queues.
+type Options struct {
+	// Queues names the queues, one bbolt bucket each (e.g. "kafka",
+	// "mqtt"); missing ones are created on Open. Every Append goes to all of
+	// them. Queues present in the file but not listed are left untouched.
+	Queues []string
+	// LockTimeout bounds the wait for the exclusive file lock. Default 5s.
+	// The error then names the path, says another process holds it, and
+	// wraps ErrLocked.
+	LockTimeout time.Duration
+	// MaxBytes bounds each queue's frames (records plus a few bytes of
+	// framing each). 0 means unbounded, which CheckBounds rejects on 32-bit
+	// platforms.
+	MaxBytes int64
+	// MaxAge drops frames appended longer ago than this. 0 means unbounded.
+	MaxAge time.Duration
+	// DropPolicy applies when MaxBytes is hit. Default DropOldest. Ages
+	// always drop the oldest.
+	DropPolicy DropPolicy
+	// OnCorrupt says what Open does with a file bbolt cannot open or whose
+	// structure is damaged. Default Quarantine.
+	OnCorrupt CorruptPolicy
+	// Logger receives corruption, drop (at most once a minute) and
+	// background-flush messages. Default slog.Default().
+	Logger *slog.Logger
+	// NoSync skips fsync on commit. For tests and benchmarks only: a power
+	// cut can then lose or corrupt committed data.
+	NoSync bool
+	// Now is the clock for append times and ages. Default time.Now.
+	Now func() time.Time
+	// FlushInterval is how often acknowledgements, deletions and age drops
+	// are committed when no Append does it first. Default 1s. A negative
+	// value disables the background flush (then only Append, Flush and
+	// Close commit them).
+	FlushInterval time.Duration
+}
+
+const (
+	defaultLockTimeout   = 5 * time.Second
+	defaultFlushInterval = time.Second
+	// dropLogInterval is the least time between two drop messages.
+	dropLogInterval = time.Minute
+)
+
+// MaxBytesLimit32 is the largest total of MaxBytes over all queues that
+// CheckBounds accepts on a 32-bit platform. bbolt maps the whole file into
+// memory and grows the mapping in steps up to 1 GiB; the file also holds
+// pages freed but not yet reused and pending deletions, so the live data is
+// held to half of that. On 32-bit platforms Open also caps the file at
+// maxFile32 so that a write fails cleanly instead of the mapping.
+const MaxBytesLimit32 int64 = 512 << 20
+
+// maxFile32 is bbolt's MaxSize on 32-bit platforms.
+const maxFile32 = 1 << 30
+
+// is32bit reports whether int (and the address space) is 32 bits wide.
+const is32bit = math.MaxInt == math.MaxInt32
+
+// CheckBounds reports whether maxBytes per queue over the given number of
+// queues fits this platform: on 32-bit platforms maxBytes must be set and
+// maxBytes*queues must not exceed MaxBytesLimit32; on 64-bit platforms any
+// non-negative value is accepted. Configuration validation can call it;
+// Open calls it too.
+func CheckBounds(maxBytes int64, queues int) error {
+	return checkBounds(maxBytes, queues, is32bit)
+}
+
+func checkBounds(maxBytes int64, queues int, bits32 bool) error {
+	if maxBytes < 0 {
+		return fmt.Errorf("max_bytes %d is negative", maxBytes)
+	}
+	if !bits32 {
+		return nil
+	}
+	if maxBytes == 0 {
+		return fmt.Errorf("max_bytes must be set on a 32-bit platform (at most %d bytes over all queues)", MaxBytesLimit32)
+	}
+	if queues < 1 {
+		queues = 1
+	}
+	if maxBytes > MaxBytesLimit32/int64(queues) {
+		return fmt.Errorf("max_bytes %d times %d queues exceeds %d bytes, the limit on a 32-bit platform (the file must fit the address space)", maxBytes, queues, MaxBytesLimit32)
+	}
+	return nil
+}
+
+// withDefaults validates o and fills in defaults.
+func (o Options) withDefaults() (Options, error) {
+	if len(o.Queues) == 0 {
+		return o, errors.New("no queues")
+	}
+	seen := make(map[string]bool, len(o.Queues))
+	for _, q := range o.Queues {
+		if q == "" {
+			return o, errors.New("empty queue name")
+		}
+		if seen[q] {
+			return o, fmt.Errorf("queue %q listed twice", q)
+		}
+		seen[q] = true
+	}
+	if err := CheckBounds(o.MaxBytes, len(o.Queues)); err != nil {
+		return o, err
+	}
+	if o.MaxAge < 0 {
+		return o, fmt.Errorf("max age %s is negative", o.MaxAge)
+	}
+	if o.DropPolicy != DropOldest && o.DropPolicy != DropNewest {
+		return o, fmt.Errorf("unknown drop policy %d", int(o.DropPolicy))
+	}
+	if o.OnCorrupt != Quarantine && o.OnCorrupt != Fail {
+		return o, fmt.Errorf("unknown on-corrupt policy %d", int(o.OnCorrupt))
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = defaultLockTimeout
+	}
+	if o.FlushInterval == 0 {
+		o.FlushInterval = defaultFlushInterval
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o, nil
+}

@@ -1,0 +1,231 @@
+package buffer
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// queuePlan is one queue's part of a commit, decided before the write
+// transaction and applied to memory only if it commits.
+type queuePlan struct {
+	q      *Queue
+	frames []newFrame
+	// appended is the append time of frames.
+	appended int64
+	// lost counts new records refused by MaxBytes.
+	lost  uint64
+	drops []planDrop
+	del   []uint64
+	dirty []dirtyBits
+}
+
+type newFrame struct {
+	id    uint64
+	val   []byte
+	count uint32
+}
+
+type planDrop struct {
+	fi     *frameInfo
+	reason DropReason
+}
+
+type dirtyBits struct {
+	id   uint64
+	bits []byte
+}
+
+func (p *queuePlan) empty() bool {
+	return len(p.frames) == 0 && p.lost == 0 && len(p.drops) == 0 && len(p.del) == 0 && len(p.dirty) == 0
+}
+
+// plan decides what this commit writes to q: the new frames (numbered from
+// firstID) that the bounds let in, the frames the bounds drop, and the
+// pending deletions and acknowledgement bitmaps. It moves the pending work
+// into the plan; restore puts it back if the commit fails.
+func (q *Queue) plan(enc *encoder, now time.Time, firstID uint64) queuePlan {
+	o := &q.b.opts
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	p := queuePlan{q: q, appended: enc.appended}
+
+	n := len(enc.records)
+	lo, hi := 0, n
+	var newSize int64
+	if n > 0 {
+		newSize = rangeSize(enc.records, 0, n)
+	}
+	i := 0 // next frame the bounds may drop
+	bytes := q.bytes
+	if o.MaxAge > 0 {
+		cutoff := now.Add(-o.MaxAge).UnixNano()
+		for ; i < len(q.frames); i++ {
+			fi := q.frames[i]
+			if fi.dead {
+				continue
+			}
+			if fi.appended >= cutoff {
+				break
+			}
+			p.drops = append(p.drops, planDrop{fi, ReasonMaxAge})
+			bytes -= fi.size
+		}
+	}
+	if o.MaxBytes > 0 {
+		switch o.DropPolicy {
+		case DropNewest:
+			if n > 0 && bytes+newSize > o.MaxBytes {
+				hi = prefixFit(enc.records, 0, n, o.MaxBytes-bytes)
+				p.lost = uint64(n - hi)
+			}
+		default: // DropOldest
+			if newSize > o.MaxBytes {
+				lo = suffixStart(enc.records, 0, n, o.MaxBytes)
+				p.lost = uint64(lo)
+				newSize = rangeSize(enc.records, lo, n)
+			}
+			for ; bytes+newSize > o.MaxBytes && i < len(q.frames); i++ {
+				fi := q.frames[i]
+				if fi.dead {
+					continue
+				}
+				p.drops = append(p.drops, planDrop{fi, ReasonMaxBytes})
+				bytes -= fi.size
+			}
+		}
+	}
+	if hi > lo {
+		for k, c := range enc.encode(lo, hi) {
+			p.frames = append(p.frames, newFrame{id: firstID + uint64(k), val: c.val, count: uint32(c.hi - c.lo)})
+		}
+	}
+	p.del, q.pendingDel, q.delBytes = q.pendingDel, nil, 0
+	for id, fi := range q.dirty {
+		if !fi.dead {
+			p.dirty = append(p.dirty, dirtyBits{id, encodeBits(fi.bits)})
+		}
+	}
+	clear(q.dirty)
+	return p
+}
+
+// write performs the plan inside the write transaction.
+func (p *queuePlan) write(tx *bolt.Tx) error {
+	q := p.q
+	bkt, ab := tx.Bucket(q.bucket), tx.Bucket(q.ackBucket)
+	if bkt == nil || ab == nil {
+		return fmt.Errorf("queue %q: bucket missing", q.name)
+	}
+	for _, f := range p.frames {
+		if err := bkt.Put(frameKey(f.id), f.val); err != nil {
+			return fmt.Errorf("queue %q: put frame %d: %w", q.name, f.id, err)
+		}
+	}
+	for _, d := range p.dirty {
+		if err := ab.Put(frameKey(d.id), d.bits); err != nil {
+			return fmt.Errorf("queue %q: put acks of frame %d: %w", q.name, d.id, err)
+		}
+	}
+	del := func(id uint64) error {
+		k := frameKey(id)
+		if err := bkt.Delete(k); err != nil {
+			return fmt.Errorf("queue %q: delete frame %d: %w", q.name, id, err)
+		}
+		if err := ab.Delete(k); err != nil {
+			return fmt.Errorf("queue %q: delete acks of frame %d: %w", q.name, id, err)
+		}
+		return nil
+	}
+	for _, id := range p.del {
+		if err := del(id); err != nil {
+			return err
+		}
+	}
+	for _, d := range p.drops {
+		if err := del(d.fi.id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restore puts the plan's pending work back after a failed commit.
+func (q *Queue) restore(p *queuePlan) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.pendingDel = append(p.del, q.pendingDel...)
+	for _, d := range p.dirty {
+		if fi := q.lookupLocked(d.id); fi != nil {
+			q.dirty[d.id] = fi
+		}
+	}
+}
+
+// apply updates memory after the plan committed. It reports whether
+// anything was dropped.
+func (q *Queue) apply(p *queuePlan) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	dropped := p.lost > 0
+	for _, d := range p.drops {
+		if d.fi.dead {
+			continue // acknowledged meanwhile
+		}
+		q.dropped[reasonIndex(d.reason)] += uint64(d.fi.count - d.fi.acked)
+		q.killLocked(d.fi)
+		dropped = true
+	}
+	q.dropped[reasonIndex(ReasonMaxBytes)] += p.lost
+	for _, f := range p.frames {
+		fi := &frameInfo{id: f.id, count: f.count, size: int64(len(f.val) + keyLen), appended: p.appended, verified: true}
+		q.frames = append(q.frames, fi)
+		q.records += int64(fi.count)
+		q.bytes += fi.size
+	}
+	q.tidyLocked()
+	return dropped
+}
+
+// dropLog rate-limits the drop messages.
+type dropLog struct {
+	last   time.Time
+	logged map[string][3]uint64
+}
+
+// logDrops logs, per queue, the records dropped since the last message and
+// the totals, at most once per dropLogInterval unless final. The caller
+// holds b.wmu.
+func (b *Buffer) logDrops(final bool) {
+	now := b.opts.Now()
+	d := &b.drops
+	if !final && !d.last.IsZero() && now.Sub(d.last) < dropLogInterval {
+		return
+	}
+	if d.logged == nil {
+		d.logged = make(map[string][3]uint64)
+	}
+	logged := false
+	for _, q := range b.order {
+		tot := q.droppedTotals()
+		prev := d.logged[q.name]
+		if tot == prev {
+			continue
+		}
+		logged = true
+		d.logged[q.name] = tot
+		var since, total []any
+		for _, r := range Reasons {
+			k := reasonIndex(r)
+			since = append(since, slog.Uint64(string(r), tot[k]-prev[k]))
+			total = append(total, slog.Uint64(string(r), tot[k]))
+		}
+		b.log.Warn("buffer dropped records (queue bound or corruption)", "queue", q.name,
+			slog.Group("dropped", since...), slog.Group("dropped_total", total...))
+	}
+	if logged {
+		d.last = now
+	}
+}

@@ -1,0 +1,505 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+	"sort"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Pos is the position of one record in a queue: its frame and its index in
+// the frame. Positions increase in queue order and stay valid across Close
+// and Open.
+type Pos struct {
+	Frame uint64
+	Index uint32
+}
+
+// Start is the position before the first record: Read(Start(), n) reads
+// from the head of the queue. It is the zero Pos.
+func Start() Pos { return Pos{} }
+
+// Less reports whether p comes before o in queue order.
+func (p Pos) Less(o Pos) bool {
+	return p.Frame < o.Frame || (p.Frame == o.Frame && p.Index < o.Index)
+}
+
+// String formats p as frame:index.
+func (p Pos) String() string { return fmt.Sprintf("%d:%d", p.Frame, p.Index) }
+
+// Record is one record read from a queue.
+type Record struct {
+	Pos Pos
+	// Data is a copy owned by the caller. The Data of records returned by
+	// one Read may share a backing array but never overlap.
+	Data []byte
+	// Appended is the commit time of the record's Append.
+	Appended time.Time
+}
+
+// DropReason says why records were dropped.
+type DropReason string
+
+// Drop reasons, as used in QueueStats.Dropped and the log.
+const (
+	ReasonMaxBytes DropReason = "max_bytes"
+	ReasonMaxAge   DropReason = "max_age"
+	ReasonCorrupt  DropReason = "corrupt"
+)
+
+// Reasons lists every DropReason, for exporting metrics with zero values.
+var Reasons = []DropReason{ReasonMaxBytes, ReasonMaxAge, ReasonCorrupt}
+
+func reasonIndex(r DropReason) int {
+	switch r {
+	case ReasonMaxBytes:
+		return 0
+	case ReasonMaxAge:
+		return 1
+	}
+	return 2
+}
+
+// QueueStats describes one queue.
+type QueueStats struct {
+	// Records is the number of records not yet acknowledged.
+	Records int64
+	// Bytes is the size of the frames holding them (record bytes plus a
+	// few bytes of framing; what MaxBytes bounds). A frame counts in full
+	// until all its records are acknowledged.
+	Bytes int64
+	// Frames is the number of frames holding them.
+	Frames int
+	// Oldest is the append time of the oldest frame holding unacknowledged
+	// records; zero when the queue is empty.
+	Oldest time.Time
+	// Dropped counts records dropped since Open, by reason (every reason
+	// in Reasons is present).
+	Dropped map[DropReason]uint64
+	// CorruptFrames counts frames skipped since Open because their
+	// checksum or layout did not match.
+	CorruptFrames uint64
+}
+
+// Queue is one FIFO queue of the buffer. Its methods are safe for
+// concurrent use.
+type Queue struct {
+	b         *Buffer
+	name      string
+	bucket    []byte
+	ackBucket []byte
+	notify    chan struct{}
+
+	mu sync.Mutex
+	// frames is sorted by id; it may hold dead entries (deadN of them),
+	// never at its head after tidy.
+	frames     []*frameInfo
+	deadN      int
+	records    int64
+	bytes      int64
+	dropped    [3]uint64
+	corrupt    uint64
+	pendingDel []uint64
+	delBytes   int64
+	dirty      map[uint64]*frameInfo
+}
+
+// frameInfo is the in-memory state of one frame.
+type frameInfo struct {
+	id       uint64
+	count    uint32
+	acked    uint32
+	size     int64
+	appended int64
+	bits     []uint64 // acknowledged records; nil until the first ack
+	dead     bool     // fully acknowledged, dropped or corrupt
+	verified bool     // checksum checked since Open
+	// read cursor: the offset of record curIdx, to resume decoding
+	curIdx uint32
+	curOff int
+}
+
+func (fi *frameInfo) isAcked(i uint32) bool {
+	return fi.bits != nil && fi.bits[i/64]&(1<<(i%64)) != 0
+}
+
+func newQueue(b *Buffer, name string) *Queue {
+	return &Queue{
+		b:         b,
+		name:      name,
+		bucket:    []byte(queuePrefix + name),
+		ackBucket: []byte(ackPrefix + name),
+		notify:    make(chan struct{}, 1),
+		dirty:     make(map[uint64]*frameInfo),
+	}
+}
+
+// Name returns the queue's name.
+func (q *Queue) Name() string { return q.name }
+
+// Notify returns a channel that receives (without blocking the sender,
+// capacity 1) after each Append that added records. Use it to wake a reader
+// waiting at the tail; it is shared by all callers of this queue.
+func (q *Queue) Notify() <-chan struct{} { return q.notify }
+
+func frameKey(id uint64) []byte {
+	k := make([]byte, keyLen)
+	binary.BigEndian.PutUint64(k, id)
+	return k
+}
+
+// search returns the index of the first frame with id >= id.
+func (q *Queue) search(id uint64) int {
+	return sort.Search(len(q.frames), func(i int) bool { return q.frames[i].id >= id })
+}
+
+// lookupLocked returns the live frame id, or nil.
+func (q *Queue) lookupLocked(id uint64) *frameInfo {
+	i := q.search(id)
+	if i < len(q.frames) && q.frames[i].id == id && !q.frames[i].dead {
+		return q.frames[i]
+	}
+	return nil
+}
+
+// killLocked removes a frame from the live state. The caller decides
+// whether it needs deleting from disk.
+func (q *Queue) killLocked(fi *frameInfo) {
+	fi.dead = true
+	q.deadN++
+	q.records -= int64(fi.count - fi.acked)
+	q.bytes -= fi.size
+	delete(q.dirty, fi.id)
+}
+
+// tidyLocked drops dead frames from the head of the index and compacts it
+// when most of it is dead.
+func (q *Queue) tidyLocked() {
+	i := 0
+	for i < len(q.frames) && q.frames[i].dead {
+		q.frames[i] = nil
+		i++
+	}
+	q.frames = q.frames[i:]
+	q.deadN -= i
+	if q.deadN > 32 && q.deadN*2 > len(q.frames) {
+		live := make([]*frameInfo, 0, len(q.frames)-q.deadN)
+		for _, fi := range q.frames {
+			if !fi.dead {
+				live = append(live, fi)
+			}
+		}
+		q.frames, q.deadN = live, 0
+	}
+}
+
+// deleteLocked schedules a dead frame's deletion from disk.
+func (q *Queue) deleteLocked(fi *frameInfo) {
+	q.pendingDel = append(q.pendingDel, fi.id)
+	q.delBytes += fi.size
+	if q.delBytes >= deleteKickBytes {
+		q.delBytes = 0
+		q.b.wake()
+	}
+}
+
+// Read returns up to max unacknowledged records that come after `after` in
+// queue order; Start() reads from the head. It does not block: with nothing
+// to read it returns no records and no error. Frames that fail their
+// checksum are skipped, counted and logged. Read holds a bbolt read
+// transaction only while it copies at most max records.
+func (q *Queue) Read(after Pos, max int) (recs []Record, err error) {
+	if max <= 0 {
+		return nil, nil
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("buffer %s: queue %q: read after %s: bbolt panicked: %v", q.b.path, q.name, after, r)
+		}
+	}()
+	i := q.search(after.Frame)
+	if i == len(q.frames) {
+		return nil, nil
+	}
+	recs = make([]Record, 0, min(int64(max), q.records))
+	var bad []*frameInfo
+	var badErr []error
+	err = q.b.db.View(func(tx *bolt.Tx) error {
+		bkt := tx.Bucket(q.bucket)
+		if bkt == nil {
+			return fmt.Errorf("bucket %s missing", q.bucket)
+		}
+		for ; i < len(q.frames) && len(recs) < max; i++ {
+			fi := q.frames[i]
+			if fi.dead {
+				continue
+			}
+			from := uint32(0)
+			if fi.id == after.Frame {
+				if after.Index >= fi.count-1 {
+					continue
+				}
+				from = after.Index + 1
+			}
+			if fi.count-fi.acked == 0 {
+				continue
+			}
+			v := bkt.Get(frameKey(fi.id))
+			if !fi.verified {
+				if err := q.verify(fi, v); err != nil {
+					bad, badErr = append(bad, fi), append(badErr, err)
+					continue
+				}
+				fi.verified = true
+			}
+			recs = q.decodeLocked(fi, v, from, max-len(recs), recs)
+		}
+		return nil
+	})
+	for k, fi := range bad {
+		q.corruptLocked(fi, badErr[k])
+	}
+	if len(bad) > 0 {
+		q.tidyLocked()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("buffer %s: queue %q: read after %s: %w", q.b.path, q.name, after, err)
+	}
+	return recs, nil
+}
+
+// verify checks frame v against its in-memory state.
+func (q *Queue) verify(fi *frameInfo, v []byte) error {
+	if v == nil {
+		return fmt.Errorf("%w: frame missing from the file", errFrameCorrupt)
+	}
+	h, err := parseHeader(v)
+	if err != nil {
+		return err
+	}
+	if h.count != fi.count || h.appended != fi.appended || int64(len(v)+keyLen) != fi.size {
+		return fmt.Errorf("%w: header changed since open", errFrameCorrupt)
+	}
+	return verifyFrame(v, h)
+}
+
+// corruptLocked skips a damaged frame for good: counts, logs and deletes it.
+func (q *Queue) corruptLocked(fi *frameInfo, err error) {
+	lost := uint64(fi.count - fi.acked)
+	q.b.log.Error("buffer frame corrupt; skipping it", "queue", q.name, "frame", fi.id, "records_lost", lost, "error", err)
+	q.corrupt++
+	q.dropped[reasonIndex(ReasonCorrupt)] += lost
+	q.killLocked(fi)
+	q.deleteLocked(fi)
+}
+
+// decodeLocked appends up to want unacknowledged records of verified frame
+// v, starting at index from, to recs. It copies the records' byte range of
+// the frame once and slices the records out of the copy.
+func (q *Queue) decodeLocked(fi *frameInfo, v []byte, from uint32, want int, recs []Record) []Record {
+	idx, off := uint32(0), frameHeaderLen
+	if fi.curIdx > 0 && fi.curIdx <= from {
+		idx, off = fi.curIdx, fi.curOff
+	}
+	for ; idx < from; idx++ {
+		_, off = nextRecord(v, off)
+	}
+	// First pass: find the byte range holding the wanted records.
+	regionStart, n := off, 0
+	endIdx, endOff := idx, off
+	for endIdx < fi.count && n < want {
+		_, e := nextRecord(v, endOff)
+		if !fi.isAcked(endIdx) {
+			n++
+		}
+		endIdx, endOff = endIdx+1, e
+	}
+	fi.curIdx, fi.curOff = endIdx, endOff
+	if n == 0 {
+		return recs
+	}
+	buf := make([]byte, endOff-regionStart)
+	copy(buf, v[regionStart:endOff])
+	appended := time.Unix(0, fi.appended)
+	for off = regionStart; idx < endIdx; idx++ {
+		s, e := nextRecord(v, off)
+		off = e
+		if fi.isAcked(idx) {
+			continue
+		}
+		s, e = s-regionStart, e-regionStart
+		recs = append(recs, Record{Pos: Pos{Frame: fi.id, Index: idx}, Data: buf[s:e:e], Appended: appended})
+	}
+	return recs
+}
+
+// Ack marks records as delivered. Positions may come in any order and any
+// subset; acknowledging a record twice, or a record already dropped, is a
+// no-op. A frame is deleted once all its records are acknowledged; the
+// deletion is committed by the next Append, background flush, Flush or
+// Close. It returns an error naming the count of positions that cannot
+// exist (index beyond the frame's record count); the others are still
+// acknowledged.
+func (q *Queue) Ack(positions ...Pos) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var fi *frameInfo
+	var bad int
+	var firstBad Pos
+	for _, p := range positions {
+		if fi == nil || fi.id != p.Frame {
+			fi = q.lookupLocked(p.Frame)
+		}
+		if fi == nil || fi.dead {
+			continue
+		}
+		if p.Index >= fi.count {
+			if bad == 0 {
+				firstBad = p
+			}
+			bad++
+			continue
+		}
+		if fi.bits == nil {
+			fi.bits = make([]uint64, (fi.count+63)/64)
+		}
+		w, m := p.Index/64, uint64(1)<<(p.Index%64)
+		if fi.bits[w]&m != 0 {
+			continue
+		}
+		fi.bits[w] |= m
+		fi.acked++
+		q.records--
+		if fi.acked == fi.count {
+			q.killLocked(fi)
+			q.deleteLocked(fi)
+		} else {
+			q.dirty[fi.id] = fi
+		}
+	}
+	q.tidyLocked()
+	if bad > 0 {
+		return fmt.Errorf("buffer %s: queue %q: ack: %d positions beyond their frame's records (first %s)", q.b.path, q.name, bad, firstBad)
+	}
+	return nil
+}
+
+// Stats returns the queue's depth and drop counters.
+func (q *Queue) Stats() QueueStats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s := QueueStats{
+		Records:       q.records,
+		Bytes:         q.bytes,
+		Frames:        len(q.frames) - q.deadN,
+		Dropped:       make(map[DropReason]uint64, len(Reasons)),
+		CorruptFrames: q.corrupt,
+	}
+	if len(q.frames) > 0 {
+		s.Oldest = time.Unix(0, q.frames[0].appended)
+	}
+	for _, r := range Reasons {
+		s.Dropped[r] = q.dropped[reasonIndex(r)]
+	}
+	return s
+}
+
+func (q *Queue) droppedTotals() [3]uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.dropped
+}
+
+// scan rebuilds the queue's state from its buckets in tx and returns the
+// largest frame id seen.
+func (q *Queue) scan(tx *bolt.Tx) (uint64, error) {
+	bkt, ab := tx.Bucket(q.bucket), tx.Bucket(q.ackBucket)
+	if bkt == nil || ab == nil {
+		return 0, errors.New("BUG: queue buckets missing after init")
+	}
+	var last uint64
+	c := bkt.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if len(k) != keyLen {
+			q.corrupt++
+			q.b.log.Error("buffer queue holds a key that is not a frame; ignoring it", "queue", q.name, "key_len", len(k))
+			continue
+		}
+		id := binary.BigEndian.Uint64(k)
+		last = max(last, id)
+		h, err := parseHeader(v)
+		if v == nil {
+			err = errors.New("nested bucket where a frame belongs")
+		}
+		if err != nil {
+			q.corrupt++
+			q.pendingDel = append(q.pendingDel, id)
+			q.b.log.Error("buffer frame corrupt; skipping it", "queue", q.name, "frame", id, "error", err)
+			continue
+		}
+		if h.count == 0 {
+			q.pendingDel = append(q.pendingDel, id)
+			continue
+		}
+		fi := &frameInfo{id: id, count: h.count, size: int64(len(v) + keyLen), appended: h.appended}
+		q.frames = append(q.frames, fi)
+		q.records += int64(fi.count)
+		q.bytes += fi.size
+	}
+	err := ab.ForEach(func(k, v []byte) error {
+		if len(k) != keyLen {
+			return nil
+		}
+		id := binary.BigEndian.Uint64(k)
+		fi := q.lookupLocked(id)
+		if fi == nil {
+			q.pendingDel = append(q.pendingDel, id) // a stale bitmap
+			return nil
+		}
+		fi.bits = decodeBits(v, fi.count)
+		for _, w := range fi.bits {
+			fi.acked += uint32(bits.OnesCount64(w))
+		}
+		q.records -= int64(fi.acked)
+		if fi.acked == fi.count {
+			q.killLocked(fi)
+			q.pendingDel = append(q.pendingDel, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	q.tidyLocked()
+	return last, nil
+}
+
+// encodeBits and decodeBits store an acknowledgement bitmap as
+// little-endian 64-bit words.
+func encodeBits(words []uint64) []byte {
+	out := make([]byte, 8*len(words))
+	for i, w := range words {
+		binary.LittleEndian.PutUint64(out[8*i:], w)
+	}
+	return out
+}
+
+func decodeBits(v []byte, count uint32) []uint64 {
+	words := make([]uint64, (count+63)/64)
+	for i := range words {
+		if 8*i+8 <= len(v) {
+			words[i] = binary.LittleEndian.Uint64(v[8*i:])
+		}
+	}
+	if r := count % 64; r != 0 && len(words) > 0 {
+		words[len(words)-1] &= 1<<r - 1
+	}
+	return words
+}
