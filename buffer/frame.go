@@ -26,13 +26,15 @@ const (
 	frameOverhead   = frameHeaderLen + frameTrailerLen
 	// keyLen is counted in a frame's size for the byte bounds.
 	keyLen = 8
-	// maxFrameBytes is the payload size at which an Append starts another
-	// frame. Large values need long runs of contiguous free pages in bbolt;
-	// this keeps them short enough to be found among freed pages.
-	maxFrameBytes = 256 << 10
 	// maxRecordBytes bounds one record so that its frame fits a bbolt value.
 	maxRecordBytes = 1<<30 - 1
 )
+
+// maxFrameBytes is the payload size at which an Append starts another
+// frame. Large values need long runs of contiguous free pages in bbolt;
+// this keeps them short enough to be found among freed pages. A variable
+// so that tests can make frames small.
+var maxFrameBytes = 256 << 10
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 

@@ -14,6 +14,8 @@ readonly KAFKA_VERSION
 readonly CACHE_ROOT="${IOT_PRODUCER_CACHE:-${XDG_CACHE_HOME:-${HOME}/.cache}/iot-producer}"
 readonly KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
 readonly KAFKA_JVM_OPTS="${KAFKA_JVM_OPTS:-}"
+# Short-lived CLI JVMs (StorageTool, TopicCommand) start faster with C1 only.
+readonly TOOL_JVM_OPTS=(-Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC)
 readonly FALLBACK_JDK="/usr/lib/jvm/temurin-25-jdk-amd64"
 readonly READY_TOPIC="kafka-sh-readiness"
 readonly DEFAULT_PORT=19092
@@ -247,6 +249,17 @@ logger.request.level = WARN
 logger.state.name = state.change.logger
 logger.state.level = WARN
 EOF
+	cat >"${DIR}/log4j2-tools.properties" <<'EOF'
+# Written by scripts/kafka.sh for StorageTool and TopicCommand.
+status = warn
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.console.ref = console
+EOF
 }
 
 write_server_properties() {
@@ -295,10 +308,8 @@ format_node() {
 	local n="$1" nd
 	nd="$(node_dir "${n}")"
 	mkdir -p "${DIR}/logs/node${n}"
-	# shellcheck disable=SC2086 # heap/JVM options are word lists
-	"${JAVA}" ${KAFKA_HEAP_OPTS} -cp "${LIBS}/*" \
-		-Dlog4j2.configurationFile="${DIR}/log4j2.properties" \
-		-Dkafka.logs.dir="${DIR}/logs/node${n}" \
+	"${JAVA}" "${TOOL_JVM_OPTS[@]}" -cp "${LIBS}/*" \
+		-Dlog4j2.configurationFile="${DIR}/log4j2-tools.properties" \
 		kafka.tools.StorageTool format --cluster-id "${CLUSTER_ID}" \
 		--config "${nd}/server.properties" \
 		</dev/null >"${DIR}/logs/node${n}/format.out" 2>&1
@@ -321,6 +332,7 @@ launch_node() {
 		-Dkafka.logs.dir="${logs}" \
 		-cp "${LIBS}/*" kafka.Kafka "${nd}/server.properties" \
 		</dev/null >"${logs}/stdout.log" 2>&1 &
+	disown "$!"
 }
 
 show_logs() {
@@ -440,6 +452,14 @@ stop_nodes() {
 	done
 }
 
+# abort_start is the EXIT trap of a failing start: it kills nodes "$@".
+abort_start() {
+	local status=$?
+	log "start failed: killing the nodes it started (logs kept in ${DIR}/logs)"
+	stop_nodes KILL 5 "$@"
+	exit "${status}"
+}
+
 cmd_start() {
 	local n pid
 	[[ -z "${CONTROLLER_PORT}" ]] && CONTROLLER_PORT=$((PORT + 1000))
@@ -491,16 +511,18 @@ cmd_start() {
 	done
 
 	local nodes=()
-	for ((n = 1; n <= BROKERS; n++)); do
-		launch_node "${n}"
-		nodes+=("${n}")
-	done
+	for ((n = 1; n <= BROKERS; n++)); do nodes+=("${n}"); done
+	# A half-started cluster is of no use: kill it if start fails from here.
+	# shellcheck disable=SC2064 # expand the node list now
+	trap "abort_start ${nodes[*]}" EXIT
+	for n in "${nodes[@]}"; do launch_node "${n}"; done
 	# The pid files appear once the inner shells have run.
 	for n in "${nodes[@]}"; do
 		local waited=0
 		until [[ -s "$(pid_file "${n}")" ]] || ((waited++ > 50)); do sleep 0.1; done
 	done
 	wait_ready "${nodes[@]}"
+	trap - EXIT
 	printf 'KAFKA_BROKERS=%s\n' "$(bootstrap)" | tee "${DIR}/kafka.env"
 	log "ready in ${SECONDS}s; logs in ${DIR}/logs"
 }
@@ -519,7 +541,8 @@ cmd_stop() {
 		return 0
 	fi
 	for n in "${nodes[@]}"; do rm -rf "$(node_dir "${n}")"; done
-	rm -f "${DIR}/cluster.env" "${DIR}/kafka.env" "${DIR}/log4j2.properties"
+	rm -f "${DIR}/cluster.env" "${DIR}/kafka.env" "${DIR}/log4j2.properties" \
+		"${DIR}/log4j2-tools.properties"
 	log "removed data in ${DIR} (logs kept in ${DIR}/logs)"
 }
 
@@ -569,9 +592,8 @@ cmd_start_node() {
 
 cmd_topics() {
 	load_state
-	"${JAVA}" -Xmx256m -cp "${LIBS}/*" \
-		-Dlog4j2.configurationFile="${DIR}/log4j2.properties" \
-		-Dkafka.logs.dir="${DIR}/logs" \
+	"${JAVA}" "${TOOL_JVM_OPTS[@]}" -cp "${LIBS}/*" \
+		-Dlog4j2.configurationFile="${DIR}/log4j2-tools.properties" \
 		org.apache.kafka.tools.TopicCommand --bootstrap-server "$(bootstrap)" "$@" </dev/null
 }
 

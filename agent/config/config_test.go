@@ -583,6 +583,21 @@ buffer:
 			want: []string{`test.yaml holds more than one YAML document; give one (line 3)`},
 		},
 		{
+			name: "mapping merged into itself",
+			src:  "gateway: &g\n  id: a\n  <<: *g\n",
+			want: []string{`gateway: merge key on line 3 merges a mapping into itself (line 1)`},
+		},
+		{
+			name: "merge of a scalar",
+			src:  "gateway:\n  <<: 5\n",
+			want: []string{`gateway: merge key on line 2 needs a mapping or a list of mappings (line 2)`},
+		},
+		{
+			name: "alias to a value that contains it",
+			src:  "plcs: &p [*p]\n",
+			want: []string{`plcs[0]: expected a mapping of keys, got a list (line 1)`},
+		},
+		{
 			name: "top level is a list",
 			src:  "- a\n- b\n",
 			want: []string{`test.yaml: the top level must be a mapping of sections (gateway, plcs, device, ...), got a list (line 1)`},

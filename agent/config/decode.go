@@ -24,7 +24,14 @@ type decoder struct {
 	pos *positions
 	// errs collects the problems found so far.
 	errs ValidationErrors
+	// budget counts the values decoded, so that aliases of aliases cannot
+	// make a small file expand exponentially.
+	budget int
 }
+
+// maxValues is the most values one file may expand to, aliases included:
+// far above a plant of a thousand PLCs with a thousand tags.
+const maxValues = 1 << 24
 
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 
@@ -37,8 +44,17 @@ func (d *decoder) fail(path string, line int, format string, args ...any) {
 
 // decode stores node n into v, the field at path.
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
-	for n.Kind == yaml.AliasNode {
+	// An alias may point at a node that contains it; decoding still ends
+	// because every step descends one level of the Config types, which are
+	// not recursive.
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
+	}
+	if d.budget++; d.budget > maxValues {
+		if d.budget == maxValues+1 {
+			d.fail(path, n.Line, "the file expands to more than %d values (aliases of aliases?)", maxValues)
+		}
+		return
 	}
 	if isNull(n) {
 		return // an empty value keeps the default
@@ -186,7 +202,12 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		value *yaml.Node
 	}
 	var files []fileRef
-	for _, p := range mappingPairs(n) {
+	pairs, err := mappingPairs(n, map[*yaml.Node]bool{n: true})
+	if err != nil {
+		d.fail(path, n.Line, "%v", err)
+		return
+	}
+	for _, p := range pairs {
 		k := p.key
 		if k.Kind != yaml.ScalarNode {
 			d.fail(path, k.Line, "expected a key name, got %s", kindName(k))
@@ -267,21 +288,35 @@ type nodePair struct{ key, value *yaml.Node }
 
 // mappingPairs returns a mapping's key/value pairs with YAML merge keys
 // (<<: *anchor) resolved: explicit keys win over merged ones, and earlier
-// merge sources over later ones.
-func mappingPairs(n *yaml.Node) []nodePair {
+// merge sources over later ones. visiting holds the mappings being merged,
+// to detect a mapping merged into itself.
+func mappingPairs(n *yaml.Node, visiting map[*yaml.Node]bool) ([]nodePair, error) {
 	var explicit, merged []nodePair
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind == yaml.ScalarNode && k.Tag == "!!merge" {
-			for _, src := range mergeSources(v) {
-				merged = append(merged, mappingPairs(src)...)
+			srcs, err := mergeSources(v, 0)
+			if err != nil {
+				return nil, err
+			}
+			for _, src := range srcs {
+				if visiting[src] {
+					return nil, fmt.Errorf("merge key on line %d merges a mapping into itself", k.Line)
+				}
+				visiting[src] = true
+				pairs, err := mappingPairs(src, visiting)
+				delete(visiting, src)
+				if err != nil {
+					return nil, err
+				}
+				merged = append(merged, pairs...)
 			}
 			continue
 		}
 		explicit = append(explicit, nodePair{k, v})
 	}
 	if len(merged) == 0 {
-		return explicit
+		return explicit, nil
 	}
 	have := map[string]bool{}
 	for _, p := range explicit {
@@ -294,26 +329,30 @@ func mappingPairs(n *yaml.Node) []nodePair {
 			out = append(out, p)
 		}
 	}
-	return out
+	return out, nil
 }
 
-// mergeSources returns the mappings named by a merge key's value: one
-// mapping or a list of them.
-func mergeSources(v *yaml.Node) []*yaml.Node {
-	for v.Kind == yaml.AliasNode {
+// mergeSources returns the mappings named by a merge key's value: a
+// mapping or a list of mappings, through aliases.
+func mergeSources(v *yaml.Node, depth int) ([]*yaml.Node, error) {
+	for v.Kind == yaml.AliasNode && v.Alias != nil {
 		v = v.Alias
 	}
-	switch v.Kind {
-	case yaml.MappingNode:
-		return []*yaml.Node{v}
-	case yaml.SequenceNode:
+	switch {
+	case v.Kind == yaml.MappingNode:
+		return []*yaml.Node{v}, nil
+	case v.Kind == yaml.SequenceNode && depth == 0:
 		var out []*yaml.Node
 		for _, item := range v.Content {
-			out = append(out, mergeSources(item)...)
+			srcs, err := mergeSources(item, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, srcs...)
 		}
-		return out
+		return out, nil
 	}
-	return nil
+	return nil, fmt.Errorf("merge key on line %d needs a mapping or a list of mappings", v.Line)
 }
 
 // isNull reports whether n is an empty value (`key:`, `~` or `null`).

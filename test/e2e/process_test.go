@@ -1,0 +1,181 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var agentBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "iot-producer-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	agentBin = filepath.Join(dir, "iot-producer")
+	build := exec.Command("go", "build", "-o", agentBin, "github.com/iot-producer/iot-producer/cmd/iot-producer")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build the agent:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// kafkaBrokers returns the brokers scripts/e2e.sh started. The e2e tests
+// need a real broker: without one they fail, they are never skipped.
+func kafkaBrokers(t *testing.T) []string {
+	t.Helper()
+	v := os.Getenv("KAFKA_BROKERS")
+	if v == "" {
+		t.Fatal("KAFKA_BROKERS is not set: run the e2e tests with `make e2e` (scripts/e2e.sh starts the broker)")
+	}
+	return strings.Split(v, ",")
+}
+
+// agentProc is one running agent binary.
+type agentProc struct {
+	cmd     *exec.Cmd
+	metrics string // host:port of /metrics
+	health  string // host:port of /ready
+	done    chan struct{}
+
+	mu     sync.Mutex
+	output bytes.Buffer
+}
+
+var startedLine = regexp.MustCompile(`msg="agent started".* metrics=(\S+) health=(\S+)`)
+
+// startAgent runs `iot-producer run -c cfg` and waits until it logs that
+// it started, which gives its telemetry addresses.
+func startAgent(t *testing.T, cfg string) *agentProc {
+	t.Helper()
+	a := &agentProc{cmd: exec.Command(agentBin, "run", "-c", cfg), done: make(chan struct{})}
+	stderr, err := a.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan [2]string, 1)
+	go func() {
+		defer close(a.done)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64*1024), 1024*1024)
+		for sc.Scan() {
+			line := sc.Text()
+			a.mu.Lock()
+			a.output.WriteString(line + "\n")
+			a.mu.Unlock()
+			if m := startedLine.FindStringSubmatch(line); m != nil {
+				started <- [2]string{m[1], m[2]}
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	t.Cleanup(func() {
+		if a.cmd.ProcessState == nil {
+			_ = a.cmd.Process.Kill()
+			<-a.done
+			_ = a.cmd.Wait()
+		}
+	})
+	select {
+	case addrs := <-started:
+		a.metrics, a.health = addrs[0], addrs[1]
+	case <-a.done:
+		_ = a.cmd.Wait()
+		t.Fatalf("agent exited before it started:\n%s", a.log())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("agent did not start within 30s:\n%s", a.log())
+	}
+	return a
+}
+
+func (a *agentProc) log() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.output.String()
+}
+
+// counter scrapes one counter summed over its series from /metrics.
+func (a *agentProc) counter(name string) (float64, error) {
+	resp, err := http.Get("http://" + a.metrics + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse %q: %w", line, err)
+		}
+		sum += v
+	}
+	return sum, sc.Err()
+}
+
+// waitAcked polls /metrics until kafka_messages_sent_total reaches n.
+func (a *agentProc) waitAcked(t *testing.T, n float64, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		got, err := a.counter("kafka_messages_sent_total")
+		if err != nil {
+			t.Fatalf("scrape metrics: %v\n%s", err, a.log())
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %.0f of %.0f records acknowledged after %s:\n%s", got, n, limit, a.log())
+		}
+		select {
+		case <-a.done:
+			t.Fatalf("agent exited:\n%s", a.log())
+		case <-time.After(100 * time.Millisecond): // scrape interval
+		}
+	}
+}
+
+// stop sends sig and waits for the process to exit; it returns the exit
+// code (-1 when killed by a signal).
+func (a *agentProc) stop(t *testing.T, sig syscall.Signal, limit time.Duration) int {
+	t.Helper()
+	if err := a.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.done:
+	case <-time.After(limit):
+		_ = a.cmd.Process.Kill()
+		t.Fatalf("agent did not exit within %s of %v:\n%s", limit, sig, a.log())
+	}
+	_ = a.cmd.Wait()
+	return a.cmd.ProcessState.ExitCode()
+}
