@@ -322,6 +322,9 @@ func TestLockTimeout(t *testing.T) {
 		t.Fatalf("gave up after %s, long before the %s timeout", d, o.LockTimeout)
 	}
 	// Compact's read-only open of the locked file fails the same way.
+	old := compactLockTimeout
+	compactLockTimeout = 100 * time.Millisecond
+	t.Cleanup(func() { compactLockTimeout = old })
 	if err := Compact(path, filepath.Join(t.TempDir(), "c.db")); err == nil || !strings.Contains(err.Error(), path) {
 		t.Fatalf("Compact of a locked file: err = %v", err)
 	}

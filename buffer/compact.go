@@ -4,10 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
+
+// compactLockTimeout bounds Compact's wait for the source file's lock: a
+// running agent holds it for good, so waiting long helps nobody.
+var compactLockTimeout = time.Second
 
 // Compact copies the buffer file src into a new file dst holding only live
 // data, so that dst is as small as the data allows (a bbolt file never
@@ -21,7 +26,7 @@ func Compact(src, dst string) (err error) {
 	if _, err := os.Stat(src); err != nil {
 		return fmt.Errorf("compact %s: %w", src, err)
 	}
-	s, err := bolt.Open(src, 0o600, &bolt.Options{ReadOnly: true, Timeout: defaultLockTimeout})
+	s, err := bolt.Open(src, 0o600, &bolt.Options{ReadOnly: true, Timeout: compactLockTimeout})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return fmt.Errorf("compact %s: another process holds the file lock: %w", src, ErrLocked)

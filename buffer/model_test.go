@@ -32,7 +32,7 @@ type model struct {
 // simulated by copying the file between commits and opening the copy: it
 // must hold exactly the committed state.
 func TestModel(t *testing.T) {
-	seeds := 600
+	seeds := 500
 	if testing.Short() {
 		seeds = 100
 	}
@@ -43,7 +43,7 @@ func TestModel(t *testing.T) {
 			t.Cleanup(func() { maxFrameBytes = old })
 			dir := t.TempDir()
 			for seed := 0; seed < seeds/2; seed++ {
-				runModel(t, dir, uint64(seed), 40)
+				runModel(t, dir, uint64(seed), 60)
 			}
 		})
 	}

@@ -585,12 +585,17 @@ buffer:
 		{
 			name: "mapping merged into itself",
 			src:  "gateway: &g\n  id: a\n  <<: *g\n",
-			want: []string{`gateway: merge key on line 3 merges a mapping into itself (line 1)`},
+			want: []string{`gateway: a merge key merges the mapping on line 1 into itself (line 1)`},
 		},
 		{
 			name: "merge of a scalar",
 			src:  "gateway:\n  <<: 5\n",
 			want: []string{`gateway: merge key on line 2 needs a mapping or a list of mappings (line 2)`},
+		},
+		{
+			name: "merges of merges stay linear",
+			src:  mergeBomb(30) + "gateway:\n  <<: *m30\n",
+			want: []string{`x-anchors: unknown key "x-anchors" (line 1)`, `gateway.k: unknown key "k" (line 2)`},
 		},
 		{
 			name: "alias to a value that contains it",
@@ -649,6 +654,18 @@ mqtt:
 			}
 		})
 	}
+}
+
+// mergeBomb returns n anchors, each merging the previous one twice: without
+// memoisation, resolving the last one would take 2^n steps. They sit under
+// an unknown top-level key, reported once.
+func mergeBomb(n int) string {
+	var b strings.Builder
+	b.WriteString("x-anchors:\n  - &m0 {k: v}\n")
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "  - &m%d {<<: [*m%d, *m%d]}\n", i, i-1, i-1)
+	}
+	return b.String()
 }
 
 func TestFieldErrorsCarryPathAndLine(t *testing.T) {

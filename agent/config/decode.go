@@ -24,6 +24,8 @@ type decoder struct {
 	pos *positions
 	// errs collects the problems found so far.
 	errs ValidationErrors
+	// merges resolves merge keys, each merged mapping once.
+	merges merger
 	// budget counts the values decoded, so that aliases of aliases cannot
 	// make a small file expand exponentially.
 	budget int
@@ -202,7 +204,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		value *yaml.Node
 	}
 	var files []fileRef
-	pairs, err := mappingPairs(n, map[*yaml.Node]bool{n: true})
+	pairs, err := d.merges.pairs(n)
 	if err != nil {
 		d.fail(path, n.Line, "%v", err)
 		return
@@ -286,11 +288,29 @@ func (d *decoder) readSecret(file string) (string, error) {
 
 type nodePair struct{ key, value *yaml.Node }
 
-// mappingPairs returns a mapping's key/value pairs with YAML merge keys
-// (<<: *anchor) resolved: explicit keys win over merged ones, and earlier
-// merge sources over later ones. visiting holds the mappings being merged,
-// to detect a mapping merged into itself.
-func mappingPairs(n *yaml.Node, visiting map[*yaml.Node]bool) ([]nodePair, error) {
+// merger resolves YAML merge keys (<<: *anchor). It remembers each
+// mapping's resolved pairs, so that merges of merges cost linear time, and
+// the mappings being resolved, to detect a mapping merged into itself.
+type merger struct {
+	done     map[*yaml.Node][]nodePair
+	visiting map[*yaml.Node]bool
+}
+
+// pairs returns a mapping's key/value pairs with merge keys resolved:
+// explicit keys win over merged ones, and earlier merge sources over later
+// ones.
+func (m *merger) pairs(n *yaml.Node) ([]nodePair, error) {
+	if p, ok := m.done[n]; ok {
+		return p, nil
+	}
+	if m.visiting[n] {
+		return nil, fmt.Errorf("a merge key merges the mapping on line %d into itself", n.Line)
+	}
+	if m.done == nil {
+		m.done, m.visiting = map[*yaml.Node][]nodePair{}, map[*yaml.Node]bool{}
+	}
+	m.visiting[n] = true
+	defer delete(m.visiting, n)
 	var explicit, merged []nodePair
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -300,12 +320,7 @@ func mappingPairs(n *yaml.Node, visiting map[*yaml.Node]bool) ([]nodePair, error
 				return nil, err
 			}
 			for _, src := range srcs {
-				if visiting[src] {
-					return nil, fmt.Errorf("merge key on line %d merges a mapping into itself", k.Line)
-				}
-				visiting[src] = true
-				pairs, err := mappingPairs(src, visiting)
-				delete(visiting, src)
+				pairs, err := m.pairs(src)
 				if err != nil {
 					return nil, err
 				}
@@ -315,20 +330,20 @@ func mappingPairs(n *yaml.Node, visiting map[*yaml.Node]bool) ([]nodePair, error
 		}
 		explicit = append(explicit, nodePair{k, v})
 	}
-	if len(merged) == 0 {
-		return explicit, nil
-	}
-	have := map[string]bool{}
-	for _, p := range explicit {
-		have[p.key.Value] = true
-	}
 	out := explicit
-	for _, p := range merged {
-		if !have[p.key.Value] {
+	if len(merged) > 0 {
+		have := map[string]bool{}
+		for _, p := range explicit {
 			have[p.key.Value] = true
-			out = append(out, p)
+		}
+		for _, p := range merged {
+			if !have[p.key.Value] {
+				have[p.key.Value] = true
+				out = append(out, p)
+			}
 		}
 	}
+	m.done[n] = out
 	return out, nil
 }
 

@@ -103,6 +103,16 @@ func (c *Checker) Verify(last map[ingest.Series]uint64) Report {
 	return r
 }
 
+// Expect builds the expectation for Verify from last sequence numbers per
+// device, all for one tag.
+func Expect(lastPerDevice map[string]uint64, tag string) map[ingest.Series]uint64 {
+	out := make(map[ingest.Series]uint64, len(lastPerDevice))
+	for d, n := range lastPerDevice {
+		out[ingest.Series{Device: d, Tag: tag}] = n
+	}
+	return out
+}
+
 // ReadTopic consumes topic from the start up to the end offsets it has
 // when called, adding every record to c. Call it once the producers have
 // stopped. It returns the first fetch or decoding error, or ctx's error.
