@@ -97,7 +97,6 @@ type Ingest struct {
 
 	mu       sync.Mutex
 	pending  []drivers.Sample
-	dropped  int // since the last log line
 	wake     chan struct{}
 	stopping bool
 

@@ -289,9 +289,7 @@ type lineLog struct {
 func (l *lineLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-		l.lines = append(l.lines, line)
-	}
+	l.lines = append(l.lines, strings.Split(strings.TrimRight(string(p), "\n"), "\n")...)
 	if len(l.lines) > 50 {
 		l.lines = slices.Clone(l.lines[len(l.lines)-50:])
 	}
