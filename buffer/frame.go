@@ -34,7 +34,7 @@ const (
 // frame. Large values need long runs of contiguous free pages in bbolt;
 // this keeps them short enough to be found among freed pages. A variable
 // so that tests can make frames small.
-var maxFrameBytes = 256 << 10
+var maxFrameBytes = 64 << 10
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 

@@ -179,3 +179,30 @@ func (a *agentProc) stop(t *testing.T, sig syscall.Signal, limit time.Duration) 
 	_ = a.cmd.Wait()
 	return a.cmd.ProcessState.ExitCode()
 }
+
+// refreshAddrs reads the telemetry addresses from the last "agent
+// started" line (after a reload the listeners are new).
+func (a *agentProc) refreshAddrs(t *testing.T) {
+	t.Helper()
+	all := startedLine.FindAllStringSubmatch(a.log(), -1)
+	if len(all) == 0 {
+		t.Fatalf("no start line:\n%s", a.log())
+	}
+	a.metrics, a.health = all[len(all)-1][1], all[len(all)-1][2]
+}
+
+// waitLog waits until the agent's log contains s.
+func (a *agentProc) waitLog(t *testing.T, s string, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !strings.Contains(a.log(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log has no %q after %s:\n%s", s, limit, a.log())
+		}
+		select {
+		case <-a.done:
+			t.Fatalf("agent exited while waiting for %q:\n%s", s, a.log())
+		case <-time.After(20 * time.Millisecond): // log poll interval
+		}
+	}
+}
