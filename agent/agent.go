@@ -85,7 +85,7 @@ func New(cfg *config.Config, opts Options) (_ *Agent, err error) {
 		}
 	}()
 
-	if a.sources, err = buildSources(cfg); err != nil {
+	if a.sources, err = buildSources(cfg, a.metrics, a.log); err != nil {
 		return nil, err
 	}
 	sinks, err := a.buildSinks()

@@ -2,20 +2,25 @@ package agent
 
 import (
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/iot-producer/iot-producer/agent/config"
 	"github.com/iot-producer/iot-producer/agent/ingest"
 	"github.com/iot-producer/iot-producer/buffer"
 	"github.com/iot-producer/iot-producer/drivers"
+	"github.com/iot-producer/iot-producer/drivers/modbus"
 	"github.com/iot-producer/iot-producer/simulator"
 	"github.com/iot-producer/iot-producer/telemetry"
 	"github.com/iot-producer/iot-producer/uplink"
 	"github.com/iot-producer/iot-producer/uplink/kafka"
 )
 
-// buildSources returns the simulator source and one driver per enabled PLC.
-func buildSources(cfg *config.Config) ([]drivers.Driver, error) {
+// buildSources returns the simulator source and one driver per enabled PLC;
+// drivers count their errors in m.
+func buildSources(cfg *config.Config, m *telemetry.Metrics, log *slog.Logger) ([]drivers.Driver, error) {
 	var out []drivers.Driver
 	if cfg.Device.Enabled != nil && *cfg.Device.Enabled && cfg.Device.Count > 0 {
 		src, err := simulator.NewSource(simulator.SourceOptions{
@@ -31,11 +36,22 @@ func buildSources(cfg *config.Config) ([]drivers.Driver, error) {
 		}
 		out = append(out, src)
 	}
+	// One pool for every Modbus PLC: devices behind one host:port or
+	// serial port share its connection. It closes each connection when
+	// the last driver using it stops.
+	pool := modbus.NewPool(modbus.PoolOptions{Logger: log.With("component", "modbus")})
 	for i, plc := range cfg.PLCs {
 		if plc.Enabled != nil && !*plc.Enabled {
 			continue
 		}
-		return nil, fmt.Errorf("plcs[%d] (%s): driver %q is not available in this build yet", i, plc.Name, plc.Driver)
+		if plc.Driver != "modbus" {
+			return nil, fmt.Errorf("plcs[%d] (%s): driver %q is not available in this build yet", i, plc.Name, plc.Driver)
+		}
+		d, err := modbusDriver(i, plc, pool, m, log)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("no source: enable device or configure plcs")
@@ -154,13 +170,14 @@ func (a *Agent) newLoop(s *sinkRunner) *uplink.Loop {
 	errs := m.SendErrors.WithLabelValues(name)
 	retries := m.UplinkRetries.WithLabelValues(name)
 	p := a.cfg.Producer
+	states := newLaneStates(name, a.health, m)
 	return uplink.New(s.queue, s.sink, uplink.Options{
 		BatchSize:     p.BatchSize,
 		FlushInterval: p.FlushInterval.Std(),
 		Workers:       p.WorkerCount,
 		Logger:        a.log,
 		Metrics: uplink.Metrics{
-			Sent: func(n int, d time.Duration, readTimes []time.Time) {
+			Sent: func(_ uplink.Lane, n int, d time.Duration, readTimes []time.Time) {
 				sent.Add(float64(n))
 				batches.Inc()
 				sendDur.Observe(d.Seconds())
@@ -169,17 +186,49 @@ func (a *Agent) newLoop(s *sinkRunner) *uplink.Loop {
 					delivery.Observe(now.Sub(t).Seconds())
 				}
 			},
-			Failed:    func(n int) { errs.Add(float64(n)) },
-			Retried:   retries.Inc,
-			Malformed: func(n int) { m.DeadLetter.WithLabelValues(name, "malformed").Add(float64(n)) },
+			Failed:       func(n int) { errs.Add(float64(n)) },
+			Retried:      retries.Inc,
+			DeadLettered: func(reason string, n int) { m.DeadLetter.WithLabelValues(name, reason).Add(float64(n)) },
 		},
-		OnState: func(st uplink.State, err error) {
-			m.SetUplinkState(name, string(st))
-			if st == uplink.StateConnected {
-				a.health.Set("sink/"+name, telemetry.StateOK, "sending")
-				return
-			}
-			a.health.Set("sink/"+name, telemetry.StateDegraded, fmt.Sprintf("backing off: %v", err))
-		},
+		OnState: states.set,
 	})
+}
+
+// laneStates folds the two lanes' states of one sink into its /ready entry
+// and iot_uplink_state: degraded (still ready) while either lane backs off.
+type laneStates struct {
+	name    string
+	health  *telemetry.Health
+	metrics *telemetry.Metrics
+
+	mu    sync.Mutex
+	state [2]uplink.State
+	err   [2]error
+	since [2]time.Time
+}
+
+func newLaneStates(name string, h *telemetry.Health, m *telemetry.Metrics) *laneStates {
+	return &laneStates{name: name, health: h, metrics: m, state: [2]uplink.State{uplink.StateConnected, uplink.StateConnected}}
+}
+
+func (ls *laneStates) set(lane uplink.Lane, st uplink.State, err error) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.state[lane] != st {
+		ls.since[lane] = time.Now()
+	}
+	ls.state[lane], ls.err[lane] = st, err
+	var problems []string
+	for _, l := range []uplink.Lane{uplink.Live, uplink.Backlog} {
+		if ls.state[l] == uplink.StateBackingOff {
+			problems = append(problems, fmt.Sprintf("%s lane backing off since %s: %v", l, ls.since[l].UTC().Format(time.RFC3339), ls.err[l]))
+		}
+	}
+	if len(problems) == 0 {
+		ls.metrics.SetUplinkState(ls.name, string(uplink.StateConnected))
+		ls.health.Set("sink/"+ls.name, telemetry.StateOK, "sending")
+		return
+	}
+	ls.metrics.SetUplinkState(ls.name, string(uplink.StateBackingOff))
+	ls.health.Set("sink/"+ls.name, telemetry.StateDegraded, strings.Join(problems, "; "))
 }

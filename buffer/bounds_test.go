@@ -56,6 +56,7 @@ func (c *fakeClock) Add(d time.Duration) {
 }
 
 func TestMaxBytes(t *testing.T) {
+	noCoalesce(t)
 	type step struct {
 		prefix string
 		n      int
@@ -123,6 +124,7 @@ func TestMaxBytes(t *testing.T) {
 }
 
 func TestMaxBytesShrunkAcrossReopen(t *testing.T) {
+	noCoalesce(t)
 	o := testOptions("q")
 	b := openT(t, testPath(t), o)
 	for _, p := range []string{"a", "b", "c"} {
@@ -143,6 +145,7 @@ func TestMaxBytesShrunkAcrossReopen(t *testing.T) {
 }
 
 func TestMaxAge(t *testing.T) {
+	noCoalesce(t)
 	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	var logs logSink
 	o := testOptions("q")
@@ -186,6 +189,7 @@ func TestMaxAge(t *testing.T) {
 }
 
 func TestDropLogRateLimited(t *testing.T) {
+	noCoalesce(t)
 	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	var logs logSink
 	o := testOptions("q")
@@ -242,6 +246,7 @@ func TestCheckBounds(t *testing.T) {
 }
 
 func TestStats(t *testing.T) {
+	noCoalesce(t)
 	o := testOptions("q")
 	b := openT(t, testPath(t), o)
 	q := b.Queue("q")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,7 +68,7 @@ func Open(path string, opts Options) (*Buffer, error) {
 		return nil, fmt.Errorf("buffer %s: options: %w", path, err)
 	}
 	b := &Buffer{path: path, opts: o, log: o.Logger.With("path", path)}
-	if err := b.load(); err != nil {
+	if err := b.load(""); err != nil {
 		var ce *corruptError
 		if !errors.As(err, &ce) {
 			return nil, err
@@ -79,9 +80,9 @@ func Open(path string, opts Options) (*Buffer, error) {
 		if rerr := os.Rename(path, dst); rerr != nil {
 			return nil, fmt.Errorf("buffer %s: corrupt (%w) and cannot be moved aside: %w", path, err, rerr)
 		}
-		b.log.Error("buffer file corrupt: moved aside, starting a fresh buffer", "moved_to", dst, "error", err)
+		b.log.Error("buffer file corrupt: moved aside, starting a fresh buffer and copying what is intact", "moved_to", dst, "error", err)
 		b = &Buffer{path: path, opts: o, log: o.Logger.With("path", path)}
-		if err := b.load(); err != nil {
+		if err := b.load(dst); err != nil {
 			return nil, fmt.Errorf("buffer %s: fresh file after quarantine: %w", path, err)
 		}
 	}
@@ -104,9 +105,13 @@ func isBoltCorruption(err error) bool {
 		errors.Is(err, berrors.ErrVersionMismatch) || errors.Is(err, berrors.ErrInvalidMapping)
 }
 
-// load opens the bbolt file and rebuilds the queues. Errors caused by a
-// damaged file are returned as *corruptError with the db closed.
-func (b *Buffer) load() (err error) {
+// load opens the bbolt file and rebuilds the queues, after copying the
+// intact parts of the quarantined file salvageFrom if it is set. Errors
+// caused by a damaged file are returned as *corruptError with the db closed.
+func (b *Buffer) load(salvageFrom string) (err error) {
+	// bbolt follows page ids from the file into its memory map; make a
+	// bad one a recoverable panic rather than a fatal fault.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	bo := &bolt.Options{
 		Timeout:        b.opts.LockTimeout,
 		NoSync:         b.opts.NoSync,
@@ -141,6 +146,9 @@ func (b *Buffer) load() (err error) {
 	}()
 	if err := b.init(); err != nil {
 		return err
+	}
+	if salvageFrom != "" {
+		b.salvage(salvageFrom)
 	}
 	return b.scan()
 }
@@ -277,8 +285,10 @@ func (b *Buffer) Path() string { return b.path }
 //
 // Append never blocks on a full queue: MaxBytes and MaxAge drop data per
 // Options.DropPolicy and count it. On error nothing is committed (the
-// in-memory state is unchanged) and the caller may retry the same call.
-// records are not retained after Append returns.
+// in-memory state is unchanged) and the caller may retry the same call; an
+// error wrapping ErrCorrupt means the file is damaged and retrying will not
+// help: Close and Open it again (Options.OnCorrupt then applies). records
+// are not retained after Append returns.
 func (b *Buffer) Append(records [][]byte, meta map[string][]byte) error {
 	for i, r := range records {
 		if len(r) > maxRecordBytes {
@@ -327,7 +337,7 @@ func (b *Buffer) commitLocked(records [][]byte, meta map[string][]byte, force bo
 		return nil
 	}
 	next := b.nextFrame + uint64(maxFrames)
-	err := b.db.Update(func(tx *bolt.Tx) error {
+	err := b.update(func(tx *bolt.Tx) error {
 		for i := range plans {
 			if err := plans[i].write(tx); err != nil {
 				return err
@@ -379,6 +389,18 @@ func (b *Buffer) commitLocked(records [][]byte, meta map[string][]byte, force bo
 		}
 	}
 	return nil
+}
+
+// update runs a write transaction, turning a bbolt panic or memory fault
+// on a damaged file into an error wrapping ErrCorrupt.
+func (b *Buffer) update(fn func(*bolt.Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: bbolt panicked: %v", ErrCorrupt, r)
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return b.db.Update(fn)
 }
 
 // run is the background flush: it commits pending deletions,

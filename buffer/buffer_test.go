@@ -16,6 +16,7 @@ import (
 )
 
 func TestAppendReadAck(t *testing.T) {
+	noCoalesce(t)
 	// Three appends of five records: frames 1..3 (one each).
 	all := append(append(payloads("a", 5), payloads("b", 5)...), payloads("c", 5)...)
 	tests := []struct {
@@ -70,6 +71,7 @@ func TestAppendReadAck(t *testing.T) {
 }
 
 func TestReadAfterAndMax(t *testing.T) {
+	noCoalesce(t)
 	b := openT(t, testPath(t), testOptions("q"))
 	q := b.Queue("q")
 	mustAppend(t, b, payloads("x", 10), nil)
@@ -113,6 +115,26 @@ func TestReadAfterAndMax(t *testing.T) {
 			t.Fatalf("stored record changed to %q", again[0].Data)
 		}
 	})
+}
+
+func TestEmptyAndLargeRecords(t *testing.T) {
+	b := openT(t, testPath(t), testOptions("q"))
+	big := bytes.Repeat([]byte("L"), 3*maxFrameBytes)
+	recs := [][]byte{{}, []byte("a"), big, nil, []byte("b"), big}
+	mustAppend(t, b, recs, nil)
+	b = reopen(t, b, testOptions("q"))
+	got := readAll(t, b.Queue("q"), 2)
+	if len(got) != len(recs) {
+		t.Fatalf("%d records, want %d", len(got), len(recs))
+	}
+	for i := range recs {
+		if !bytes.Equal(got[i].Data, recs[i]) {
+			t.Fatalf("record %d: %d bytes, want %d", i, len(got[i].Data), len(recs[i]))
+		}
+	}
+	if f := b.Queue("q").Stats().Frames; f < 3 {
+		t.Fatalf("%d frames; each large record should start its own", f)
+	}
 }
 
 func TestAckErrors(t *testing.T) {
@@ -160,7 +182,7 @@ func TestReopenRedeliversExactlyUnacked(t *testing.T) {
 				}
 			}
 			mustAck(t, q, ps...)
-			lastFrame := got[len(got)-1].Pos.Frame
+			lastPos := got[len(got)-1].Pos
 
 			b = reopen(t, b, o)
 			q = b.Queue("kafka")
@@ -172,11 +194,11 @@ func TestReopenRedeliversExactlyUnacked(t *testing.T) {
 			if s := q.Stats(); s.Records != int64(len(want)) {
 				t.Fatalf("Stats.Records = %d after reopen, want %d", s.Records, len(want))
 			}
-			// Frame numbers keep increasing even when every frame was deleted.
+			// Positions keep increasing even when every frame was deleted.
 			mustAppend(t, b, payloads("new", 1), nil)
 			rs := readAll(t, q, 1000)
-			if last := rs[len(rs)-1].Pos.Frame; last <= lastFrame {
-				t.Fatalf("new frame %d not after old last frame %d", last, lastFrame)
+			if last := rs[len(rs)-1].Pos; !lastPos.Less(last) {
+				t.Fatalf("new record at %v, not after the old last record %v", last, lastPos)
 			}
 			// Ack the rest, reopen: nothing left, and the file holds no frames.
 			mustAck(t, q, positions(rs)...)
@@ -235,6 +257,7 @@ func TestMetaCommittedWithRecords(t *testing.T) {
 }
 
 func TestQueuesIndependent(t *testing.T) {
+	noCoalesce(t)
 	o := testOptions("kafka", "mqtt")
 	b := openT(t, testPath(t), o)
 	if b.Queue("nope") != nil {
@@ -459,6 +482,7 @@ func corruptFrame(t *testing.T, path, q string, frame uint64, mutate func(v []by
 }
 
 func TestCorruptFrameSkipped(t *testing.T) {
+	noCoalesce(t)
 	tests := []struct {
 		name     string
 		mutate   func(v []byte) []byte
@@ -529,8 +553,52 @@ func TestClosed(t *testing.T) {
 	if err := b.Flush(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Flush after Close: %v", err)
 	}
-	if _, err := q.Read(Start(), 1); err == nil {
-		t.Fatal("Read after Close succeeded")
+	if _, err := q.Read(Start(), 1); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Read after Close: %v", err)
+	}
+	if err := q.Ack(Pos{Frame: 1}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Ack after Close: %v", err)
 	}
 	_ = b.Stats()
+}
+
+// TestFailedAppendKeepsState makes the write transaction fail after the
+// frames, deletions and drops were written into it: memory must be as
+// before, and the pending acknowledgements must still reach the disk later.
+func TestFailedAppendKeepsState(t *testing.T) {
+	noCoalesce(t)
+	o := testOptions("q")
+	o.MaxBytes = 2 * frame10
+	b := openT(t, testPath(t), o)
+	q := b.Queue("q")
+	mustAppend(t, b, fixed("a", 10), nil)
+	mustAppend(t, b, fixed("b", 10), nil)
+	rs := readAll(t, q, 100)
+	mustAck(t, q, positions(rs[:5])...)   // frame a: bitmap pending; c would drop it
+	mustAck(t, q, rs[12].Pos, rs[15].Pos) // frame b: bitmap pending
+	before := q.Stats()
+
+	bad := map[string][]byte{strings.Repeat("k", 40000): []byte("x")}
+	for i := 0; i < 2; i++ { // a failure must not lose the pending work for the next try
+		if err := b.Append(fixed("c", 10), bad); err == nil {
+			t.Fatal("Append with an oversized key succeeded")
+		}
+	}
+	after := q.Stats()
+	if after.Records != before.Records || after.Bytes != before.Bytes || after.Dropped[ReasonMaxBytes] != 0 {
+		t.Fatalf("stats changed by a failed Append: before %+v, after %+v", before, after)
+	}
+	want := append(names("a", 5, 10), "b-0", "b-1", "b-3", "b-4", "b-6", "b-7", "b-8", "b-9")
+	if got := trimmed(readAll(t, q, 100)); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("records after failed Append: %v", got)
+	}
+	b = reopen(t, b, o)
+	if got := trimmed(readAll(t, b.Queue("q"), 100)); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("records after reopen: %v", got)
+	}
+	// Now the retry without the bad key: c goes in, a's rest is dropped.
+	mustAppend(t, b, fixed("c", 10), nil)
+	if d := b.Queue("q").Stats().Dropped[ReasonMaxBytes]; d != 5 {
+		t.Fatalf("dropped %d, want the 5 unacknowledged records of a", d)
+	}
 }

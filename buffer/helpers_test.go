@@ -140,6 +140,25 @@ func mustAck(t *testing.T, q *Queue, ps ...Pos) {
 func wantData(t *testing.T, what string, got []Record, want []string) {
 	t.Helper()
 	if g := datas(got); !slices.Equal(g, want) {
-		t.Fatalf("%s: got %d records %q, want %d %q", what, len(g), g, len(want), want)
+		short := func(ss []string) []string {
+			out := make([]string, len(ss))
+			for i, s := range ss {
+				if len(s) > 40 {
+					s = s[:40] + "..."
+				}
+				out[i] = s
+			}
+			return out
+		}
+		t.Fatalf("%s: got %d records %q, want %d %q", what, len(g), short(g), len(want), short(want))
 	}
+}
+
+// noCoalesce makes every Append start its own frames for the rest of the
+// test, for tests about frame boundaries (bounds, corruption, stats).
+func noCoalesce(t *testing.T) {
+	t.Helper()
+	old := coalesceMaxPayload
+	coalesceMaxPayload = 0
+	t.Cleanup(func() { coalesceMaxPayload = old })
 }

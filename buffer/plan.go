@@ -1,7 +1,9 @@
 package buffer
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"time"
 
@@ -17,7 +19,13 @@ type queuePlan struct {
 	appended int64
 	// lost counts new records refused by MaxBytes.
 	lost  uint64
-	drops []planDrop
+	// grow is the queue's tail frame when the new records are appended to
+	// it instead of starting a frame (see coalesceMaxPayload); growRecs are
+	// those records and growSize the frame's new size once written.
+	grow     *frameInfo
+	growRecs [][]byte
+	growSize int64
+	drops    []planDrop
 	del   []uint64
 	dirty []dirtyBits
 }
@@ -39,7 +47,7 @@ type dirtyBits struct {
 }
 
 func (p *queuePlan) empty() bool {
-	return len(p.frames) == 0 && p.lost == 0 && len(p.drops) == 0 && len(p.del) == 0 && len(p.dirty) == 0
+	return len(p.frames) == 0 && p.grow == nil && p.lost == 0 && len(p.drops) == 0 && len(p.del) == 0 && len(p.dirty) == 0
 }
 
 // plan decides what this commit writes to q: the new frames (numbered from
@@ -97,7 +105,11 @@ func (q *Queue) plan(enc *encoder, now time.Time, firstID uint64) queuePlan {
 			}
 		}
 	}
-	if hi > lo {
+	if hi > lo && q.canGrowLocked(i, enc.records[lo:hi], now) {
+		fi := q.frames[len(q.frames)-1]
+		fi.growing = true
+		p.grow, p.growRecs = fi, enc.records[lo:hi]
+	} else if hi > lo {
 		for k, c := range enc.encode(lo, hi) {
 			p.frames = append(p.frames, newFrame{id: firstID + uint64(k), val: c.val, count: uint32(c.hi - c.lo)})
 		}
@@ -112,12 +124,83 @@ func (q *Queue) plan(enc *encoder, now time.Time, firstID uint64) queuePlan {
 	return p
 }
 
+// coalesceMaxPayload and coalesceMaxAge bound appending records to the
+// queue's tail frame instead of starting a new one. Small commits (a few
+// samples each, the common case at low rates) would otherwise make a frame
+// each; coalescing them into frames of up to a page keeps the frame count,
+// the memory per frame and the per-frame overhead on disk low, at no extra
+// I/O: a value this small lives in a leaf page that the commit rewrites
+// anyway. Variables so that tests can turn coalescing off.
+var (
+	coalesceMaxPayload = 3 << 10
+	coalesceMaxAge     = time.Second
+)
+
+// canGrowLocked reports whether records can be appended to the tail frame:
+// it is live, written by this process (verified), not acknowledged in part,
+// not dropped by this plan (dropFrom is the plan's drop cursor), young,
+// and stays small.
+func (q *Queue) canGrowLocked(dropFrom int, records [][]byte, now time.Time) bool {
+	n := len(q.frames)
+	if n == 0 || n-1 < dropFrom {
+		return false
+	}
+	fi := q.frames[n-1]
+	if fi.dead || !fi.verified || fi.acked > 0 || fi.growing || now.UnixNano()-fi.appended >= int64(coalesceMaxAge) {
+		return false
+	}
+	payload := int(fi.size) - keyLen - frameOverhead
+	for _, r := range records {
+		payload += recordLen(len(r))
+		if payload > coalesceMaxPayload {
+			return false
+		}
+	}
+	return true
+}
+
+// growFrame returns frame old with records appended to it.
+func growFrame(old []byte, records [][]byte) ([]byte, error) {
+	h, err := parseHeader(old)
+	if err != nil {
+		return nil, err
+	}
+	body := old[:len(old)-frameTrailerLen]
+	n := len(body) + frameTrailerLen
+	for _, r := range records {
+		n += recordLen(len(r))
+	}
+	v := make([]byte, 0, n)
+	v = append(v, body...)
+	for _, r := range records {
+		v = binary.AppendUvarint(v, uint64(len(r)))
+		v = append(v, r...)
+	}
+	binary.BigEndian.PutUint32(v[1:5], h.count+uint32(len(records)))
+	binary.BigEndian.PutUint32(v[13:17], crc32.Checksum(v[:13], castagnoli))
+	return binary.BigEndian.AppendUint32(v, crc32.Checksum(v, castagnoli)), nil
+}
+
 // write performs the plan inside the write transaction.
 func (p *queuePlan) write(tx *bolt.Tx) error {
 	q := p.q
 	bkt, ab := tx.Bucket(q.bucket), tx.Bucket(q.ackBucket)
 	if bkt == nil || ab == nil {
 		return fmt.Errorf("queue %q: bucket missing", q.name)
+	}
+	if fi := p.grow; fi != nil {
+		old := bkt.Get(frameKey(fi.id))
+		if old == nil {
+			return fmt.Errorf("queue %q: tail frame %d missing", q.name, fi.id)
+		}
+		v, err := growFrame(old, p.growRecs)
+		if err != nil {
+			return fmt.Errorf("queue %q: tail frame %d: %w", q.name, fi.id, err)
+		}
+		if err := bkt.Put(frameKey(fi.id), v); err != nil {
+			return fmt.Errorf("queue %q: put frame %d: %w", q.name, fi.id, err)
+		}
+		p.growSize = int64(len(v) + keyLen)
 	}
 	for _, f := range p.frames {
 		if err := bkt.Put(frameKey(f.id), f.val); err != nil {
@@ -157,6 +240,13 @@ func (q *Queue) restore(p *queuePlan) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.pendingDel = append(p.del, q.pendingDel...)
+	if fi := p.grow; fi != nil {
+		fi.growing = false
+		if !fi.dead && fi.acked == fi.count { // acknowledged in full meanwhile
+			q.killLocked(fi)
+			q.deleteLocked(fi)
+		}
+	}
 	for _, d := range p.dirty {
 		if fi := q.lookupLocked(d.id); fi != nil {
 			q.dirty[d.id] = fi
@@ -179,6 +269,17 @@ func (q *Queue) apply(p *queuePlan) bool {
 		dropped = true
 	}
 	q.dropped[reasonIndex(ReasonMaxBytes)] += p.lost
+	if fi := p.grow; fi != nil {
+		add := uint32(len(p.growRecs))
+		fi.growing = false
+		fi.count += add
+		if fi.bits != nil {
+			fi.bits = append(fi.bits, make([]uint64, (fi.count+63)/64-uint32(len(fi.bits)))...)
+		}
+		q.records += int64(add)
+		q.bytes += p.growSize - fi.size
+		fi.size = p.growSize
+	}
 	for _, f := range p.frames {
 		fi := &frameInfo{id: f.id, count: f.count, size: int64(len(f.val) + keyLen), appended: p.appended, verified: true}
 		q.frames = append(q.frames, fi)

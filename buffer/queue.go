@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"time"
@@ -118,7 +119,8 @@ type frameInfo struct {
 	appended int64
 	bits     []uint64 // acknowledged records; nil until the first ack
 	dead     bool     // fully acknowledged, dropped or corrupt
-	verified bool     // checksum checked since Open
+	verified bool     // checksum checked since Open, or written by this process
+	growing  bool     // a commit in flight appends records to it
 	// read cursor: the offset of record curIdx, to resume decoding
 	curIdx uint32
 	curOff int
@@ -214,6 +216,9 @@ func (q *Queue) deleteLocked(fi *frameInfo) {
 // checksum are skipped, counted and logged. Read holds a bbolt read
 // transaction only while it copies at most max records.
 func (q *Queue) Read(after Pos, max int) (recs []Record, err error) {
+	if q.b.isClosed.Load() {
+		return nil, fmt.Errorf("buffer %s: queue %q: read: %w", q.b.path, q.name, ErrClosed)
+	}
 	if max <= 0 {
 		return nil, nil
 	}
@@ -221,9 +226,10 @@ func (q *Queue) Read(after Pos, max int) (recs []Record, err error) {
 	defer q.mu.Unlock()
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("buffer %s: queue %q: read after %s: bbolt panicked: %v", q.b.path, q.name, after, r)
+			err = fmt.Errorf("buffer %s: queue %q: read after %s: %w: bbolt panicked: %v", q.b.path, q.name, after, ErrCorrupt, r)
 		}
 	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	i := q.search(after.Frame)
 	if i == len(q.frames) {
 		return nil, nil
@@ -348,6 +354,9 @@ func (q *Queue) decodeLocked(fi *frameInfo, v []byte, from uint32, want int, rec
 // exist (index beyond the frame's record count); the others are still
 // acknowledged.
 func (q *Queue) Ack(positions ...Pos) error {
+	if q.b.isClosed.Load() {
+		return fmt.Errorf("buffer %s: queue %q: ack: %w", q.b.path, q.name, ErrClosed)
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var fi *frameInfo
@@ -377,7 +386,7 @@ func (q *Queue) Ack(positions ...Pos) error {
 		fi.bits[w] |= m
 		fi.acked++
 		q.records--
-		if fi.acked == fi.count {
+		if fi.acked == fi.count && !fi.growing {
 			q.killLocked(fi)
 			q.deleteLocked(fi)
 		} else {

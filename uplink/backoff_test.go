@@ -36,5 +36,8 @@ func TestBackoffGrowsIsCappedAndJittered(t *testing.T) {
 
 type nilSink struct{}
 
-func (nilSink) Name() string                              { return "nil" }
-func (nilSink) Send(_ context.Context, _ []Message) error { return nil }
+func (nilSink) Name() string { return "nil" }
+
+func (nilSink) Produce(_ context.Context, _ Lane, _ []Message, done func([]error)) { done(nil) }
+
+func (nilSink) Permanent(error) bool { return false }

@@ -1,23 +1,48 @@
 // Package uplink owns the send loop between the buffer and a sink: it reads
-// batches from the head of the sink's queue, keeps several in flight,
-// retries failures forever with capped exponential backoff and jitter, and
-// acknowledges each batch to the buffer once the sink has confirmed it. It
-// knows nothing of PLCs; the sinks in the sub-packages know nothing of the
-// buffer.
+// batches from the sink's queue, keeps several in flight, retries failures
+// forever with capped exponential backoff and jitter, moves records the
+// broker refuses for good to a dead-letter queue, and acknowledges each
+// record to the buffer once the sink has confirmed it.
+//
+// Two lanes share one queue. The live lane follows the tail, so that fresh
+// samples never wait behind a backlog; when the record at its cursor is
+// older than LiveWindow it jumps to the tail and leaves the records it
+// skipped to the backlog lane, which drains them oldest first, as fast as
+// the broker takes them. Within a lane batches are handed to the sink in
+// queue order, so a device's records keep their order within each lane.
+//
+// It knows nothing of PLCs; the sinks in the sub-packages know nothing of
+// the buffer.
 package uplink
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/iot-producer/iot-producer/buffer"
-	"github.com/iot-producer/iot-producer/record"
 )
+
+// Lane is the lane a message travels in.
+type Lane int
+
+// Lanes.
+const (
+	// Live carries records committed within LiveWindow.
+	Live Lane = iota
+	// Backlog carries older records, replayed after an outage or restart.
+	Backlog
+)
+
+// String returns "live" or "backlog".
+func (l Lane) String() string {
+	if l == Backlog {
+		return "backlog"
+	}
+	return "live"
+}
 
 // Message is one record handed to a sink.
 type Message struct {
@@ -27,19 +52,24 @@ type Message struct {
 	Time time.Time
 	// Value is the record's JSON value.
 	Value []byte
-	// Backlog is true when the record waited in the buffer longer than the
-	// loop's live window: it is sent as replayed backlog, not live data.
-	Backlog bool
 }
 
 // Sink sends batches of messages to a broker.
 type Sink interface {
 	// Name is the sink's label in metrics, logs and /ready.
 	Name() string
-	// Send returns nil once the broker has acknowledged every message, or
-	// an error when any of them failed. It honours ctx: when ctx is done it
-	// returns promptly, and unacknowledged messages stay in the buffer.
-	Send(ctx context.Context, batch []Message) error
+	// Produce hands batch to the broker client, in order, and returns
+	// without waiting for acknowledgements. done is called exactly once,
+	// from any goroutine, when every message has been acknowledged or has
+	// failed: errs is nil when all succeeded, else errs[i] is message i's
+	// error (nil for those that succeeded). done must not block. Calls for
+	// one lane come from one goroutine; messages of one lane with the same
+	// key must reach the broker in the order they were handed over.
+	Produce(ctx context.Context, lane Lane, batch []Message, done func(errs []error))
+	// Permanent reports whether err means the broker will never accept the
+	// message (too large, not authorised, invalid): such messages go to
+	// the dead-letter queue instead of being retried.
+	Permanent(err error) bool
 }
 
 // Queue is the part of a buffer queue the loop reads and acknowledges.
@@ -47,27 +77,40 @@ type Queue interface {
 	Read(after buffer.Pos, max int) ([]buffer.Record, error)
 	Ack(positions ...buffer.Pos) error
 	Notify() <-chan struct{}
+	Last() (buffer.Pos, bool)
 }
 
-// State is the loop's connection state.
+// DeadLetters keeps records the broker refused for good.
+type DeadLetters interface {
+	// Put stores the records (their buffer bytes as read) with the reason;
+	// once it returns nil the loop acknowledges them in their queue.
+	Put(records [][]byte, reason string) error
+}
+
+// State is a lane's connection state.
 type State string
 
-// States of a loop, reported through Options.OnState.
+// States, reported through Options.OnState.
 const (
 	StateConnected  State = "connected"   // the last send succeeded (or none failed yet)
 	StateBackingOff State = "backing_off" // the last send failed; retrying
 )
 
-// Metrics receives the loop's counts. Any field may be nil.
+// Metrics receives the loop's counts. Any field may be nil. They are
+// called from the sink's callbacks and must not block.
 type Metrics struct {
 	// Sent is called after a batch of n records was acknowledged, with the
 	// time from send to acknowledgement and each record's read time.
-	Sent func(n int, sendDuration time.Duration, readTimes []time.Time)
-	// Failed is called with the number of records in a failed attempt.
+	Sent func(lane Lane, n int, sendDuration time.Duration, readTimes []time.Time)
+	// Failed is called with the number of records that failed in one
+	// attempt.
 	Failed func(n int)
-	// Retried counts retries.
+	// Retried counts batches sent again after a failure.
 	Retried func()
-	// Malformed counts records that could not be decoded and were dropped.
+	// DeadLettered counts records moved to the dead-letter queue.
+	DeadLettered func(reason string, n int)
+	// Malformed counts records that could not be decoded (they are
+	// dead-lettered with reason "malformed").
 	Malformed func(n int)
 }
 
@@ -78,23 +121,27 @@ type Options struct {
 	// FlushInterval is the longest a partial batch waits, counted from the
 	// commit of its oldest record. Default 10ms.
 	FlushInterval time.Duration
-	// Workers is the number of batches in flight. Default 4.
+	// Workers is the number of batches in flight in each lane. Default 4.
 	Workers int
 	// BackoffMin and BackoffMax bound the wait between retries. Defaults
 	// 100ms and 30s.
 	BackoffMin, BackoffMax time.Duration
-	// LiveWindow: a record committed longer ago than this is sent as
-	// backlog. Default 5s.
+	// LiveWindow: when the record at the live lane's cursor was committed
+	// longer ago than this, the live lane jumps to the tail and the
+	// backlog lane takes what lies between. Default 5s.
 	LiveWindow time.Duration
-	// ShutdownGrace is how long in-flight sends may finish after the loop's
-	// context is cancelled; what is not acknowledged by then stays in the
-	// buffer. Default 5s.
+	// ShutdownGrace is how long in-flight batches may finish after the
+	// loop's context is cancelled; what is not acknowledged by then stays
+	// in the buffer. Default 5s.
 	ShutdownGrace time.Duration
-	Logger        *slog.Logger
-	Metrics       Metrics
-	// OnState is called when the state changes, with the last error when
-	// backing off.
-	OnState func(state State, err error)
+	// DeadLetters receives records refused for good. Without it they are
+	// retried like any failure (and logged as refused).
+	DeadLetters DeadLetters
+	Logger      *slog.Logger
+	Metrics     Metrics
+	// OnState is called when a lane's state changes, with the last error
+	// when backing off.
+	OnState func(lane Lane, state State, err error)
 }
 
 // Loop moves records from one queue to one sink.
@@ -104,9 +151,14 @@ type Loop struct {
 	opts  Options
 	log   *slog.Logger
 
-	stateMu sync.Mutex
-	state   State
+	mu      sync.Mutex
+	ranges  []span        // backlog still to send, oldest first
+	rangeCh chan struct{} // signalled when ranges grows
 }
+
+// span is a stretch of the queue left to the backlog lane: the records
+// after from, up to and including to.
+type span struct{ from, to buffer.Pos }
 
 // New returns a loop from queue to sink.
 func New(queue Queue, sink Sink, opts Options) *Loop {
@@ -134,198 +186,97 @@ func New(queue Queue, sink Sink, opts Options) *Loop {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Loop{queue: queue, sink: sink, opts: opts, log: opts.Logger.With("sink", sink.Name()), state: StateConnected}
+	return &Loop{
+		queue:   queue,
+		sink:    sink,
+		opts:    opts,
+		log:     opts.Logger.With("sink", sink.Name()),
+		rangeCh: make(chan struct{}, 1),
+	}
 }
 
 // Run sends until ctx is cancelled, then gives in-flight batches
 // ShutdownGrace to be acknowledged and returns. It returns an error only if
 // the queue cannot be read.
 func (l *Loop) Run(ctx context.Context) error {
-	slots := make(chan struct{}, l.opts.Workers)
-	var wg sync.WaitGroup
+	// Sends outlive ctx by the grace period: cancelling ctx stops reading,
+	// cancelling sendCtx abandons what is in flight (it stays buffered).
 	sendCtx, cancelSends := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelSends()
-
+	lanes := []*lane{newLane(l, Live, sendCtx), newLane(l, Backlog, sendCtx)}
+	errs := make(chan error, len(lanes))
+	for _, ln := range lanes {
+		go func() { errs <- ln.run(ctx) }()
+	}
 	var runErr error
-	var cursor buffer.Pos
-	for runErr == nil {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
+	for range lanes {
+		if err := <-errs; err != nil && runErr == nil {
+			runErr = err
 		}
-		if ctx.Err() != nil {
-			break
-		}
-		recs, err := l.readBatch(ctx, cursor)
-		if err != nil {
-			<-slots
-			if ctx.Err() == nil {
-				runErr = err
-			}
-			break
-		}
-		cursor = recs[len(recs)-1].Pos
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			l.deliver(sendCtx, recs)
-		}()
 	}
 
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	grace := time.NewTimer(l.opts.ShutdownGrace)
-	defer grace.Stop()
+	deadline := time.NewTimer(l.opts.ShutdownGrace)
+	defer deadline.Stop()
+	drained := make(chan struct{})
+	go func() {
+		for _, ln := range lanes {
+			ln.inflight.Wait()
+		}
+		close(drained)
+	}()
 	select {
-	case <-done:
-	case <-grace.C:
+	case <-drained:
+	case <-deadline.C:
 		l.log.Warn("shutdown grace over; unacknowledged batches stay in the buffer")
 		cancelSends()
-		<-done
+		<-drained
 	}
 	return runErr
 }
 
-// readBatch returns a non-empty batch after cursor: full, or partial once
-// its oldest record is FlushInterval old. It returns ctx's error when ctx
-// is cancelled first.
-func (l *Loop) readBatch(ctx context.Context, after buffer.Pos) ([]buffer.Record, error) {
-	var recs []buffer.Record
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	for {
-		more, err := l.queue.Read(after, l.opts.BatchSize-len(recs))
-		if err != nil {
-			return nil, fmt.Errorf("read queue of sink %s: %w", l.sink.Name(), err)
-		}
-		recs = append(recs, more...)
-		if len(more) > 0 {
-			after = more[len(more)-1].Pos
-		}
-		if len(recs) >= l.opts.BatchSize {
-			return recs, nil
-		}
-		var wait <-chan time.Time
-		if len(recs) > 0 {
-			left := time.Until(recs[0].Appended.Add(l.opts.FlushInterval))
-			if left <= 0 {
-				return recs, nil
-			}
-			if timer == nil {
-				timer = time.NewTimer(left)
-			} else {
-				timer.Reset(left)
-			}
-			wait = timer.C
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-l.queue.Notify():
-		case <-wait:
-			return recs, nil
-		}
+// pushBacklog hands a stretch of the queue to the backlog lane.
+func (l *Loop) pushBacklog(s span) {
+	l.mu.Lock()
+	l.ranges = append(l.ranges, s)
+	l.mu.Unlock()
+	select {
+	case l.rangeCh <- struct{}{}:
+	default:
 	}
 }
 
-// deliver sends one batch until it is acknowledged or ctx is done.
-func (l *Loop) deliver(ctx context.Context, recs []buffer.Record) {
-	msgs := make([]Message, 0, len(recs))
-	positions := make([]buffer.Pos, 0, len(recs))
-	var malformed []buffer.Pos
-	now := time.Now()
-	for _, r := range recs {
-		env, err := record.DecodeEnvelope(r.Data)
-		if err != nil {
-			l.log.Error("dropping undecodable record", "frame", r.Pos.Frame, "index", r.Pos.Index, "err", err)
-			malformed = append(malformed, r.Pos)
-			continue
-		}
-		msgs = append(msgs, Message{Key: env.Key, Time: env.Time, Value: env.Value, Backlog: now.Sub(r.Appended) > l.opts.LiveWindow})
-		positions = append(positions, r.Pos)
+// backlog returns the oldest span left to send, if any.
+func (l *Loop) backlog() (span, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.ranges) == 0 {
+		return span{}, false
 	}
-	if len(malformed) > 0 {
-		if m := l.opts.Metrics.Malformed; m != nil {
-			m(len(malformed))
-		}
-		l.ack(malformed)
-	}
-	if len(msgs) == 0 {
+	return l.ranges[0], true
+}
+
+// advanceBacklog records that the backlog lane has read up to pos.
+func (l *Loop) advanceBacklog(pos buffer.Pos) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.ranges) == 0 {
 		return
 	}
-	for attempt := 0; ; attempt++ {
-		start := time.Now()
-		err := l.sink.Send(ctx, msgs)
-		if err == nil {
-			took := time.Since(start)
-			l.ack(positions)
-			l.setState(StateConnected, nil)
-			if m := l.opts.Metrics.Sent; m != nil {
-				times := make([]time.Time, len(msgs))
-				for i := range msgs {
-					times[i] = msgs[i].Time
-				}
-				m(len(msgs), took, times)
-			}
-			return
-		}
-		if m := l.opts.Metrics.Failed; m != nil {
-			m(len(msgs))
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		l.setState(StateBackingOff, err)
-		wait := l.backoff(attempt)
-		l.log.Warn("send failed; retrying", "records", len(msgs), "attempt", attempt+1, "retry_in", wait.Round(time.Millisecond), "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		if m := l.opts.Metrics.Retried; m != nil {
-			m()
-		}
+	if !pos.Less(l.ranges[0].to) {
+		l.ranges = l.ranges[1:]
+		return
 	}
+	l.ranges[0].from = pos
 }
 
 func (l *Loop) ack(positions []buffer.Pos) {
+	if len(positions) == 0 {
+		return
+	}
 	if err := l.queue.Ack(positions...); err != nil {
 		// The records were delivered; if the buffer cannot forget them they
 		// are delivered again after a restart (at-least-once).
 		l.log.Error("acknowledge to buffer failed; records may be sent again", "records", len(positions), "err", err)
-	}
-}
-
-// backoff returns the wait before retry number attempt+1: exponential from
-// BackoffMin, capped at BackoffMax, with full jitter over its upper half.
-func (l *Loop) backoff(attempt int) time.Duration {
-	d := l.opts.BackoffMin
-	for i := 0; i < attempt && d < l.opts.BackoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, l.opts.BackoffMax)
-	half := d / 2
-	return half + rand.N(half+1)
-}
-
-func (l *Loop) setState(s State, err error) {
-	l.stateMu.Lock()
-	changed := l.state != s
-	l.state = s
-	l.stateMu.Unlock()
-	if changed && s == StateConnected {
-		l.log.Info("sink connected")
-	}
-	if cb := l.opts.OnState; cb != nil && (changed || err != nil) {
-		cb(s, err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -89,7 +90,7 @@ type counts struct {
 
 func (c *counts) metrics() uplink.Metrics {
 	return uplink.Metrics{
-		Sent:    func(n int, _ time.Duration, _ []time.Time) { c.sent.Add(int64(n)); c.batches.Add(1) },
+		Sent:    func(_ uplink.Lane, n int, _ time.Duration, _ []time.Time) { c.sent.Add(int64(n)); c.batches.Add(1) },
 		Failed:  func(n int) { c.failed.Add(int64(n)) },
 		Retried: func() { c.retried.Add(1) },
 	}
@@ -199,7 +200,7 @@ func TestLoopRetriesRejectedBatches(t *testing.T) {
 	l := uplink.New(f.buf.Queue("kafka"), f.sink, uplink.Options{
 		BatchSize: 100, Workers: 1, FlushInterval: time.Millisecond, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond,
 		Logger: quiet, Metrics: c.metrics(),
-		OnState: func(s uplink.State, _ error) { mu.Lock(); states = append(states, s); mu.Unlock() },
+		OnState: func(l uplink.Lane, s uplink.State, err error) { mu.Lock(); t.Logf("%s %s %v", l, s, err); states = append(states, s); mu.Unlock() },
 	})
 	runLoop(t, l, &c, 300)
 	if c.failed.Load() == 0 || c.retried.Load() == 0 {
@@ -219,7 +220,6 @@ func TestUnackedRecordsStayForTheNextRun(t *testing.T) {
 	// The broker swallows every produce request: nothing is acknowledged.
 	f.cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		f.cluster.KeepControl()
-		f.cluster.DropControl()
 		return nil, nil, true
 	})
 	var c counts
@@ -246,7 +246,7 @@ func TestEveryFailedAttemptCounts(t *testing.T) {
 	f := newFixture(t)
 	f.appendRecords(t, "a", 1, 10)
 	var calls atomic.Int32
-	failing := sinkFunc(func(ctx context.Context, batch []uplink.Message) error {
+	failing := sinkFunc(func(batch []uplink.Message) error {
 		calls.Add(1)
 		return fmt.Errorf("refused")
 	})
@@ -267,9 +267,166 @@ func TestEveryFailedAttemptCounts(t *testing.T) {
 	}
 }
 
-type sinkFunc func(ctx context.Context, batch []uplink.Message) error
+// sinkFunc is a sink whose every message gets the error fn returns.
+type sinkFunc func(batch []uplink.Message) error
 
 func (f sinkFunc) Name() string { return "func" }
-func (f sinkFunc) Send(ctx context.Context, batch []uplink.Message) error {
-	return f(ctx, batch)
+
+func (f sinkFunc) Produce(_ context.Context, _ uplink.Lane, batch []uplink.Message, done func([]error)) {
+	err := f(batch)
+	if err == nil {
+		done(nil)
+		return
+	}
+	errs := make([]error, len(batch))
+	for i := range errs {
+		errs[i] = err
+	}
+	go done(errs)
+}
+
+func (f sinkFunc) Permanent(error) bool { return false }
+
+// deadLetters records what the loop dead-letters.
+type deadLetters struct {
+	mu      sync.Mutex
+	reasons map[string]int
+	records [][]byte
+}
+
+func (d *deadLetters) Put(records [][]byte, reason string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.reasons == nil {
+		d.reasons = map[string]int{}
+	}
+	d.reasons[reason] += len(records)
+	d.records = append(d.records, records...)
+	return nil
+}
+
+func TestRefusedRecordsGoToTheDeadLetterQueue(t *testing.T) {
+	f := newFixture(t)
+	f.appendRecords(t, "a", 1, 50)
+	// One record far larger than a produce request may be: Kafka refuses it
+	// for good (MESSAGE_TOO_LARGE), it must not block the queue.
+	huge := record.Fields{Gateway: "gw", Device: "a", Tag: "t", Seq: 51, Type: record.TypeString, String: strings.Repeat("x", 2<<20), Quality: "good", ReadTime: time.Now()}
+	if err := f.buf.Append([][]byte{record.AppendEnvelope(nil, "a", huge.ReadTime, record.AppendJSON(nil, &huge))}, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.appendRecords(t, "a", 52, 49)
+	var c counts
+	dl := &deadLetters{}
+	l := uplink.New(f.buf.Queue("kafka"), f.sink, uplink.Options{BatchSize: 20, Workers: 2, FlushInterval: time.Millisecond, BackoffMin: time.Millisecond, DeadLetters: dl, Logger: quiet, Metrics: c.metrics()})
+	runLoop(t, l, &c, 99)
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	if dl.reasons["MESSAGE_TOO_LARGE"] != 1 || len(dl.records) != 1 {
+		t.Fatalf("dead letters %v, want the one huge record as MESSAGE_TOO_LARGE", dl.reasons)
+	}
+	if err := f.buf.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.buf.Queue("kafka").Stats().Records; n != 0 {
+		t.Fatalf("%d records left in the queue", n)
+	}
+	c2 := seqcheck.New()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c2.ReadTopic(ctx, f.brokers, topic); err != nil {
+		t.Fatal(err)
+	}
+	env, err := record.DecodeEnvelope(dl.records[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Add(env.Value); err != nil {
+		t.Fatal(err)
+	}
+	if r := c2.Verify(seqcheck.Expect(map[string]uint64{"a": 100}, "t")); r.Missing != 0 || r.Duplicates != 0 {
+		t.Fatalf("topic plus dead letters: %s", r)
+	}
+}
+
+// TestLiveDataDoesNotWaitBehindTheBacklog fills the queue with an hour-old
+// backlog, starts the loop, then commits fresh records: they must be sent
+// in the live lane while the backlog is still being sent in its own.
+func TestLiveDataDoesNotWaitBehindTheBacklog(t *testing.T) {
+	checkLeaks(t)
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	var offset atomic.Int64
+	offset.Store(int64(-time.Hour))
+	buf, err := buffer.Open(filepath.Join(t.TempDir(), "b.db"), buffer.Options{
+		Queues: []string{"kafka"}, NoSync: true,
+		Now: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { buf.Close() })
+	sink, err := kafka.New(kafka.Options{Brokers: cluster.ListenAddrs(), Topic: topic, GatewayID: "gw", Idempotent: true, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sink.Close)
+	f := &fixture{buf: buf, cluster: cluster, sink: sink, brokers: cluster.ListenAddrs()}
+	const backlog = 60000
+	for d := range 10 {
+		f.appendRecords(t, fmt.Sprintf("old-%d", d), 1, backlog/10)
+	}
+	offset.Store(0)
+
+	var mu sync.Mutex
+	var order []uplink.Lane // lane of each acknowledged batch, in order
+	var sentBacklog, sentLive atomic.Int64
+	l := uplink.New(buf.Queue("kafka"), sink, uplink.Options{
+		BatchSize: 500, Workers: 2, FlushInterval: time.Millisecond, Logger: quiet,
+		Metrics: uplink.Metrics{Sent: func(lane uplink.Lane, n int, _ time.Duration, _ []time.Time) {
+			mu.Lock()
+			order = append(order, lane)
+			mu.Unlock()
+			if lane == uplink.Live {
+				sentLive.Add(int64(n))
+			} else {
+				sentBacklog.Add(int64(n))
+			}
+		}},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	for sentBacklog.Load() == 0 {
+		time.Sleep(time.Millisecond) // polling: wait until the backlog lane is sending
+	}
+	f.appendRecords(t, "fresh", 1, 100)
+	for sentLive.Load() < 100 || sentBacklog.Load() < backlog {
+		time.Sleep(2 * time.Millisecond) // polling the counters
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	lastBacklog, firstLive := -1, -1
+	for i, lane := range order {
+		if lane == uplink.Backlog {
+			lastBacklog = i
+		} else if firstLive < 0 {
+			firstLive = i
+		}
+	}
+	mu.Unlock()
+	if firstLive < 0 || firstLive > lastBacklog {
+		t.Fatalf("fresh records went out after the whole backlog (first live batch #%d, last backlog batch #%d of %d)", firstLive, lastBacklog, len(order))
+	}
+	want := map[string]uint64{"fresh": 100}
+	for d := range 10 {
+		want[fmt.Sprintf("old-%d", d)] = backlog / 10
+	}
+	r := f.verifyTopic(t, want)
+	t.Logf("first live batch acknowledged as #%d of %d batches; %s", firstLive, len(order), r)
 }

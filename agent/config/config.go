@@ -40,7 +40,20 @@ type PLC struct {
 	UnitID       int      `yaml:"unit_id" json:"unit_id" doc:"Modbus unit id (0-255; 1-247 on serial lines); default 1"`
 	PollInterval Duration `yaml:"poll_interval" json:"poll_interval" doc:"time between polls; default 1s"`
 	Timeout      Duration `yaml:"timeout" json:"timeout" doc:"per-request timeout; default 1s"`
-	Tags         []Tag    `yaml:"tags" json:"tags" doc:"values read from this device; at least one"`
+	// The keys below apply to modbus devices only.
+	// Transport is empty to infer it from the endpoint: rtu for a device
+	// path, tcp for host:port.
+	Transport      string   `yaml:"transport" json:"transport" doc:"Modbus transport: tcp, rtu (serial) or rtuovertcp (serial gateway in transparent mode); default: rtu for a device path, tcp for host:port"`
+	ConnectTimeout Duration `yaml:"connect_timeout" json:"connect_timeout" doc:"Modbus: bound on a TCP connect or a serial open; default 3s"`
+	BaudRate       int      `yaml:"baud_rate" json:"baud_rate" doc:"Modbus RTU: serial speed in baud; default 19200"`
+	Parity         string   `yaml:"parity" json:"parity" doc:"Modbus RTU: N, E or O; default E"`
+	DataBits       int      `yaml:"data_bits" json:"data_bits" doc:"Modbus RTU: 7 or 8; default 8"`
+	StopBits       int      `yaml:"stop_bits" json:"stop_bits" doc:"Modbus RTU: 1 or 2; default 1"`
+	// MaxGap and MaxRegisters shape request coalescing.
+	MaxGap       int    `yaml:"max_gap" json:"max_gap" doc:"Modbus: largest run of unused registers (or bits) one request reads to join two tags; default 8"`
+	MaxRegisters int    `yaml:"max_registers" json:"max_registers" doc:"Modbus: registers per request at most, for devices that accept fewer than 125; default 125"`
+	OnError      string `yaml:"on_error" json:"on_error" doc:"Modbus: on a failed read, bad_quality (default: a sample of bad quality per tag) or drop (no sample)"`
+	Tags         []Tag  `yaml:"tags" json:"tags" doc:"values read from this device; at least one"`
 }
 
 // Tag is one value read from a PLC.
@@ -53,6 +66,7 @@ type Tag struct {
 	Type      string  `yaml:"type" json:"type" doc:"bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, string or string(n) with n bytes (Modbus needs n)"`
 	Register  string  `yaml:"register" json:"register" doc:"Modbus register type: coil, discrete, holding, input; empty: the driver infers it from the address (4xxxx notation) or uses holding"`
 	ByteOrder string  `yaml:"byte_order" json:"byte_order" doc:"Modbus word and byte order of multi-register values: ABCD (default), CDAB, BADC, DCBA"`
+	Bit       *int    `yaml:"bit" json:"bit" doc:"Modbus: read bit 0-15 (0 the least significant) of a holding or input register; the type must be bool"`
 	Scale     float64 `yaml:"scale" json:"scale" doc:"multiplier applied to the raw value; default 1"`
 	Offset    float64 `yaml:"offset" json:"offset" doc:"added after scaling; default 0"`
 }

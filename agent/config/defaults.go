@@ -80,6 +80,15 @@ func itemDefaults(elem any) any {
 			UnitID:       1,
 			PollInterval: Duration(time.Second),
 			Timeout:      Duration(time.Second),
+
+			ConnectTimeout: Duration(3 * time.Second),
+			BaudRate:       19200,
+			Parity:         "E",
+			DataBits:       8,
+			StopBits:       1,
+			MaxGap:         8,
+			MaxRegisters:   125,
+			OnError:        "bad_quality",
 		}
 	case Tag:
 		return Tag{Scale: 1}
@@ -95,6 +104,7 @@ var derivedDefaults = map[string]string{
 	"buffer.path":              "<gateway.state_dir>/buffer.db",
 	"device.enabled":           "true when plcs is empty",
 	"plcs[].tags[].byte_order": "ABCD on modbus devices",
+	"plcs[].tags[].bit":        "none: a bool is the whole register, true when not 0",
 	"producer.client_id":       "iot-producer-<gateway.id>",
 	"producer.idempotent":      "true when acks is all",
 	"mqtt.client_id":           "iot-producer-<gateway.id>",

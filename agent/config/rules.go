@@ -29,6 +29,9 @@ var (
 	tagBaseTypes   = []string{"bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"}
 	registers      = []string{"coil", "discrete", "holding", "input"}
 	byteOrders     = []string{"ABCD", "CDAB", "BADC", "DCBA"}
+	transports     = []string{"tcp", "rtu", "rtuovertcp"}
+	parities       = []string{"N", "E", "O"}
+	onErrors       = []string{"bad_quality", "drop"}
 	compressions   = []string{"none", "gzip", "snappy", "lz4", "zstd"}
 	acksValues     = []string{"all", "leader", "none"}
 	saslMechanisms = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
@@ -48,6 +51,9 @@ var enums = map[string]enumSet{
 	"PLC.Driver":           {values: drivers},
 	"Tag.Register":         {values: registers, emptyOK: true},
 	"Tag.ByteOrder":        {values: byteOrders, emptyOK: true},
+	"PLC.Transport":        {values: transports, emptyOK: true},
+	"PLC.Parity":           {values: parities},
+	"PLC.OnError":          {values: onErrors},
 	"Producer.Compression": {values: compressions},
 	"Producer.Acks":        {values: acksValues},
 	"SASL.Mechanism":       {values: saslMechanisms, emptyOK: true},
@@ -80,6 +86,11 @@ func atLeast(lo float64) numRange     { return numRange{min: lo} }
 // ranges maps a numeric field to its accepted range.
 var ranges = map[string]numRange{
 	"PLC.UnitID":           between(0, 255),
+	"PLC.BaudRate":         between(300, 4000000),
+	"PLC.DataBits":         between(7, 8),
+	"PLC.StopBits":         between(1, 2),
+	"PLC.MaxGap":           between(0, 2000),
+	"PLC.MaxRegisters":     between(1, 125),
 	"Device.Count":         between(0, 100000),
 	"Device.TagsPerDevice": between(1, 1000),
 	"Device.DataVariation": between(0, 1),
@@ -102,6 +113,7 @@ const (
 var durationMins = map[string]Duration{
 	"PLC.PollInterval":      1,
 	"PLC.Timeout":           1,
+	"PLC.ConnectTimeout":    1,
 	"Device.SampleInterval": minSampleInterval,
 	"Buffer.MaxAge":         1,
 }

@@ -237,7 +237,15 @@ func (ck *checker) endpoint(p *PLC, path string) {
 			ck.add(path, "%q: an opcua endpoint is a URL opc.tcp://host:port[/path]", e)
 		}
 	case "modbus":
-		if strings.HasPrefix(e, "/") || strings.HasPrefix(strings.ToUpper(e), "COM") {
+		serial := strings.HasPrefix(e, "/") || strings.HasPrefix(strings.ToUpper(e), "COM")
+		switch {
+		case p.Transport == "rtu" && !serial:
+			ck.add(path, "%q: transport rtu needs a serial device path such as /dev/ttyUSB0", e)
+			return
+		case serial && (p.Transport == "tcp" || p.Transport == "rtuovertcp"):
+			ck.add(path, "%q: transport %s needs host:port, not a device path", e, p.Transport)
+			return
+		case serial:
 			return // serial device for RTU
 		}
 		if err := checkHostPort(e); err != nil {
@@ -274,6 +282,13 @@ func (ck *checker) tag(p *PLC, t *Tag, path string, first map[string]int, j int)
 		if (t.Register == "coil" || t.Register == "discrete") && typ.Base != "bool" {
 			ck.add(path+".type", "%s registers hold bits: the type must be bool, not %s", t.Register, t.Type)
 		}
+		if t.Bit != nil && (*t.Bit < 0 || *t.Bit > 15) {
+			ck.add(path+".bit", "%d is out of range: want 0 to 15", *t.Bit)
+		} else if t.Bit != nil && typ.Base != "bool" {
+			ck.add(path+".bit", "reads one bit as a bool: the type must be bool, not %s", t.Type)
+		} else if t.Bit != nil && (t.Register == "coil" || t.Register == "discrete") {
+			ck.add(path+".bit", "applies to holding and input registers, not %s", t.Register)
+		}
 	case "opcua":
 		if t.Address != "" && !opcuaNodeRe.MatchString(t.Address) {
 			ck.add(path+".address", "%q: an OPC UA node id looks like ns=2;s=Line1.Temp or i=2258", t.Address)
@@ -283,6 +298,9 @@ func (ck *checker) tag(p *PLC, t *Tag, path string, first map[string]int, j int)
 		}
 		if t.ByteOrder != "" {
 			ck.add(path+".byte_order", "applies to modbus only")
+		}
+		if t.Bit != nil {
+			ck.add(path+".bit", "applies to modbus only")
 		}
 	}
 }

@@ -14,8 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
 
@@ -37,26 +39,34 @@ type Options struct {
 	Idempotent bool
 	TLS        *tls.Config
 	SASL       sasl.Mechanism
-	// MaxBufferedRecords bounds records handed to franz-go and not yet
-	// acknowledged; it must exceed batch size × workers.
+	// MaxBufferedRecords bounds the records each lane's client holds
+	// unacknowledged; it must exceed batch size × workers.
 	MaxBufferedRecords int
-	Logger             *slog.Logger
+	// DeliveryTimeout fails a record not acknowledged within it, so that
+	// a dead broker shows as failed sends (and the loop backs off and
+	// retries) rather than as calls that never return. Default 10s.
+	DeliveryTimeout time.Duration
+	// Linger is how long the client waits to fill a produce request.
+	// Default 1ms: the loop has already batched.
+	Linger time.Duration
+	Logger *slog.Logger
 	// OnConnect and OnDisconnect report broker connections (may be nil).
 	OnConnect    func(broker string)
 	OnDisconnect func(broker string)
 }
 
-// Sink sends messages to Kafka.
+// Sink sends messages to Kafka. It keeps one client per lane, so that
+// backlog records queued in one client never delay live records in the
+// other, and each client keeps the order of the records it is given.
 type Sink struct {
-	cl      *kgo.Client
+	clients [2]*kgo.Client // by uplink.Lane
 	topic   func(device string) string
-	headers []kgo.RecordHeader
-	laneHdr [2]kgo.RecordHeader
+	headers [2][3]kgo.RecordHeader // gateway, schema, lane; by lane
 	log     *slog.Logger
 }
 
-// New builds a client. It does not wait for a broker: connections are made
-// on first use and retried for ever.
+// New builds the clients. It does not wait for a broker: connections are
+// made on first use and retried for ever.
 func New(opts Options) (*Sink, error) {
 	if len(opts.Brokers) == 0 {
 		return nil, errors.New("kafka sink: no brokers")
@@ -67,14 +77,20 @@ func New(opts Options) (*Sink, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.DeliveryTimeout <= 0 {
+		opts.DeliveryTimeout = 10 * time.Second
+	}
+	if opts.Linger <= 0 {
+		opts.Linger = time.Millisecond
+	}
 	kopts := []kgo.Opt{
 		kgo.SeedBrokers(opts.Brokers...),
-		kgo.ClientID(opts.ClientID),
-		kgo.ProducerLinger(time.Millisecond),
+		kgo.ProducerLinger(opts.Linger),
 		// Ask for topics that do not exist yet (topic templates need it);
 		// whether they are created is the broker's auto.create.topics.enable.
 		kgo.AllowAutoTopicCreation(),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.RecordDeliveryTimeout(opts.DeliveryTimeout),
 		// A produce already sent ignores its context when the broker dies
 		// (LIBRARY-NOTES); let it fail so the batch stays in the buffer
 		// and is retried by the loop.
@@ -111,73 +127,108 @@ func New(opts Options) (*Sink, error) {
 	if opts.OnConnect != nil || opts.OnDisconnect != nil {
 		kopts = append(kopts, kgo.WithHooks(connHooks{opts.OnConnect, opts.OnDisconnect}))
 	}
-	cl, err := kgo.NewClient(kopts...)
-	if err != nil {
-		return nil, fmt.Errorf("kafka sink: %w", err)
+	s := &Sink{topic: topicFunc(opts.Topic, opts.GatewayID), log: opts.Logger}
+	for _, lane := range []uplink.Lane{uplink.Live, uplink.Backlog} {
+		id := opts.ClientID
+		if id == "" {
+			id = "iot-producer"
+		}
+		cl, err := kgo.NewClient(append(kopts, kgo.ClientID(id+"-"+lane.String()))...)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("kafka sink: %w", err)
+		}
+		s.clients[lane] = cl
+		s.headers[lane] = [3]kgo.RecordHeader{
+			{Key: record.HeaderGateway, Value: []byte(opts.GatewayID)},
+			{Key: record.HeaderSchema, Value: []byte(strconv.Itoa(record.SchemaVersion))},
+			{Key: record.HeaderLane, Value: []byte(lane.String())},
+		}
 	}
-	s := &Sink{
-		cl:      cl,
-		topic:   topicFunc(opts.Topic, opts.GatewayID),
-		headers: []kgo.RecordHeader{{Key: record.HeaderGateway, Value: []byte(opts.GatewayID)}, {Key: record.HeaderSchema, Value: []byte(strconv.Itoa(record.SchemaVersion))}},
-		log:     opts.Logger,
-	}
-	s.laneHdr[0] = kgo.RecordHeader{Key: record.HeaderLane, Value: []byte("live")}
-	s.laneHdr[1] = kgo.RecordHeader{Key: record.HeaderLane, Value: []byte("backlog")}
 	return s, nil
 }
 
 // Name returns "kafka".
 func (s *Sink) Name() string { return "kafka" }
 
-// Send produces every message and waits for all acknowledgements. It
-// returns the first error; messages that did fail or were not attempted
-// are sent again by the caller (the idempotent producer makes that safe
-// within one session of the client; across sessions it is at-least-once).
-func (s *Sink) Send(ctx context.Context, batch []uplink.Message) error {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-		fails int
-	)
+// Produce hands every message of batch to the lane's client in order and
+// returns; done gets the per-message errors once all are settled.
+func (s *Sink) Produce(ctx context.Context, lane uplink.Lane, batch []uplink.Message, done func(errs []error)) {
+	if len(batch) == 0 {
+		done(nil)
+		return
+	}
+	t := &tracker{done: done, n: int64(len(batch))}
+	t.remaining.Store(t.n)
+	cl := s.clients[lane]
 	recs := make([]kgo.Record, len(batch))
-	wg.Add(len(batch))
+	hdrs := s.headers[lane][:]
 	for i := range batch {
 		m := &batch[i]
-		lane := s.laneHdr[0]
-		if m.Backlog {
-			lane = s.laneHdr[1]
-		}
 		r := &recs[i]
 		r.Topic = s.topic(m.Key)
 		r.Key = []byte(m.Key)
 		r.Value = m.Value
 		r.Timestamp = m.Time
-		r.Headers = []kgo.RecordHeader{s.headers[0], s.headers[1], lane}
-		s.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
-			if err != nil {
-				mu.Lock()
-				fails++
-				if first == nil {
-					first = fmt.Errorf("produce to topic %s: %w", r.Topic, err)
-				}
-				mu.Unlock()
-			}
-			wg.Done()
-		})
+		r.Headers = hdrs
+		cl.Produce(ctx, r, func(_ *kgo.Record, err error) { t.settle(i, err) })
 	}
-	wg.Wait()
-	if first != nil && fails > 1 {
-		return fmt.Errorf("%d of %d records failed, first: %w", fails, len(batch), first)
+}
+
+// tracker collects the outcomes of one batch's records.
+type tracker struct {
+	done      func([]error)
+	n         int64
+	remaining atomic.Int64
+	mu        sync.Mutex
+	errs      []error
+}
+
+func (t *tracker) settle(i int, err error) {
+	if err != nil {
+		t.mu.Lock()
+		if t.errs == nil {
+			t.errs = make([]error, t.n)
+		}
+		t.errs[i] = err
+		t.mu.Unlock()
 	}
-	return first
+	if t.remaining.Add(-1) == 0 {
+		t.mu.Lock()
+		errs := t.errs
+		t.mu.Unlock()
+		t.done(errs)
+	}
+}
+
+// Permanent reports whether err means the broker will never take the
+// record: it is too large, the topic is not authorised or invalid, or the
+// record itself is invalid. Everything else — connection failures,
+// timeouts, leader changes, authentication failures — is retried.
+func (s *Sink) Permanent(err error) bool {
+	for _, e := range []error{
+		kerr.MessageTooLarge, kerr.RecordListTooLarge, kerr.InvalidRecord,
+		kerr.TopicAuthorizationFailed, kerr.InvalidTopicException, kerr.InvalidTimestamp,
+		kerr.PolicyViolation, kerr.InvalidRequiredAcks,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // Ping checks that a broker answers.
-func (s *Sink) Ping(ctx context.Context) error { return s.cl.Ping(ctx) }
+func (s *Sink) Ping(ctx context.Context) error { return s.clients[uplink.Live].Ping(ctx) }
 
-// Close releases the client; records not yet acknowledged fail.
-func (s *Sink) Close() { s.cl.Close() }
+// Close releases the clients; records not yet acknowledged fail.
+func (s *Sink) Close() {
+	for _, cl := range s.clients {
+		if cl != nil {
+			cl.Close()
+		}
+	}
+}
 
 // topicFunc returns the topic for a device: tmpl itself when it has no
 // placeholders, else tmpl with {device} and {gateway} replaced.

@@ -1,0 +1,167 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iot-producer/iot-producer/agent"
+	"github.com/iot-producer/iot-producer/agent/config"
+	"github.com/iot-producer/iot-producer/drivers"
+	mb "github.com/iot-producer/iot-producer/drivers/modbus"
+	sim "github.com/iot-producer/iot-producer/simulator/modbus"
+	"github.com/iot-producer/iot-producer/telemetry"
+)
+
+// serveModbus serves two units of a small register map on a loopback port
+// that accepts a single connection; unit 2 never answers.
+func serveModbus(t *testing.T) (string, *sim.Server) {
+	t.Helper()
+	f32 := mb.Type{Base: mb.Float32}
+	s, err := sim.NewSimulator(sim.SimOptions{Units: []sim.Unit{
+		{ID: 1, Points: []sim.Point{
+			{Name: "speed", Register: mb.Holding, Address: 0, Type: f32, Order: mb.CDAB, Value: drivers.Float(1450.5)},
+			{Name: "level", Register: mb.Input, Address: 4, Type: mb.Type{Base: mb.Int16}, Value: drivers.Int(-125)},
+			{Name: "run", Register: mb.Coil, Address: 2, Type: mb.Type{Base: mb.Bool}, Value: drivers.Bool(true)},
+		}},
+		{ID: 2, Points: []sim.Point{{Name: "x", Register: mb.Holding, Address: 0, Type: f32}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := sim.NewServer(s.Bank(), sim.ServerOptions{MaxConns: 1})
+	srv.SetFaults(2, sim.Faults{Silent: true})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeTCP(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ln.Addr().String(), srv
+}
+
+func modbusConfig(t *testing.T, dir, endpoint, broker, extra string) *config.Config {
+	t.Helper()
+	yaml := fmt.Sprintf(`
+gateway: {id: gw-test, state_dir: %q}
+producer: {brokers: ["%[4]s"], topic: iot-test}
+telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_listen: "off"}
+plcs:
+  - name: pump
+    driver: modbus
+    endpoint: %[2]s
+    unit_id: 1
+    poll_interval: 20ms
+    timeout: 100ms
+    tags:
+      - {name: speed, address: "40001", type: float32, byte_order: CDAB}
+      - {name: level_pct, address: "30005", type: int16, scale: 0.1}
+      - {name: running, address: "2", register: coil, type: bool}
+      - {name: level_sign, address: "4", register: input, type: bool, bit: 15}
+  - name: dead
+    driver: modbus
+    endpoint: %[2]s
+    unit_id: 2
+    poll_interval: 20ms
+    timeout: 50ms
+    tags:
+      - {name: x, address: "40001", type: float32}
+%[3]s`, dir, endpoint, extra, broker)
+	cfg, err := config.Parse([]byte(yaml), "test config")
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
+
+// TestModbusPLCsThroughTheAgent runs the agent on two PLCs behind one
+// single-connection endpoint: the live one's values arrive decoded, the
+// dead one's errors are counted, and the device sees one connection.
+func TestModbusPLCsThroughTheAgent(t *testing.T) {
+	checkLeaks(t)
+	endpoint, srv := serveModbus(t)
+	cfg := modbusConfig(t, t.TempDir(), endpoint, newCluster(t).ListenAddrs()[0], "")
+	var mu sync.Mutex
+	latest := map[string]drivers.Sample{}
+	ready := make(chan struct{})
+	a, err := agent.New(cfg, agent.Options{
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnReady: func() { close(ready) },
+		Tap: func(ss []drivers.Sample) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, s := range ss {
+				latest[s.Device+"/"+s.Tag] = s
+			}
+		},
+	})
+	if err != nil {
+		t.Fatalf("agent.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	<-ready
+	want := map[string]drivers.Value{
+		"pump/speed":      drivers.Float(1450.5),
+		"pump/level_pct":  drivers.Float(-12.5),
+		"pump/running":    drivers.Bool(true),
+		"pump/level_sign": drivers.Bool(true),
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		ok := len(latest) == len(want)+1
+		for k, w := range want {
+			if s := latest[k]; s.Quality != drivers.QualityGood || !s.Value.Equal(w) {
+				ok = false
+			}
+		}
+		dead := latest["dead/x"]
+		mu.Unlock()
+		errs := telemetry.Snapshot(a.Metrics()).Sum("iot_driver_errors_total")
+		if ok && dead.Quality == drivers.QualityBad && errs >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			mu.Lock()
+			t.Fatalf("after 10s: samples %+v, driver errors %.0f", latest, errs)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the tap, not synchronising
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("agent.Run: %v", err)
+	}
+	if st := srv.Stats(); st.Peak != 1 || st.Rejected != 0 {
+		t.Fatalf("device saw %+v: the two PLCs must share one connection", st)
+	}
+}
+
+func TestModbusConfigErrorsNameThePLC(t *testing.T) {
+	cases := []struct {
+		name, extra, want string
+	}{
+		{"notation digit", `  - {name: bad, driver: modbus, endpoint: "127.0.0.1:1", tags: [{name: t, address: "50001", type: int16}]}`,
+			"plcs[2] (bad).tags[0] (t): address \"50001\""},
+		{"past the end", `  - {name: bad, driver: modbus, endpoint: "127.0.0.1:1", tags: [{name: t, address: "65535", register: holding, type: float32}]}`,
+			"plcs[2] (bad): modbus bad: tag t: float32 at 65535 runs past address 65535"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := modbusConfig(t, t.TempDir(), "127.0.0.1:1", "127.0.0.1:1", c.extra)
+			_, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want one containing %q", err, c.want)
+			}
+		})
+	}
+}

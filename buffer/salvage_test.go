@@ -1,0 +1,89 @@
+package buffer
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// TestQuarantineSalvagesIntactQueues damages the root page of one queue's
+// bucket: Open's structural check fails, the file is quarantined, and the
+// other queue's frames, acknowledgements and the metadata are copied into
+// the fresh file.
+func TestQuarantineSalvagesIntactQueues(t *testing.T) {
+	path := testPath(t)
+	o := testOptions("kafka", "mqtt")
+	var logs logSink
+	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	b := openT(t, path, o)
+	recs := make([][]byte, 200)
+	for i := range recs {
+		recs[i] = append(bytes.Repeat([]byte("p"), 1000), byte(i))
+	}
+	for i := 0; i < 3; i++ {
+		mustAppend(t, b, recs, map[string][]byte{"seq": {byte(i)}})
+	}
+	k := b.Queue("kafka")
+	all := readAll(t, k, 1000)
+	mustAck(t, k, all[0].Pos, all[1].Pos, all[599].Pos)
+	lastFrame := all[599].Pos.Frame
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root uint64
+	db.View(func(tx *bolt.Tx) error {
+		root = uint64(tx.Bucket([]byte(queuePrefix + "mqtt")).Root())
+		return nil
+	})
+	pageSize := db.Info().PageSize
+	db.Close()
+	if root == 0 {
+		t.Fatal("mqtt bucket is inline; the test needs a bucket with its own pages")
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xEE}, 64), int64(root)*int64(pageSize)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	b = openT(t, path, o)
+	moved, _ := filepath.Glob(path + ".corrupt-*")
+	if len(moved) != 1 {
+		t.Fatalf("quarantined files: %v; log: %s", moved, logs.String())
+	}
+	got := readAll(t, b.Queue("kafka"), 1000)
+	if len(got) != 597 || got[0].Pos != all[2].Pos || got[596].Pos != all[598].Pos {
+		t.Fatalf("kafka after salvage: %d records from %v; log: %s", len(got), got[0].Pos, logs.String())
+	}
+	if n := b.Queue("mqtt").Stats().Records; n != 0 {
+		t.Fatalf("mqtt holds %d records from a damaged bucket", n)
+	}
+	var seq []byte
+	b.Meta(func(k, v []byte) error { seq = v; return nil })
+	if !bytes.Equal(seq, []byte{2}) {
+		t.Fatalf("meta seq = %v", seq)
+	}
+	t.Log(logs.String())
+	if l := logs.String(); !strings.Contains(l, "salvaged") || !strings.Contains(l, "q/mqtt") {
+		t.Fatalf("log does not report the salvage: %s", l)
+	}
+	mustAppend(t, b, payloads("new", 1), nil)
+	got = readAll(t, b.Queue("mqtt"), 10)
+	if len(got) != 1 || got[0].Pos.Frame <= lastFrame {
+		t.Fatalf("new record after salvage: %v, want a frame after %d", got, lastFrame)
+	}
+}

@@ -1,0 +1,354 @@
+package modbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/iot-producer/iot-producer/drivers"
+)
+
+// Tag is one value read from a device.
+type Tag struct {
+	Name     string
+	Register RegisterType
+	// Address is 0-based; see ParseAddress for the notations.
+	Address uint16
+	Type    Type
+	Order   ByteOrder
+	// Bit, when 0 to 15, reads one bit of a register as a bool (0 the
+	// least significant); -1 otherwise.
+	Bit int
+	// Scale and Offset turn a number into value*Scale + Offset, a float;
+	// with Scale 1 and Offset 0 the value keeps its type. A Scale of 0
+	// means 1.
+	Scale  float64
+	Offset float64
+}
+
+// Options configures one Driver: one device, one unit id.
+type Options struct {
+	// Name is the device name, carried by every sample.
+	Name     string
+	Endpoint Endpoint
+	// Unit is the unit (slave) id; 0 to 255 (1 to 247 on serial lines).
+	Unit uint8
+	// Interval is the time between polls; default 1s.
+	Interval time.Duration
+	// Timeout bounds each request; default 1s.
+	Timeout time.Duration
+	// MaxGap is the largest run of unused registers (or bits) a request may
+	// read to join two tags; default 0 (only adjacent tags are joined).
+	// Negative disables joining.
+	MaxGap int
+	// MaxRegisters caps the registers of one request for devices that
+	// accept fewer than 125; 0 means 125.
+	MaxRegisters int
+	Tags         []Tag
+	// DropOnError emits no sample for a failed read instead of a sample of
+	// bad quality.
+	DropOnError bool
+	// Pool is the connection pool shared by the agent's Modbus drivers;
+	// required.
+	Pool *Pool
+	// OnError, when set, is called for every failed request with its
+	// kind (one of the Kind constants); it must not block.
+	OnError func(kind string)
+	Logger  *slog.Logger
+}
+
+// Driver polls one device and emits a sample per tag per poll. It
+// implements drivers.Driver.
+type Driver struct {
+	opts    Options
+	reqs    []request
+	running atomic.Bool
+	// polls counts completed polls (for tests and benchmarks).
+	polls atomic.Uint64
+}
+
+var _ drivers.Driver = (*Driver)(nil)
+
+// New checks opts and plans the requests. Errors name the device and tag.
+func New(opts Options) (*Driver, error) {
+	name := opts.Name
+	if name == "" {
+		return nil, errors.New("modbus: device name is empty")
+	}
+	if opts.Pool == nil {
+		return nil, fmt.Errorf("modbus %s: no connection pool", name)
+	}
+	if opts.Endpoint.Address == "" {
+		return nil, fmt.Errorf("modbus %s: endpoint address is empty", name)
+	}
+	if len(opts.Tags) == 0 {
+		return nil, fmt.Errorf("modbus %s: no tags", name)
+	}
+	if opts.Interval <= 0 {
+		opts.Interval = time.Second
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = time.Second
+	}
+	if opts.MaxRegisters <= 0 || opts.MaxRegisters > 125 {
+		opts.MaxRegisters = 125
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	opts.Tags = append([]Tag(nil), opts.Tags...)
+	seen := map[string]bool{}
+	for i := range opts.Tags {
+		t := &opts.Tags[i]
+		if t.Name == "" || seen[t.Name] {
+			return nil, fmt.Errorf("modbus %s: tag %d: name %q is empty or repeated", name, i, t.Name)
+		}
+		seen[t.Name] = true
+		if t.Scale == 0 {
+			t.Scale = 1
+		}
+		if t.Register.IsBit() && t.Type.Base != Bool {
+			return nil, fmt.Errorf("modbus %s: tag %s: %s registers hold bits: the type must be bool, not %s", name, t.Name, t.Register, t.Type)
+		}
+		if t.Bit >= 0 && (t.Bit > 15 || t.Type.Base != Bool || t.Register.IsBit()) {
+			return nil, fmt.Errorf("modbus %s: tag %s: bit %d needs type bool on a holding or input register and a bit from 0 to 15", name, t.Name, t.Bit)
+		}
+		if n := span(t); n > opts.MaxRegisters && !t.Register.IsBit() {
+			return nil, fmt.Errorf("modbus %s: tag %s: %s needs %d registers, more than one request may read (%d)", name, t.Name, t.Type, n, opts.MaxRegisters)
+		}
+		if int(t.Address)+span(t) > 65536 {
+			return nil, fmt.Errorf("modbus %s: tag %s: %s at %d runs past address 65535", name, t.Name, t.Type, t.Address)
+		}
+	}
+	gap := opts.MaxGap
+	reqs := plan(opts.Tags, gap, opts.MaxRegisters)
+	if gap < 0 {
+		reqs = nil
+		for _, r := range plan(opts.Tags, 0, opts.MaxRegisters) {
+			reqs = append(reqs, split(r, opts.Tags)...)
+		}
+	}
+	return &Driver{opts: opts, reqs: reqs}, nil
+}
+
+// Name returns "modbus:<device>".
+func (d *Driver) Name() string { return "modbus:" + d.opts.Name }
+
+// Requests returns the number of requests one poll sends.
+func (d *Driver) Requests() int { return len(d.reqs) }
+
+// Polls returns the number of polls completed so far.
+func (d *Driver) Polls() uint64 { return d.polls.Load() }
+
+// Run polls the device once at once and then every Interval until ctx is
+// cancelled, passing each poll's samples to emit in one batch. Failed
+// reads give samples of bad quality (none with DropOnError) and a call to
+// OnError; polls of a demoted unit are skipped. When a poll overruns the
+// interval, missed ticks are dropped. Run returns nil when ctx is
+// cancelled; it waits for the request in flight, which its cancellation
+// cuts short.
+func (d *Driver) Run(ctx context.Context, emit drivers.Emit) error {
+	if emit == nil {
+		return fmt.Errorf("%s: emit is nil", d.Name())
+	}
+	if !d.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("%s: already running", d.Name())
+	}
+	defer d.running.Store(false)
+	ep, err := d.opts.Pool.acquire(d.opts.Endpoint)
+	if err != nil {
+		return fmt.Errorf("%s: %w", d.Name(), err)
+	}
+	defer d.opts.Pool.release(ep)
+
+	p := &poller{d: d, ep: ep, reqs: append([]request(nil), d.reqs...)}
+	ticker := time.NewTicker(d.opts.Interval)
+	defer ticker.Stop()
+	for {
+		if batch := p.poll(ctx, time.Now()); len(batch) > 0 && ctx.Err() == nil {
+			emit(batch)
+		}
+		d.polls.Add(1)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+	}
+}
+
+// poller is the state of one Run.
+type poller struct {
+	d    *Driver
+	ep   *endpoint
+	reqs []request
+	buf  []byte
+	// warned is set once a split of a coalesced request has been logged.
+	warned bool
+}
+
+// busyRetryMin is the first wait before a request answered with Busy is
+// sent again; it doubles while the poll interval lasts.
+const busyRetryMin = 20 * time.Millisecond
+
+// poll reads every request once and returns the samples.
+func (p *poller) poll(ctx context.Context, start time.Time) []drivers.Sample {
+	o := &p.d.opts
+	ready, timeout := p.ep.unitReady(o.Unit, start, o.Timeout)
+	if !ready {
+		return nil
+	}
+	deadline := start.Add(o.Interval)
+	out := make([]drivers.Sample, 0, len(o.Tags))
+	for i := 0; i < len(p.reqs); i++ {
+		if ctx.Err() != nil {
+			return out
+		}
+		r := p.reqs[i]
+		raw, kind, err := p.readRetrying(ctx, r, timeout, deadline)
+		now := time.Now()
+		if err != nil && kind == KindException && ExceptionCode(err) == ExceptionIllegalDataAddress && len(r.tags) > 1 {
+			// The device refuses the gap between the tags: read them one
+			// by one, now and from now on.
+			parts := split(r, o.Tags)
+			p.reqs = append(p.reqs[:i], append(parts, p.reqs[i+1:]...)...)
+			if !p.warned {
+				p.warned = true
+				o.Logger.Warn("modbus device refuses a coalesced read; reading its tags one by one",
+					"device", o.Name, "register", r.reg.String(), "address", r.addr, "quantity", r.qty)
+			}
+			i--
+			continue
+		}
+		timedOut := kind == KindTimeout || (kind == KindException &&
+			(ExceptionCode(err) == ExceptionGatewayTarget || ExceptionCode(err) == ExceptionGatewayPath))
+		if err == nil || kind == KindException || kind == KindTimeout || kind == KindMalformed || kind == KindIO {
+			if p.ep.unitResult(o.Unit, timedOut, o.Interval) {
+				o.Logger.Warn("modbus unit demoted: it stopped answering", "device", o.Name, "endpoint", o.Endpoint.String(), "unit", o.Unit)
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return out
+			}
+			rerr := &ReadError{Device: o.Name, Endpoint: o.Endpoint.String(), Unit: o.Unit, Register: r.reg, Address: r.addr, Quantity: r.qty, Kind: kind, Err: err}
+			if o.OnError != nil {
+				o.OnError(kind)
+			}
+			o.Logger.Debug("modbus read failed", "err", rerr)
+			if !o.DropOnError {
+				for _, ti := range r.tags {
+					out = append(out, drivers.Sample{Device: o.Name, Tag: o.Tags[ti].Name, Quality: drivers.QualityBad, ReadTime: now, Value: zeroValue(&o.Tags[ti])})
+				}
+			}
+			if timedOut && kind == KindTimeout {
+				// The unit is not answering: the rest of this poll would
+				// only wait as long again.
+				return p.failRest(out, i+1, now)
+			}
+			continue
+		}
+		for _, ti := range r.tags {
+			t := &o.Tags[ti]
+			v, q := extract(raw, r, t)
+			out = append(out, drivers.Sample{Device: o.Name, Tag: t.Name, Value: v, Quality: q, ReadTime: now})
+		}
+	}
+	return out
+}
+
+// failRest adds bad samples for the requests from index i on.
+func (p *poller) failRest(out []drivers.Sample, i int, now time.Time) []drivers.Sample {
+	o := &p.d.opts
+	if o.DropOnError {
+		return out
+	}
+	for _, r := range p.reqs[i:] {
+		for _, ti := range r.tags {
+			out = append(out, drivers.Sample{Device: o.Name, Tag: o.Tags[ti].Name, Quality: drivers.QualityBad, ReadTime: now, Value: zeroValue(&o.Tags[ti])})
+		}
+	}
+	return out
+}
+
+// readRetrying reads r, sending it again after a Busy exception while the
+// poll interval lasts.
+func (p *poller) readRetrying(ctx context.Context, r request, timeout time.Duration, deadline time.Time) ([]byte, string, error) {
+	o := &p.d.opts
+	wait := busyRetryMin
+	for {
+		var kind string
+		var err error
+		p.buf, kind, err = p.ep.read(ctx, o.Unit, r.reg, r.addr, r.qty, timeout, p.buf[:0])
+		if err == nil || kind != KindException || ExceptionCode(err) != ExceptionBusy || time.Now().Add(wait).After(deadline) {
+			return p.buf, kind, err
+		}
+		if o.OnError != nil {
+			o.OnError(KindBusy)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return p.buf, kind, err
+		case <-t.C:
+		}
+		wait *= 2
+	}
+}
+
+// extract decodes tag t from the raw answer of r.
+func extract(raw []byte, r request, t *Tag) (drivers.Value, drivers.Quality) {
+	off := int(t.Address) - int(r.addr)
+	if r.reg.IsBit() {
+		return drivers.Bool(raw[off/8]&(1<<(off%8)) != 0), drivers.QualityGood
+	}
+	b := raw[2*off : 2*(off+t.Type.Registers())]
+	if t.Bit >= 0 {
+		bit, err := DecodeBit(b, t.Order, t.Bit)
+		if err != nil {
+			return zeroValue(t), drivers.QualityBad
+		}
+		return drivers.Bool(bit), drivers.QualityGood
+	}
+	v, err := Decode(b, t.Type, t.Order)
+	if err != nil {
+		return zeroValue(t), drivers.QualityBad
+	}
+	return scale(v, t), drivers.QualityGood
+}
+
+// scale applies t's scale and offset to a number.
+func scale(v drivers.Value, t *Tag) drivers.Value {
+	if t.Scale == 1 && t.Offset == 0 {
+		return v
+	}
+	switch v.Kind {
+	case drivers.KindInt:
+		return drivers.Float(float64(v.I)*t.Scale + t.Offset)
+	case drivers.KindUint:
+		return drivers.Float(float64(v.U)*t.Scale + t.Offset)
+	case drivers.KindFloat:
+		return drivers.Float(v.F*t.Scale + t.Offset)
+	}
+	return v
+}
+
+// zeroValue is the value of a bad sample: the zero of the tag's kind.
+func zeroValue(t *Tag) drivers.Value {
+	switch {
+	case t.Type.Base == Bool:
+		return drivers.Bool(false)
+	case t.Type.Base == String:
+		return drivers.String("")
+	case t.Type.Base == Float32 || t.Type.Base == Float64 || t.Scale != 1 || t.Offset != 0:
+		return drivers.Float(math.NaN())
+	case t.Type.Base == Int16 || t.Type.Base == Int32 || t.Type.Base == Int64:
+		return drivers.Int(0)
+	}
+	return drivers.Uint(0)
+}

@@ -1,0 +1,455 @@
+package uplink
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iot-producer/iot-producer/buffer"
+	"github.com/iot-producer/iot-producer/record"
+)
+
+// lane reads batches for one lane and keeps up to Workers of them in
+// flight. After a failure it stops reading, waits for every batch in
+// flight, and sends the failed records again in queue order after a
+// backoff; records refused for good go to the dead-letter queue.
+type lane struct {
+	l       *Loop
+	kind    Lane
+	sendCtx context.Context
+	slots   chan struct{} // one token per batch in flight
+
+	inflight sync.WaitGroup
+	cursor   buffer.Pos // live lane: last record handed to the sink
+	nextSeq  uint64     // order of batches, for retries
+	failures atomic.Int64
+
+	mu     sync.Mutex
+	failed []*batch
+	failCh chan struct{}
+
+	stateMu sync.Mutex
+	state   State
+}
+
+// batch is a group of records sent together.
+type batch struct {
+	seq     uint64
+	recs    []buffer.Record
+	msgs    []Message
+	sentAt  time.Time
+	lastErr error
+	// After a failure: the indexes to retry and those refused for good,
+	// by reason.
+	retry []int
+	dead  map[string][]int
+}
+
+func newLane(l *Loop, kind Lane, sendCtx context.Context) *lane {
+	return &lane{
+		l:       l,
+		kind:    kind,
+		sendCtx: sendCtx,
+		slots:   make(chan struct{}, l.opts.Workers),
+		failCh:  make(chan struct{}, 1),
+		state:   StateConnected,
+	}
+}
+
+// run sends batches until ctx is cancelled.
+func (ln *lane) run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		if ln.hasFailed() {
+			ln.recover(ctx)
+			continue
+		}
+		select {
+		case ln.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		case <-ln.failCh:
+			continue
+		}
+		b, err := ln.next(ctx)
+		if err != nil || b == nil {
+			<-ln.slots
+			if err != nil && ctx.Err() == nil {
+				return err
+			}
+			continue
+		}
+		ln.produce(b)
+	}
+	return nil
+}
+
+// next reads the lane's next batch. It returns nil without error when it
+// was interrupted (ctx done or a failure to handle first).
+func (ln *lane) next(ctx context.Context) (*batch, error) {
+	var recs []buffer.Record
+	var err error
+	if ln.kind == Live {
+		recs, err = ln.nextLive(ctx)
+	} else {
+		recs, err = ln.nextBacklog(ctx)
+	}
+	if err != nil || len(recs) == 0 {
+		return nil, err
+	}
+	b := &batch{seq: ln.nextSeq, recs: recs, msgs: make([]Message, 0, len(recs))}
+	ln.nextSeq++
+	var malformed []buffer.Record
+	kept := recs[:0]
+	for _, r := range recs {
+		env, err := record.DecodeEnvelope(r.Data)
+		if err != nil {
+			ln.l.log.Error("undecodable record moved to the dead-letter queue", "frame", r.Pos.Frame, "index", r.Pos.Index, "err", err)
+			malformed = append(malformed, r)
+			continue
+		}
+		kept = append(kept, r)
+		b.msgs = append(b.msgs, Message{Key: env.Key, Time: env.Time, Value: env.Value})
+	}
+	b.recs = kept
+	if len(malformed) > 0 {
+		if m := ln.l.opts.Metrics.Malformed; m != nil {
+			m(len(malformed))
+		}
+		ln.deadLetter(malformed, "malformed")
+	}
+	if len(b.msgs) == 0 {
+		return nil, nil
+	}
+	return b, nil
+}
+
+// nextLive returns the next batch after the live cursor: full, or partial
+// once its oldest record is FlushInterval old. When the record at the
+// cursor is older than LiveWindow, it jumps to the tail first.
+func (ln *lane) nextLive(ctx context.Context) ([]buffer.Record, error) {
+	opts := &ln.l.opts
+	var recs []buffer.Record
+	after := ln.cursor
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		more, err := ln.l.queue.Read(after, opts.BatchSize-len(recs))
+		if err != nil {
+			return nil, fmt.Errorf("read queue of sink %s: %w", ln.l.sink.Name(), err)
+		}
+		if len(recs) == 0 && len(more) > 0 && time.Since(more[0].Appended) > opts.LiveWindow {
+			if ln.jump() {
+				after = ln.cursor
+				continue
+			}
+		}
+		recs = append(recs, more...)
+		if len(more) > 0 {
+			after = more[len(more)-1].Pos
+		}
+		if len(recs) >= opts.BatchSize {
+			break
+		}
+		var wait <-chan time.Time
+		if len(recs) > 0 {
+			left := time.Until(recs[0].Appended.Add(opts.FlushInterval))
+			if left <= 0 {
+				break
+			}
+			if timer == nil {
+				timer = time.NewTimer(left)
+			} else {
+				timer.Reset(left)
+			}
+			wait = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-ln.failCh:
+			return nil, nil
+		case <-ln.l.queue.Notify():
+			continue
+		case <-wait:
+		}
+		break
+	}
+	ln.cursor = recs[len(recs)-1].Pos
+	return recs, nil
+}
+
+// jump moves the live cursor to the tail of the queue and hands what lies
+// between to the backlog lane. It reports whether the cursor moved.
+func (ln *lane) jump() bool {
+	last, ok := ln.l.queue.Last()
+	if !ok || !ln.cursor.Less(last) {
+		return false
+	}
+	ln.l.pushBacklog(span{from: ln.cursor, to: last})
+	ln.l.log.Info("live lane behind; sending newest data first and the backlog beside it", "backlog_from", ln.cursor.String(), "backlog_to", last.String())
+	ln.cursor = last
+	return true
+}
+
+// nextBacklog returns the next batch of the oldest backlog span.
+func (ln *lane) nextBacklog(ctx context.Context) ([]buffer.Record, error) {
+	for {
+		sp, ok := ln.l.backlog()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return nil, nil
+			case <-ln.failCh:
+				return nil, nil
+			case <-ln.l.rangeCh:
+				continue
+			}
+		}
+		recs, err := ln.l.queue.Read(sp.from, ln.l.opts.BatchSize)
+		if err != nil {
+			return nil, fmt.Errorf("read queue of sink %s: %w", ln.l.sink.Name(), err)
+		}
+		n := len(recs)
+		for n > 0 && sp.to.Less(recs[n-1].Pos) {
+			n--
+		}
+		recs = recs[:n]
+		if n == 0 {
+			ln.l.advanceBacklog(sp.to)
+			continue
+		}
+		ln.l.advanceBacklog(recs[n-1].Pos)
+		return recs, nil
+	}
+}
+
+// produce hands b to the sink; its slot is released when it completes.
+func (ln *lane) produce(b *batch) {
+	b.sentAt = time.Now()
+	ln.inflight.Add(1)
+	ln.l.sink.Produce(ln.sendCtx, ln.kind, b.msgs, func(errs []error) { ln.done(b, errs) })
+}
+
+// done handles the outcome of one batch: acknowledges what was delivered
+// and queues the rest for recovery.
+func (ln *lane) done(b *batch, errs []error) {
+	defer ln.inflight.Done()
+	defer func() { <-ln.slots }()
+	m := &ln.l.opts.Metrics
+	var ok []int
+	if errs == nil {
+		ok = make([]int, len(b.msgs))
+		for i := range ok {
+			ok[i] = i
+		}
+	}
+	for i, err := range errs {
+		if err == nil {
+			ok = append(ok, i)
+			continue
+		}
+		if b.lastErr == nil {
+			b.lastErr = err
+		}
+		if ln.l.opts.DeadLetters != nil && ln.l.sink.Permanent(err) {
+			if b.dead == nil {
+				b.dead = map[string][]int{}
+			}
+			reason := reasonOf(err)
+			b.dead[reason] = append(b.dead[reason], i)
+			continue
+		}
+		b.retry = append(b.retry, i)
+	}
+	if errs == nil {
+		ln.delivered(b, ok)
+		ln.failures.Store(0)
+		ln.setState(StateConnected, nil)
+		return
+	}
+	if len(ok) > 0 {
+		ln.delivered(b, ok)
+	}
+	if m.Failed != nil {
+		m.Failed(len(errs) - len(ok))
+	}
+	ln.mu.Lock()
+	ln.failed = append(ln.failed, b)
+	ln.mu.Unlock()
+	select {
+	case ln.failCh <- struct{}{}:
+	default:
+	}
+}
+
+// delivered acknowledges the records at idx in b and reports them sent.
+func (ln *lane) delivered(b *batch, idx []int) {
+	pos := make([]buffer.Pos, len(idx))
+	times := make([]time.Time, len(idx))
+	for j, i := range idx {
+		pos[j] = b.recs[i].Pos
+		times[j] = b.msgs[i].Time
+	}
+	ln.l.ack(pos)
+	if f := ln.l.opts.Metrics.Sent; f != nil {
+		f(ln.kind, len(idx), time.Since(b.sentAt), times)
+	}
+}
+
+func (ln *lane) hasFailed() bool {
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	return len(ln.failed) > 0
+}
+
+// recover waits for every batch in flight, dead-letters what was refused
+// for good, and after a backoff sends the rest again in queue order. It
+// returns early when ctx is done: what was not sent stays in the buffer.
+func (ln *lane) recover(ctx context.Context) {
+	held := 0
+	defer func() {
+		for ; held > 0; held-- {
+			<-ln.slots
+		}
+	}()
+	for held < cap(ln.slots) {
+		select {
+		case ln.slots <- struct{}{}:
+			held++
+		case <-ctx.Done():
+			return
+		}
+	}
+	ln.mu.Lock()
+	failed := ln.failed
+	ln.failed = nil
+	ln.mu.Unlock()
+	slices.SortFunc(failed, func(a, b *batch) int { return cmp.Compare(a.seq, b.seq) })
+
+	var retry []*batch
+	var lastErr error
+	for _, b := range failed {
+		for reason, idx := range b.dead {
+			recs := make([]buffer.Record, len(idx))
+			for j, i := range idx {
+				recs[j] = b.recs[i]
+			}
+			if !ln.deadLetter(recs, reason) {
+				b.retry = append(b.retry, idx...)
+			}
+		}
+		if len(b.retry) == 0 {
+			continue
+		}
+		slices.Sort(b.retry)
+		nb := &batch{seq: b.seq, recs: make([]buffer.Record, len(b.retry)), msgs: make([]Message, len(b.retry))}
+		for j, i := range b.retry {
+			nb.recs[j], nb.msgs[j] = b.recs[i], b.msgs[i]
+		}
+		retry = append(retry, nb)
+		lastErr = b.lastErr
+	}
+	if len(retry) == 0 {
+		return
+	}
+	ln.setState(StateBackingOff, lastErr)
+	wait := ln.l.backoff(int(ln.failures.Add(1) - 1))
+	n := 0
+	for _, b := range retry {
+		n += len(b.msgs)
+	}
+	ln.l.log.Warn("send failed; retrying", "lane", ln.kind.String(), "records", n, "retry_in", wait.Round(time.Millisecond), "err", lastErr)
+	t := time.NewTimer(wait)
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return
+	case <-t.C:
+	}
+	for ; held > 0; held-- {
+		<-ln.slots
+	}
+	for _, b := range retry {
+		select {
+		case ln.slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		if f := ln.l.opts.Metrics.Retried; f != nil {
+			f()
+		}
+		ln.produce(b)
+	}
+}
+
+// deadLetter stores recs in the dead-letter queue and acknowledges them.
+// It reports whether they were stored.
+func (ln *lane) deadLetter(recs []buffer.Record, reason string) bool {
+	dl := ln.l.opts.DeadLetters
+	if dl == nil {
+		ln.l.log.Error("records refused for good but no dead-letter queue; they stay in the buffer", "records", len(recs), "reason", reason)
+		return false
+	}
+	data := make([][]byte, len(recs))
+	pos := make([]buffer.Pos, len(recs))
+	for i, r := range recs {
+		data[i], pos[i] = r.Data, r.Pos
+	}
+	if err := dl.Put(data, reason); err != nil {
+		ln.l.log.Error("dead-letter queue write failed; records stay in the buffer and are retried", "records", len(recs), "reason", reason, "err", err)
+		return false
+	}
+	ln.l.ack(pos)
+	if f := ln.l.opts.Metrics.DeadLettered; f != nil {
+		f(reason, len(recs))
+	}
+	ln.l.log.Error("records refused by the broker for good, moved to the dead-letter queue", "records", len(recs), "reason", reason)
+	return true
+}
+
+// reasonOf is the dead-letter reason of a sink error: its text up to the
+// first colon, so that a Kafka error gives its code name
+// (MESSAGE_TOO_LARGE).
+func reasonOf(err error) string {
+	s := err.Error()
+	for i := 0; i < len(s); i++ {
+		if s[i] == ':' {
+			return s[:i]
+		}
+	}
+	return s
+}
+
+// backoff returns the wait before retry number attempt+1: exponential from
+// BackoffMin, capped at BackoffMax, with jitter over its upper half.
+func (l *Loop) backoff(attempt int) time.Duration {
+	d := l.opts.BackoffMin
+	for i := 0; i < attempt && d < l.opts.BackoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, l.opts.BackoffMax)
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+func (ln *lane) setState(s State, err error) {
+	ln.stateMu.Lock()
+	changed := ln.state != s
+	ln.state = s
+	ln.stateMu.Unlock()
+	if changed && s == StateConnected {
+		ln.l.log.Info("sink sending again", "lane", ln.kind.String())
+	}
+	if cb := ln.l.opts.OnState; cb != nil && (changed || err != nil) {
+		cb(ln.kind, s, err)
+	}
+}
