@@ -200,7 +200,12 @@ func TestLoopRetriesRejectedBatches(t *testing.T) {
 	l := uplink.New(f.buf.Queue("kafka"), f.sink, uplink.Options{
 		BatchSize: 100, Workers: 1, FlushInterval: time.Millisecond, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond,
 		Logger: quiet, Metrics: c.metrics(),
-		OnState: func(l uplink.Lane, s uplink.State, err error) { mu.Lock(); t.Logf("%s %s %v", l, s, err); states = append(states, s); mu.Unlock() },
+		OnState: func(l uplink.Lane, s uplink.State, err error) {
+			mu.Lock()
+			t.Logf("%s %s %v", l, s, err)
+			states = append(states, s)
+			mu.Unlock()
+		},
 	})
 	runLoop(t, l, &c, 300)
 	if c.failed.Load() == 0 || c.retried.Load() == 0 {
