@@ -113,6 +113,7 @@ func kafkaOptions(cfg *config.Config) (kafka.Options, error) {
 		TLS:                tlsCfg,
 		SASL:               mech,
 		MaxBufferedRecords: 2 * p.BatchSize * p.WorkerCount,
+		DeliveryTimeout:    p.DeliveryTimeout.Std(),
 	}, nil
 }
 
@@ -175,6 +176,7 @@ func (a *Agent) newLoop(s *sinkRunner) *uplink.Loop {
 		BatchSize:     p.BatchSize,
 		FlushInterval: p.FlushInterval.Std(),
 		Workers:       p.WorkerCount,
+		LiveWindow:    p.LiveWindow.Std(),
 		Logger:        a.log,
 		Metrics: uplink.Metrics{
 			Sent: func(_ uplink.Lane, n int, d time.Duration, readTimes []time.Time) {

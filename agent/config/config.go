@@ -118,8 +118,14 @@ type Producer struct {
 	// partial batch waits before it is sent.
 	FlushInterval Duration `yaml:"flush_interval" json:"flush_interval" doc:"longest wait for a partial batch (500ms or bare ms); default 10ms"`
 	// WorkerCount is the manual's producer.worker_count: batches in flight.
-	WorkerCount int    `yaml:"worker_count" json:"worker_count" doc:"batches in flight at once; default 4"`
-	Compression string `yaml:"compression" json:"compression" doc:"none, gzip, snappy, lz4 or zstd; default lz4"`
+	WorkerCount int `yaml:"worker_count" json:"worker_count" doc:"batches in flight at once, in each lane (live and backlog); default 4"`
+	// DeliveryTimeout fails a send the broker has not acknowledged in
+	// time; the batch stays in the buffer and is retried after a backoff.
+	DeliveryTimeout Duration `yaml:"delivery_timeout" json:"delivery_timeout" doc:"a send not acknowledged within this fails and is retried after a backoff (the records stay buffered); default 10s"`
+	// LiveWindow: records committed longer ago than this are sent as
+	// backlog, beside the live data rather than ahead of it.
+	LiveWindow  Duration `yaml:"live_window" json:"live_window" doc:"records committed longer ago than this are sent in the backlog lane, beside live data instead of ahead of it; default 5s"`
+	Compression string   `yaml:"compression" json:"compression" doc:"none, gzip, snappy, lz4 or zstd; default lz4"`
 	// Acks is all (default), leader or none.
 	Acks       string `yaml:"acks" json:"acks" doc:"all (default), leader or none"`
 	Idempotent *bool  `yaml:"idempotent" json:"idempotent" doc:"idempotent producer; default true (needs acks all)"`

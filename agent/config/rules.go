@@ -111,11 +111,13 @@ const (
 // durationMins maps a Duration field to its smallest accepted value (1, one
 // nanosecond, means "positive").
 var durationMins = map[string]Duration{
-	"PLC.PollInterval":      1,
-	"PLC.Timeout":           1,
-	"PLC.ConnectTimeout":    1,
-	"Device.SampleInterval": minSampleInterval,
-	"Buffer.MaxAge":         1,
+	"PLC.PollInterval":         1,
+	"PLC.Timeout":              1,
+	"PLC.ConnectTimeout":       1,
+	"Device.SampleInterval":    minSampleInterval,
+	"Buffer.MaxAge":            1,
+	"Producer.DeliveryTimeout": Duration(1_000_000_000), // 1s, franz-go's least record timeout
+	"Producer.LiveWindow":      Duration(100_000_000),   // 100ms
 }
 
 // byteSizeMins maps a ByteSize field to its smallest accepted value.

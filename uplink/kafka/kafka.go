@@ -42,9 +42,12 @@ type Options struct {
 	// MaxBufferedRecords bounds the records each lane's client holds
 	// unacknowledged; it must exceed batch size × workers.
 	MaxBufferedRecords int
-	// DeliveryTimeout fails a record not acknowledged within it, so that
-	// a dead broker shows as failed sends (and the loop backs off and
-	// retries) rather than as calls that never return. Default 10s.
+	// DeliveryTimeout fails a batch not acknowledged within it, so that a
+	// dead broker shows as failed sends (and the loop backs off and
+	// retries) rather than as calls that never return. Default 10s. It is
+	// a context deadline per batch, not kgo.RecordDeliveryTimeout: that
+	// one counts from the record's timestamp, which here is the sample's
+	// read time, and would fail every backlog record at once.
 	DeliveryTimeout time.Duration
 	// Linger is how long the client waits to fill a produce request.
 	// Default 1ms: the loop has already batched.
@@ -63,6 +66,7 @@ type Sink struct {
 	topic   func(device string) string
 	headers [2][3]kgo.RecordHeader // gateway, schema, lane; by lane
 	log     *slog.Logger
+	timeout time.Duration
 }
 
 // New builds the clients. It does not wait for a broker: connections are
@@ -90,7 +94,6 @@ func New(opts Options) (*Sink, error) {
 		// whether they are created is the broker's auto.create.topics.enable.
 		kgo.AllowAutoTopicCreation(),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-		kgo.RecordDeliveryTimeout(opts.DeliveryTimeout),
 		// A produce already sent ignores its context when the broker dies
 		// (LIBRARY-NOTES); let it fail so the batch stays in the buffer
 		// and is retried by the loop.
@@ -127,7 +130,7 @@ func New(opts Options) (*Sink, error) {
 	if opts.OnConnect != nil || opts.OnDisconnect != nil {
 		kopts = append(kopts, kgo.WithHooks(connHooks{opts.OnConnect, opts.OnDisconnect}))
 	}
-	s := &Sink{topic: topicFunc(opts.Topic, opts.GatewayID), log: opts.Logger}
+	s := &Sink{topic: topicFunc(opts.Topic, opts.GatewayID), log: opts.Logger, timeout: opts.DeliveryTimeout}
 	for _, lane := range []uplink.Lane{uplink.Live, uplink.Backlog} {
 		id := opts.ClientID
 		if id == "" {
@@ -158,7 +161,8 @@ func (s *Sink) Produce(ctx context.Context, lane uplink.Lane, batch []uplink.Mes
 		done(nil)
 		return
 	}
-	t := &tracker{done: done, n: int64(len(batch))}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	t := &tracker{done: func(errs []error) { cancel(); done(errs) }, n: int64(len(batch))}
 	t.remaining.Store(t.n)
 	cl := s.clients[lane]
 	recs := make([]kgo.Record, len(batch))
