@@ -29,7 +29,7 @@ e2e: build
 	scripts/e2e.sh -timeout $(E2E_TIMEOUT) $(E2E_ARGS)
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./record/ ./buffer/ ./simulator/... ./bench/...
+	scripts/bench.sh $(BENCH_ARGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -249,6 +249,9 @@ func (in *Ingest) final() error {
 	return nil
 }
 
+// Pending returns the number of samples emitted and not yet committed.
+func (in *Ingest) Pending() int { return in.pendingCount() }
+
 func (in *Ingest) pendingCount() int {
 	in.mu.Lock()
 	defer in.mu.Unlock()
