@@ -77,7 +77,15 @@ type Source struct {
 	series   []Series
 	models   []signal.Model
 	running  atomic.Bool
+	// slots spread the devices over the interval, as a gateway polling
+	// many PLCs does: slot i reads its share of the devices at i/slots of
+	// each interval, instead of every device at once.
+	slots int
+	tags  int
 }
+
+// minSlot is the shortest time between two slots.
+const minSlot = 10 * time.Millisecond
 
 var _ drivers.Driver = (*Source)(nil)
 
@@ -112,6 +120,8 @@ func NewSource(opts SourceOptions) (*Source, error) {
 		now:      opts.Now,
 		series:   make([]Series, 0, n),
 		models:   make([]signal.Model, 0, n),
+		slots:    max(1, min(opts.Devices, int(opts.Interval/minSlot))),
+		tags:     opts.TagsPerDevice,
 	}
 	for i := range opts.Devices {
 		device := fmt.Sprintf("%s-%04d", prefix, i+1)
@@ -132,9 +142,12 @@ func (s *Source) Series() []Series {
 	return append([]Series(nil), s.series...)
 }
 
-// Run reads every series once immediately and then once per Interval,
-// passing the samples to emit in batches of at most 1,000, each a fresh
-// slice. Samples have good quality and the tick's time as both ReadTime and
+// Run reads every series once per Interval, passing the samples to emit in
+// batches of at most 1,000, each a fresh slice. The devices are spread over
+// the interval in slots at least 10ms apart (one device per slot at most),
+// the way polls of many PLCs are spread, so a large simulation offers a
+// steady load rather than one burst per interval; the first slot is read
+// at once. Samples have good quality and the tick's time as both ReadTime and
 // SourceTime. When emit is slow, missed ticks are dropped, not caught up.
 // Run returns nil when ctx is cancelled (checked before every batch, so a
 // tick may end part-way), and an error only when emit is nil or the Source
@@ -148,9 +161,10 @@ func (s *Source) Run(ctx context.Context, emit drivers.Emit) error {
 	}
 	defer s.running.Store(false)
 
-	ticker := time.NewTicker(s.interval)
+	ticker := time.NewTicker(s.interval / time.Duration(s.slots))
 	defer ticker.Stop()
-	if !s.tick(ctx, s.stamp(time.Now()), emit) {
+	slot := 0
+	if !s.tick(ctx, s.stamp(time.Now()), slot, emit) {
 		return nil
 	}
 	for {
@@ -158,7 +172,8 @@ func (s *Source) Run(ctx context.Context, emit drivers.Emit) error {
 		case <-ctx.Done():
 			return nil
 		case t := <-ticker.C:
-			if !s.tick(ctx, s.stamp(t), emit) {
+			slot = (slot + 1) % s.slots
+			if !s.tick(ctx, s.stamp(t), slot, emit) {
 				return nil
 			}
 		}
@@ -174,14 +189,18 @@ func (s *Source) stamp(t time.Time) time.Time {
 	return t.Round(0)
 }
 
-// tick reads every series at t and emits the samples in batches. It reports
-// false when ctx was cancelled before the tick was complete.
-func (s *Source) tick(ctx context.Context, t time.Time, emit drivers.Emit) bool {
-	for start := 0; start < len(s.series); start += batchSize {
+// tick reads the series of one slot's devices at t and emits the samples in
+// batches. It reports false when ctx was cancelled before the tick was
+// complete.
+func (s *Source) tick(ctx context.Context, t time.Time, slot int, emit drivers.Emit) bool {
+	devices := len(s.series) / s.tags
+	lo := devices * slot / s.slots * s.tags
+	hi := devices * (slot + 1) / s.slots * s.tags
+	for start := lo; start < hi; start += batchSize {
 		if ctx.Err() != nil {
 			return false
 		}
-		end := min(start+batchSize, len(s.series))
+		end := min(start+batchSize, hi)
 		batch := make([]drivers.Sample, end-start)
 		for i := range batch {
 			sr := &s.series[start+i]

@@ -347,8 +347,8 @@ func TestNewSourceRejectsBadOptions(t *testing.T) {
 	}
 }
 
-// BenchmarkTick measures one tick of 1,000 devices × 10 tags, batches
-// included.
+// BenchmarkTick measures one interval of 1,000 devices × 10 tags (all its
+// slots), batches included.
 func BenchmarkTick(b *testing.B) {
 	s, err := NewSource(SourceOptions{Devices: 1000, TagsPerDevice: 10, Interval: time.Second, Variation: 0.1, Seed: 1})
 	if err != nil {
@@ -360,7 +360,49 @@ func BenchmarkTick(b *testing.B) {
 	emit := func(batch []drivers.Sample) { samples += len(batch) }
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		s.tick(ctx, t0.Add(time.Duration(i)*time.Second), emit)
+		for slot := range s.slots {
+			s.tick(ctx, t0.Add(time.Duration(i)*time.Second), slot, emit)
+		}
 	}
 	b.ReportMetric(float64(samples)/b.Elapsed().Seconds(), "samples/s")
+}
+
+// TestRunSpreadsDevicesOverTheInterval: with room for several 10ms slots
+// in the interval, each device is read once per interval but not all at
+// the same moment.
+func TestRunSpreadsDevicesOverTheInterval(t *testing.T) {
+	s := newSource(t, SourceOptions{Devices: 4, TagsPerDevice: 3, Interval: 80 * time.Millisecond})
+	batches := make(chan []drivers.Sample, 64)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, func(b []drivers.Sample) { batches <- b }) }()
+	seen := map[string]int{}
+	var times []time.Time
+	for len(times) < 8 {
+		b := <-batches
+		if len(b) != 3 {
+			t.Fatalf("emit of %d samples, want one device's 3", len(b))
+		}
+		for _, smp := range b {
+			if smp.Device != b[0].Device || !smp.ReadTime.Equal(b[0].ReadTime) {
+				t.Fatalf("one emit mixes devices or times: %+v", b)
+			}
+		}
+		seen[b[0].Device]++
+		times = append(times, b[0].ReadTime)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(times); i++ {
+		if !times[i].After(times[i-1]) {
+			t.Fatalf("read times not spread: %v", times)
+		}
+	}
+	for dev, n := range seen {
+		if n != 2 {
+			t.Errorf("%s read %d times in two intervals, want 2", dev, n)
+		}
+	}
 }
