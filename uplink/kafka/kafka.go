@@ -67,6 +67,9 @@ type Sink struct {
 	headers [2][3]kgo.RecordHeader // gateway, schema, lane; by lane
 	log     *slog.Logger
 	timeout time.Duration
+	// lastConnErr is the error of the last failed connection attempt
+	// (nil once one succeeds): it explains records that time out.
+	lastConnErr atomic.Pointer[error]
 }
 
 // New builds the clients. It does not wait for a broker: connections are
@@ -127,10 +130,8 @@ func New(opts Options) (*Sink, error) {
 	if opts.SASL != nil {
 		kopts = append(kopts, kgo.SASL(opts.SASL))
 	}
-	if opts.OnConnect != nil || opts.OnDisconnect != nil {
-		kopts = append(kopts, kgo.WithHooks(connHooks{opts.OnConnect, opts.OnDisconnect}))
-	}
 	s := &Sink{topic: topicFunc(opts.Topic, opts.GatewayID), log: opts.Logger, timeout: opts.DeliveryTimeout}
+	kopts = append(kopts, kgo.WithHooks(connHooks{onConnect: opts.OnConnect, onDisconnect: opts.OnDisconnect, lastErr: &s.lastConnErr}))
 	for _, lane := range []uplink.Lane{uplink.Live, uplink.Backlog} {
 		id := opts.ClientID
 		if id == "" {
@@ -175,8 +176,21 @@ func (s *Sink) Produce(ctx context.Context, lane uplink.Lane, batch []uplink.Mes
 		r.Value = m.Value
 		r.Timestamp = m.Time
 		r.Headers = hdrs
-		cl.Produce(ctx, r, func(_ *kgo.Record, err error) { t.settle(i, err) })
+		cl.Produce(ctx, r, func(_ *kgo.Record, err error) { t.settle(i, s.explain(err)) })
 	}
+}
+
+// explain adds the last connection error to a timeout, so that a wrong
+// password or an unreachable broker is named in the logs and /ready rather
+// than shown as a bare deadline.
+func (s *Sink) explain(err error) error {
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if last := s.lastConnErr.Load(); last != nil {
+		return fmt.Errorf("%w; last connection error: %w", err, *last)
+	}
+	return err
 }
 
 // tracker collects the outcomes of one batch's records.
@@ -260,12 +274,24 @@ func compression(name string) (kgo.CompressionCodec, error) {
 	return kgo.NoCompression(), fmt.Errorf("kafka sink: compression %q: want none, gzip, snappy, lz4 or zstd", name)
 }
 
-type connHooks struct{ onConnect, onDisconnect func(string) }
+type connHooks struct {
+	onConnect, onDisconnect func(string)
+	lastErr                 *atomic.Pointer[error]
+}
 
-// OnBrokerConnect implements kgo.HookBrokerConnect.
+// OnBrokerConnect implements kgo.HookBrokerConnect. It is called after the
+// dial and after the connection's set-up (API versions, SASL), with the
+// error of either.
 func (h connHooks) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
-	if err == nil && h.onConnect != nil {
-		h.onConnect(meta.Host + ":" + strconv.Itoa(int(meta.Port)))
+	addr := meta.Host + ":" + strconv.Itoa(int(meta.Port))
+	if err != nil {
+		e := fmt.Errorf("broker %s: %w", addr, err)
+		h.lastErr.Store(&e)
+		return
+	}
+	h.lastErr.Store(nil)
+	if h.onConnect != nil {
+		h.onConnect(addr)
 	}
 }
 

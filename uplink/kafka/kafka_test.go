@@ -181,13 +181,18 @@ func TestSCRAMAuthenticates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s2 := newSink(t, kafka.Options{Brokers: c.ListenAddrs(), Topic: "t", GatewayID: "gw", Idempotent: true, SASL: bad})
+	s2 := newSink(t, kafka.Options{Brokers: c.ListenAddrs(), Topic: "t", GatewayID: "gw", Idempotent: true, SASL: bad, DeliveryTimeout: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	// kfake drops the connection on a failed exchange (a real broker
 	// answers SASL_AUTHENTICATION_FAILED; the e2e tests check that text).
 	if err := s2.Ping(ctx); err == nil {
 		t.Fatal("wrong password: ping succeeded")
+	}
+	// A send that times out names the connection failure behind it.
+	err = send(s2, uplink.Live, []uplink.Message{{Key: "d", Time: time.Now(), Value: []byte("{}")}})
+	if err == nil || !strings.Contains(err.Error(), "last connection error: broker ") {
+		t.Fatalf("send with a wrong password: %v, want a timeout naming the connection error", err)
 	}
 }
 
