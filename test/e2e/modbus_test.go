@@ -1,0 +1,341 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/iot-producer/iot-producer/record"
+)
+
+// pymodbusPoint is one entry of the spec testdata/pymodbus_server.py
+// serves: the server computes the registers with Python's struct module.
+type pymodbusPoint struct {
+	Unit     int    `json:"unit"`
+	Register string `json:"register"`
+	Address  int    `json:"address"`
+	Type     string `json:"type"`
+	Order    string `json:"order,omitempty"`
+	Value    any    `json:"value"`
+	// want is the value the record must carry, as record.Fields would
+	// decode it; bit and scale are the tag's extra settings.
+	want  record.Fields
+	bit   int
+	scale float64
+}
+
+// pymodbusPoints covers every type in every byte order, the four tables,
+// a bit in a register and a scaled value.
+func pymodbusPoints() []pymodbusPoint {
+	type val struct {
+		typ  string
+		v    any
+		want record.Fields
+	}
+	vals := []val{
+		{"int16", -12345, record.Fields{Type: "int", Int: -12345}},
+		{"uint16", 54321, record.Fields{Type: "uint", Uint: 54321}},
+		{"int32", -123456789, record.Fields{Type: "int", Int: -123456789}},
+		{"uint32", 3000000000, record.Fields{Type: "uint", Uint: 3000000000}},
+		{"int64", int64(-1234567890123456789), record.Fields{Type: "int", Int: -1234567890123456789}},
+		{"uint64", uint64(18000000000000000000), record.Fields{Type: "uint", Uint: 18000000000000000000}},
+		{"float32", 123.5, record.Fields{Type: "float", Float: 123.5}},
+		{"float64", -9876.54321, record.Fields{Type: "float", Float: -9876.54321}},
+		{"string(10)", "PLC-Line-1", record.Fields{Type: "string", String: "PLC-Line-1"}},
+		{"string(5)", "odd", record.Fields{Type: "string", String: "odd"}},
+	}
+	var out []pymodbusPoint
+	addr := 0
+	for _, v := range vals {
+		n := map[string]int{"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2, "int64": 4, "uint64": 4, "float64": 4, "string(10)": 5, "string(5)": 3}[v.typ]
+		for _, o := range []string{"ABCD", "CDAB", "BADC", "DCBA"} {
+			out = append(out, pymodbusPoint{Unit: 1, Register: "holding", Address: addr, Type: v.typ, Order: o, Value: v.v, want: v.want, bit: -1})
+			addr += n
+		}
+	}
+	out = append(out,
+		pymodbusPoint{Unit: 1, Register: "input", Address: 10, Type: "int16", Value: 2215, want: record.Fields{Type: "float", Float: 221.5}, bit: -1, scale: 0.1},
+		pymodbusPoint{Unit: 1, Register: "input", Address: 11, Type: "uint16", Value: 0b1000_0000_0000_1001, want: record.Fields{Type: "bool", Bool: true}, bit: 15},
+		pymodbusPoint{Unit: 1, Register: "coil", Address: 5, Type: "bool", Value: true, want: record.Fields{Type: "bool", Bool: true}, bit: -1},
+		pymodbusPoint{Unit: 1, Register: "coil", Address: 6, Type: "bool", Value: false, want: record.Fields{Type: "bool", Bool: false}, bit: -1},
+		pymodbusPoint{Unit: 1, Register: "discrete", Address: 9, Type: "bool", Value: true, want: record.Fields{Type: "bool", Bool: true}, bit: -1},
+	)
+	return out
+}
+
+func (p pymodbusPoint) tagName() string {
+	name := fmt.Sprintf("%s_%d_%s", p.Register, p.Address, strings.NewReplacer("(", "", ")", "").Replace(p.Type))
+	if p.Order != "" {
+		name += "_" + p.Order
+	}
+	return name
+}
+
+// tagYAML is the agent's tag for p, using the Modicon notation for holding
+// and input registers and 0-based addresses for the bit tables.
+func (p pymodbusPoint) tagYAML() string {
+	var addr, extra string
+	typ := p.Type
+	switch p.Register {
+	case "holding":
+		addr = fmt.Sprintf("%d", 400001+p.Address)
+	case "input":
+		addr = fmt.Sprintf("%d", 300001+p.Address)
+	default:
+		addr = fmt.Sprintf("%d", p.Address)
+		extra = ", register: " + p.Register
+	}
+	if p.Order != "" {
+		extra += ", byte_order: " + p.Order
+	}
+	if p.bit >= 0 {
+		typ = "bool"
+		extra += fmt.Sprintf(", bit: %d", p.bit)
+	}
+	if p.scale != 0 {
+		extra += fmt.Sprintf(", scale: %g", p.scale)
+	}
+	return fmt.Sprintf("      - {name: %s, address: %q, type: %q%s}\n", p.tagName(), addr, typ, extra)
+}
+
+// requireTools fails the test when a peer it needs is missing.
+func requireTools(t *testing.T) string {
+	t.Helper()
+	python := "/usr/bin/python3" // Debian's python3-pymodbus installs here
+	if out, err := exec.Command(python, "-c", "import pymodbus, serial_asyncio; print(pymodbus.__version__)").CombinedOutput(); err != nil {
+		t.Fatalf("pymodbus is missing (%v: %s): run scripts/ci-deps.sh (python3-pymodbus, python3-serial-asyncio)", err, out)
+	} else {
+		t.Logf("pymodbus %s", strings.TrimSpace(string(out)))
+	}
+	if _, err := exec.LookPath("socat"); err != nil {
+		t.Fatal("socat is missing: run scripts/ci-deps.sh")
+	}
+	return python
+}
+
+// startSocatPair links two ptys and returns their paths.
+func startSocatPair(t *testing.T, dir string) (string, string) {
+	t.Helper()
+	a, b := filepath.Join(dir, "ttyA"), filepath.Join(dir, "ttyB")
+	cmd := exec.Command("socat", "pty,raw,echo=0,link="+a, "pty,raw,echo=0,link="+b)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, errA := os.Stat(a)
+		_, errB := os.Stat(b)
+		if errA == nil && errB == nil {
+			return a, b
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("socat did not create its ptys within 10s")
+		}
+		time.Sleep(20 * time.Millisecond) // waiting for socat's links to appear
+	}
+}
+
+// startPymodbus serves points over TCP on a free port and RTU on rtuDev.
+func startPymodbus(t *testing.T, python, dir, rtuDev string, points []pymodbusPoint) string {
+	t.Helper()
+	spec, err := json.Marshal(points)
+	if err != nil {
+		t.Fatal(err)
+	}
+	specPath := filepath.Join(dir, "spec.json")
+	if err := os.WriteFile(specPath, spec, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(python, "testdata/pymodbus_server.py", specPath, "--tcp", addr, "--rtu", rtuDev, "--baud", "19200")
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if sc.Text() == "ready" {
+				ready <- true
+			}
+		}
+		ready <- false
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Fatal("pymodbus server exited before it was ready")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("pymodbus server not ready within 30s")
+	}
+	return addr
+}
+
+// TestModbusAgainstPymodbus polls pymodbus, a Modbus server this project
+// did not write, over TCP and over RTU on a socat pty pair, with register
+// contents Python computed for every type and byte order, and checks
+// every value that arrives in Kafka.
+func TestModbusAgainstPymodbus(t *testing.T) {
+	brokers := kafkaBrokers(t)
+	python := requireTools(t)
+	dir := t.TempDir()
+	ttyA, ttyB := startSocatPair(t, dir)
+	points := pymodbusPoints()
+	tcpAddr := startPymodbus(t, python, dir, ttyA, points)
+
+	topic := fmt.Sprintf("e2e-modbus-%d", time.Now().UnixNano())
+	var tags strings.Builder
+	for _, p := range points {
+		tags.WriteString(p.tagYAML())
+	}
+	cfgPath := writeConfig(t, dir, fmt.Sprintf(`
+gateway: {id: gw-e2e-modbus, state_dir: %q}
+producer:
+  brokers: [%s]
+  topic: %s
+telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_listen: "off"}
+plcs:
+  - name: pym-tcp
+    driver: modbus
+    endpoint: %s
+    unit_id: 1
+    poll_interval: 200ms
+    tags:
+%s
+  - name: pym-rtu
+    driver: modbus
+    endpoint: %s
+    baud_rate: 19200
+    parity: N
+    unit_id: 1
+    poll_interval: 200ms
+    timeout: 2s
+    tags:
+%s
+`, dir, strings.Join(brokers, ", "), topic, tcpAddr, tags.String(), ttyB, tags.String()))
+
+	a := startAgent(t, cfgPath)
+	perPoll := float64(len(points))
+	a.waitAcked(t, 2*3*perPoll, 60*time.Second)
+	if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("agent exit code %d:\n%s", code, a.log())
+	}
+
+	got := readModbusTopic(t, brokers, topic)
+	want := map[string]pymodbusPoint{}
+	for _, p := range points {
+		want[p.tagName()] = p
+	}
+	for _, device := range []string{"pym-tcp", "pym-rtu"} {
+		checked := 0
+		for _, f := range got[device] {
+			p, ok := want[f.Tag]
+			if !ok {
+				t.Errorf("%s: unexpected tag %s", device, f.Tag)
+				continue
+			}
+			if f.Quality != "good" {
+				t.Errorf("%s/%s: quality %s", device, f.Tag, f.Quality)
+				continue
+			}
+			w := p.want
+			switch {
+			case f.Type != w.Type:
+				t.Errorf("%s/%s: type %s, want %s", device, f.Tag, f.Type, w.Type)
+			case w.Type == "float" && math.Abs(f.Float-w.Float) > 1e-9*math.Max(1, math.Abs(w.Float)):
+				t.Errorf("%s/%s = %v, want %v", device, f.Tag, f.Float, w.Float)
+			case w.Type == "int" && f.Int != w.Int, w.Type == "uint" && f.Uint != w.Uint,
+				w.Type == "bool" && f.Bool != w.Bool, w.Type == "string" && f.String != w.String:
+				t.Errorf("%s/%s = %+v, want %+v", device, f.Tag, f, w)
+			}
+			checked++
+		}
+		tagsSeen := map[string]bool{}
+		for _, f := range got[device] {
+			tagsSeen[f.Tag] = true
+		}
+		if len(tagsSeen) != len(points) {
+			t.Errorf("%s: %d of %d tags arrived", device, len(tagsSeen), len(points))
+		}
+		t.Logf("%s: %d records checked, %d tags", device, checked, len(tagsSeen))
+	}
+}
+
+// readModbusTopic reads every record of topic, by device.
+func readModbusTopic(t *testing.T, brokers []string, topic string) map[string][]record.Fields {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// The agent has stopped: read up to the end offsets of now.
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		t.Fatalf("list end offsets of %s: %v", topic, err)
+	}
+	remaining := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			remaining[o.Partition] = o.Offset
+		}
+	})
+	out := map[string][]record.Fields{}
+	for len(remaining) > 0 {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %s: %v (partitions not read to the end: %v)", topic, ctx.Err(), remaining)
+		}
+		for _, e := range fetches.Errors() {
+			t.Fatalf("fetch %s[%d]: %v", e.Topic, e.Partition, e.Err)
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			f, err := record.Decode(r.Value)
+			if err != nil {
+				t.Fatalf("record at %d: %v", r.Offset, err)
+			}
+			out[f.Device] = append(out[f.Device], f)
+			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
+				delete(remaining, r.Partition)
+			}
+		})
+	}
+	if len(out) == 0 {
+		t.Fatalf("no records in %s", topic)
+	}
+	return out
+}
