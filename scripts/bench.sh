@@ -19,7 +19,7 @@ trap cleanup EXIT
 
 cd "$root"
 echo "== package benchmarks"
-go test -run '^$' -bench . -benchmem -count=1 -timeout 30m ./record/ ./buffer/ ./simulator/... ./drivers/...
+go test -run '^$' -bench . -benchmem -count=1 -timeout 30m ./record/ ./buffer/ ./simulator/... ./drivers/... ./uplink/...
 
 echo "== system benchmarks against Apache Kafka on 127.0.0.1:${port}"
 "$here/kafka.sh" start --brokers 1 --port "$port" --dir "$dir" >"$dir.start.log" 2>&1 || { cat "$dir.start.log" >&2; exit 1; }

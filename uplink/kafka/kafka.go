@@ -53,6 +53,10 @@ type Options struct {
 	// Default 1ms: the loop has already batched.
 	Linger time.Duration
 	Logger *slog.Logger
+	// OnBatchWritten, when set, is called for every produce batch the
+	// broker acknowledged, with its record count and its size before and
+	// after compression.
+	OnBatchWritten func(records, uncompressed, compressed int)
 	// OnConnect and OnDisconnect report broker connections (may be nil).
 	OnConnect    func(broker string)
 	OnDisconnect func(broker string)
@@ -132,6 +136,9 @@ func New(opts Options) (*Sink, error) {
 	}
 	s := &Sink{topic: topicFunc(opts.Topic, opts.GatewayID), log: opts.Logger, timeout: opts.DeliveryTimeout}
 	kopts = append(kopts, kgo.WithHooks(connHooks{onConnect: opts.OnConnect, onDisconnect: opts.OnDisconnect, lastErr: &s.lastConnErr}))
+	if opts.OnBatchWritten != nil {
+		kopts = append(kopts, kgo.WithHooks(batchHook(opts.OnBatchWritten)))
+	}
 	for _, lane := range []uplink.Lane{uplink.Live, uplink.Backlog} {
 		id := opts.ClientID
 		if id == "" {
@@ -300,6 +307,14 @@ func (h connHooks) OnBrokerDisconnect(meta kgo.BrokerMetadata, _ net.Conn) {
 	if h.onDisconnect != nil {
 		h.onDisconnect(meta.Host + ":" + strconv.Itoa(int(meta.Port)))
 	}
+}
+
+// batchHook reports acknowledged produce batches.
+type batchHook func(records, uncompressed, compressed int)
+
+// OnProduceBatchWritten implements kgo.HookProduceBatchWritten.
+func (h batchHook) OnProduceBatchWritten(_ kgo.BrokerMetadata, _ string, _ int32, m kgo.ProduceBatchMetrics) {
+	h(m.NumRecords, m.UncompressedBytes, m.CompressedBytes)
 }
 
 // kslogAdapter passes franz-go's warnings and errors to slog.
