@@ -42,4 +42,6 @@ generate:
 	$(GO) generate ./...
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
+
+include packaging/package.mk

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"log/slog"
 	"strings"
 	"sync"
@@ -126,6 +128,11 @@ func (a *Agent) openBuffer(queues []string) (*buffer.Buffer, error) {
 	onCorrupt, err := buffer.ParseCorruptPolicy(b.OnCorrupt)
 	if err != nil {
 		return nil, fmt.Errorf("buffer.on_corrupt: %w", err)
+	}
+	// The state directory may not exist yet on a hand-run gateway (the
+	// package and the unit create it): make it, private to the agent.
+	if err := os.MkdirAll(filepath.Dir(b.Path), 0o750); err != nil {
+		return nil, fmt.Errorf("buffer: state directory: %w", err)
 	}
 	buf, err := buffer.Open(b.Path, buffer.Options{
 		Queues:     queues,

@@ -6,6 +6,9 @@
 #   make package-test    build the host's .deb, install it, check it, purge it
 #                        (needs root and dpkg: it changes this machine)
 #   make package-clean   remove dist/
+#   make monitoring-check  promtool on monitoring/: check rules, their unit
+#                        tests, every dashboard query (fetches promtool from
+#                        Debian's prometheus package if it is not installed)
 #
 # nfpm is run with `go run` at a pinned version; it is not a dependency of
 # the module (not in go.mod).
@@ -25,7 +28,7 @@ GOENV_amd64 := GOARCH=amd64
 GOENV_arm64 := GOARCH=arm64
 GOENV_armhf := GOARCH=arm GOARM=7
 
-.PHONY: package package-test package-clean $(addprefix package-,$(PACKAGE_ARCHES))
+.PHONY: package package-test package-clean monitoring-check $(addprefix package-,$(PACKAGE_ARCHES))
 
 package: $(addprefix package-,$(PACKAGE_ARCHES))
 	@ls -l $(DIST)/*.deb
@@ -47,3 +50,6 @@ package-test: package-$(HOST_DEB_ARCH)
 
 package-clean:
 	rm -rf $(DIST)
+
+monitoring-check:
+	bash monitoring/promtool.sh
