@@ -68,7 +68,7 @@ func newClient(t *testing.T, seed string, log *dialLog, opts ...kgo.Opt) *kgo.Cl
 		// A produce waiting on a dead leader fails, and one after Restore
 		// goes out, only once metadata is reloaded: at most every 5 s by
 		// default.
-		kgo.MetadataMinAge(100*time.Millisecond),
+		kgo.MetadataMinAge(100 * time.Millisecond),
 		// A stalled connection is noticed only when a read times out, and
 		// the produce context is not checked while a connection is being
 		// set up: without these a stall costs 20 s or more.
@@ -191,6 +191,31 @@ func TestPortsSetTheAdvertisedPort(t *testing.T) {
 	defer cancel()
 	if err := produce(ctx, cl, "x"); err != nil {
 		t.Fatalf("produce: %v", err)
+	}
+}
+
+func TestAddAndRemoveNode(t *testing.T) {
+	c := newCluster(t, kfake.NumBrokers(1))
+	id, port, err := c.AddNode(-1, 0)
+	if err != nil {
+		t.Fatalf("AddNode: %v", err)
+	}
+	proxies := c.Proxies()
+	if len(proxies) != 2 {
+		t.Fatalf("%d proxies after AddNode, want 2", len(proxies))
+	}
+	added := proxies[1]
+	if _, p, _ := net.SplitHostPort(added.Addr()); p != strconv.Itoa(port) {
+		t.Fatalf("AddNode reports port %d, the new proxy listens on %s", port, added.Addr())
+	}
+	if err := c.RemoveNode(id); err != nil {
+		t.Fatalf("RemoveNode(%d): %v", id, err)
+	}
+	// The removed broker's advertised port stops answering, as a real
+	// broker's would.
+	if conn, err := net.DialTimeout("tcp", added.Addr(), time.Second); err == nil {
+		_ = conn.Close()
+		t.Errorf("removed node's proxy %s still accepts", added.Addr())
 	}
 }
 
