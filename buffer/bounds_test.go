@@ -260,6 +260,9 @@ func TestStats(t *testing.T) {
 	if st.FileSize <= 0 {
 		t.Fatalf("file size = %d", st.FileSize)
 	}
+	if st.Commits != 2 || st.CommitErrors != 0 || st.CommitTime <= 0 {
+		t.Fatalf("commit stats = %d commits, %d errors, %s", st.Commits, st.CommitErrors, st.CommitTime)
+	}
 	for _, r := range Reasons {
 		if _, ok := qs.Dropped[r]; !ok {
 			t.Fatalf("reason %s missing from Dropped", r)

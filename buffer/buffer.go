@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -57,6 +60,9 @@ type Buffer struct {
 	kick   chan struct{}
 
 	drops dropLog
+
+	commits, commitErrors atomic.Uint64
+	commitNanos           atomic.Int64
 }
 
 // Open opens (creating if needed) the buffer file at path, takes its lock,
@@ -118,8 +124,8 @@ func (b *Buffer) load(salvageFrom string) (err error) {
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
 	}
-	if is32bit {
-		bo.MaxSize = maxFile32
+	if o := b.opts.MaxFileSize; o > 0 && o <= math.MaxInt {
+		bo.MaxSize = int(o)
 	}
 	db, err := openBolt(b.path, bo)
 	if err != nil {
@@ -284,11 +290,16 @@ func (b *Buffer) Path() string { return b.path }
 // many records. A nil value in meta deletes that key.
 //
 // Append never blocks on a full queue: MaxBytes and MaxAge drop data per
-// Options.DropPolicy and count it. On error nothing is committed (the
-// in-memory state is unchanged) and the caller may retry the same call; an
-// error wrapping ErrCorrupt means the file is damaged and retrying will not
-// help: Close and Open it again (Options.OnCorrupt then applies). records
-// are not retained after Append returns.
+// Options.DropPolicy and count it. On a full disk (or MaxFileSize) with
+// DropOldest it drops the oldest frames of every queue in a transaction of
+// their own and tries once more.
+//
+// On error none of records and meta is committed (frames dropped to make
+// room stay dropped) and the caller may retry the same call. An error
+// wrapping ErrFull means the disk is full; one wrapping ErrCorrupt means the
+// file is damaged and retrying will not help: Close and Open it again
+// (Options.OnCorrupt then applies). records are not retained after Append
+// returns.
 func (b *Buffer) Append(records [][]byte, meta map[string][]byte) error {
 	for i, r := range records {
 		if len(r) > maxRecordBytes {
@@ -305,7 +316,50 @@ func (b *Buffer) Append(records [][]byte, meta map[string][]byte) error {
 	if b.closed {
 		return fmt.Errorf("buffer %s: append: %w", b.path, ErrClosed)
 	}
-	return b.commitLocked(records, meta, true)
+	err := b.commitLocked(records, meta, true)
+	if errors.Is(err, ErrFull) && b.opts.DropPolicy == DropOldest && len(records) > 0 {
+		// Make room: drop twice the new data's size from the head of every
+		// queue (bbolt needs contiguous pages), then try once more.
+		need := 2 * rangeSize(records, 0, len(records))
+		if rerr := b.makeRoomLocked(need); rerr == nil {
+			err = b.commitLocked(records, meta, true)
+		}
+	}
+	return err
+}
+
+// makeRoomLocked drops at least need bytes of the oldest frames of every
+// queue, counted as ReasonDiskFull, in a transaction of its own.
+func (b *Buffer) makeRoomLocked(need int64) error {
+	plans := make([]queuePlan, len(b.order))
+	for i, q := range b.order {
+		plans[i] = q.planDropOldest(need, ReasonDiskFull)
+	}
+	err := b.update(func(tx *bolt.Tx) error {
+		for i := range plans {
+			if err := plans[i].write(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		for i := range plans {
+			plans[i].q.restore(&plans[i])
+		}
+		return fmt.Errorf("buffer %s: make room: %w", b.path, err)
+	}
+	for i := range plans {
+		plans[i].q.apply(&plans[i])
+	}
+	b.logDrops(false)
+	return nil
+}
+
+// isNoSpace reports whether err says the disk or the file size cap is full.
+func isNoSpace(err error) bool {
+	return errors.Is(err, berrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC) ||
+		errors.Is(err, syscall.EDQUOT) || strings.Contains(err.Error(), "no space left on device")
 }
 
 // Flush commits pending acknowledgements and deletions and applies the age
@@ -337,6 +391,7 @@ func (b *Buffer) commitLocked(records [][]byte, meta map[string][]byte, force bo
 		return nil
 	}
 	next := b.nextFrame + uint64(maxFrames)
+	start := time.Now()
 	err := b.update(func(tx *bolt.Tx) error {
 		for i := range plans {
 			if err := plans[i].write(tx); err != nil {
@@ -364,9 +419,15 @@ func (b *Buffer) commitLocked(records [][]byte, meta map[string][]byte, force bo
 	// bbolt has copied the values into its pages (or rolled back): the
 	// scratch buffer may be reused.
 	b.scratch = enc.buf[:0]
+	b.commitNanos.Add(int64(time.Since(start)))
+	b.commits.Add(1)
 	if err != nil {
+		b.commitErrors.Add(1)
 		for i := range plans {
 			plans[i].q.restore(&plans[i])
+		}
+		if isNoSpace(err) {
+			return fmt.Errorf("buffer %s: commit: %w: %w", b.path, ErrFull, err)
 		}
 		return fmt.Errorf("buffer %s: commit: %w", b.path, err)
 	}
@@ -485,13 +546,24 @@ type Stats struct {
 	// FreeBytes is the part of the file bbolt holds free for reuse
 	// (including pages freed by transactions still being read).
 	FreeBytes int64
+	// Commits counts write transactions since Open (Appends, flushes,
+	// Close), CommitErrors those that failed, and CommitTime is the time
+	// spent in them (fsync included): CommitTime/Commits is the mean
+	// commit latency.
+	Commits, CommitErrors uint64
+	CommitTime            time.Duration
 	// Queues holds each queue's statistics by name.
 	Queues map[string]QueueStats
 }
 
 // Stats returns the file size, free space and per-queue statistics.
 func (b *Buffer) Stats() Stats {
-	s := Stats{Queues: make(map[string]QueueStats, len(b.order))}
+	s := Stats{
+		Queues:       make(map[string]QueueStats, len(b.order)),
+		Commits:      b.commits.Load(),
+		CommitErrors: b.commitErrors.Load(),
+		CommitTime:   time.Duration(b.commitNanos.Load()),
+	}
 	if fi, err := os.Stat(b.path); err == nil {
 		s.FileSize = fi.Size()
 	}

@@ -470,11 +470,11 @@ func corruptFrame(t *testing.T, path, q string, frame uint64, mutate func(v []by
 	defer db.Close()
 	err = db.Update(func(tx *bolt.Tx) error {
 		bkt := tx.Bucket([]byte(queuePrefix + q))
-		v := bkt.Get(frameKey(frame))
+		v := getFrame(bkt, frame)
 		if v == nil {
 			t.Fatalf("frame %d not found", frame)
 		}
-		return bkt.Put(frameKey(frame), mutate(bytes.Clone(v)))
+		return putFrame(bkt, frame, mutate(bytes.Clone(v)))
 	})
 	if err != nil {
 		t.Fatal(err)

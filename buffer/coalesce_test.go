@@ -20,12 +20,22 @@ func TestSmallAppendsCoalesce(t *testing.T) {
 	if f := k.Stats().Frames; f != 1 {
 		t.Fatalf("%d frames for 20 one-record appends within 200ms, want 1", f)
 	}
-	got := readAll(t, k, 7)
-	for i, r := range got {
-		if r.Pos != (Pos{Frame: got[0].Pos.Frame, Index: uint32(i)}) || string(r.Data) != fmt.Sprintf("r%d", i) {
-			t.Fatalf("record %d = %v %q", i, r.Pos, r.Data)
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	checkTimes := func(got []Record) {
+		t.Helper()
+		for j, r := range got {
+			i := j + int(got[0].Pos.Index)
+			if r.Pos != (Pos{Frame: got[0].Pos.Frame, Index: uint32(i)}) || string(r.Data) != fmt.Sprintf("r%d", i) {
+				t.Fatalf("record %d = %v %q", i, r.Pos, r.Data)
+			}
+			if want := start.Add(time.Duration(i) * 10 * time.Millisecond); !r.Appended.Equal(want) {
+				t.Fatalf("record %d appended at %v, want its own Append's time %v", i, r.Appended, want)
+			}
 		}
 	}
+	got := readAll(t, k, 7)
+	checkTimes(got)
+	checkTimes(readAll(t, m, 3))
 
 	// Reading and acknowledging the tail while it grows loses nothing.
 	mustAck(t, k, positions(got)...)
@@ -56,6 +66,7 @@ func TestSmallAppendsCoalesce(t *testing.T) {
 
 	before := m.Stats()
 	b = reopen(t, b, o)
+	checkTimes(readAll(t, b.Queue("mqtt"), 100)[:15])
 	if after := b.Queue("mqtt").Stats(); after.Bytes != before.Bytes || after.Records != before.Records {
 		t.Fatalf("mqtt stats before reopen %+v, after %+v", before, after)
 	}

@@ -10,15 +10,26 @@
 //
 // # Layout
 //
-// Each Append writes one or more frames to every queue in a single bbolt
-// write transaction. A frame packs many records into one bbolt value under
-// an 8-byte big-endian key (the frame sequence, which only ever grows), with
-// a checksummed header (record count, append time) and a CRC32C over the
-// whole frame. A record's position is its frame and its index in the frame
-// (Pos). Acknowledged records are tracked in memory per frame; a frame is
-// deleted once all its records are acknowledged. Deletions and partial
-// acknowledgements are written with the next Append, by a background flush
-// (Options.FlushInterval), by Flush, or by Close.
+// Each Append writes the records to every queue in a single bbolt write
+// transaction, packed into frames of up to 64 KiB: a frame holds many
+// records with a checksummed header (record count, append time) and a
+// CRC32C over the whole frame. Frame numbers only ever grow (the next one
+// is persisted); a record's position is its frame and its index in the
+// frame (Pos), stable across Close and Open. Each frame is a nested bucket
+// of its queue's bucket so that bbolt writes it once and frees it at once
+// (see store.go). Small Appends (a few records) within a second of each
+// other are coalesced into the queue's tail frame while it is small and
+// unacknowledged, so that a slow trickle does not make a frame per commit.
+//
+// Acknowledgements are tracked in memory per frame; a frame is deleted once
+// all its records are acknowledged. Deletions and partial-frame
+// acknowledgement bitmaps are written with the next Append, by the
+// background flush (Options.FlushInterval), by Flush, or by Close. Open
+// rebuilds the in-memory state from the frame headers and the bitmaps
+// without reading the records.
+//
+// Memory: about 100 bytes per frame in the file, plus 8 bytes per 64
+// records of frames that are acknowledged in part.
 //
 // # What survives what
 //
@@ -31,11 +42,17 @@
 //   - A frame whose checksum does not match is skipped, counted
 //     (QueueStats.CorruptFrames and Dropped[ReasonCorrupt]) and logged; it
 //     never causes a panic. A file bbolt cannot open is moved aside to
-//     <path>.corrupt-<time> and a fresh buffer is started (OnCorrupt
+//     <path>.corrupt-<time> and a fresh buffer is started into which every
+//     intact frame, bitmap and metadata entry is copied (OnCorrupt
 //     Quarantine, the default), or Open fails (Fail).
-//   - A full disk makes Append fail with the error from bbolt; nothing is
-//     committed and the caller may retry. Bounds (MaxBytes, MaxAge) drop
-//     data instead of blocking, and count what they drop by reason.
+//   - Bounds (MaxBytes, MaxAge) drop data instead of blocking, and count
+//     what they drop by reason (QueueStats.Dropped), logging totals at most
+//     once a minute. A full disk (or Options.MaxFileSize) makes DropOldest
+//     drop the oldest frames and retry; if that fails, or with DropNewest,
+//     Append returns an error wrapping ErrFull, commits nothing, and the
+//     caller may retry later.
+//   - A bbolt panic or memory fault on a damaged file is recovered and
+//     returned as an error wrapping ErrCorrupt.
 //
 // # Caveats
 //

@@ -11,4 +11,8 @@ var (
 	// ErrCorrupt is wrapped by Open's error when the file is damaged and
 	// Options.OnCorrupt is Fail.
 	ErrCorrupt = errors.New("buffer file corrupt")
+	// ErrFull is wrapped by Append's error when the disk, or
+	// Options.MaxFileSize, leaves no room even after DropOldest dropped
+	// old frames (or at once with DropNewest). Nothing was committed.
+	ErrFull = errors.New("buffer file full")
 )

@@ -8,12 +8,14 @@ import (
 	"os"
 	"slices"
 	"testing"
+	"time"
 )
 
 // modelRec is one record the model expects in a queue.
 type modelRec struct {
-	pos  Pos
-	data string
+	pos      Pos
+	data     string
+	appended time.Time
 }
 
 // model is the in-memory reference the buffer is checked against.
@@ -33,8 +35,8 @@ type model struct {
 // must hold exactly the committed state.
 func TestModel(t *testing.T) {
 	seeds := 600
-	if testing.Short() {
-		seeds = 100
+	if testing.Short() || raceEnabled {
+		seeds = 120
 	}
 	configs := []struct{ frameBytes, coalesce int }{
 		{maxFrameBytes, coalesceMaxPayload},
@@ -51,7 +53,7 @@ func TestModel(t *testing.T) {
 			// costs an fsync.
 			path := t.TempDir() + "/model.db"
 			for seed := 0; seed < seeds/len(configs); seed++ {
-				runModel(t, path, uint64(seed), 60)
+				runModel(t, path, uint64(seed), 40)
 			}
 		})
 	}
@@ -64,6 +66,8 @@ func runModel(t *testing.T, path string, seed uint64, ops int) {
 	rng := rand.New(rand.NewPCG(seed, 42))
 	names := []string{"kafka", "mqtt"}
 	o := testOptions(names...)
+	clock := &fakeClock{t: time.Unix(int64(seed)*1000, 0)}
+	o.Now = clock.Now
 	b, err := Open(path, o)
 	if err != nil {
 		t.Fatal(err)
@@ -84,6 +88,7 @@ func runModel(t *testing.T, path string, seed uint64, ops int) {
 		}
 	}
 	for op := 0; op < ops; op++ {
+		clock.Add(time.Duration(rng.IntN(400)) * time.Millisecond)
 		name := names[rng.IntN(len(names))]
 		q := b.Queue(name)
 		switch r := rng.IntN(100); {
@@ -134,7 +139,10 @@ func runModel(t *testing.T, path string, seed uint64, ops int) {
 					if string(rec.Data) != string(recs[i]) {
 						fail("op %d: %s: new record %d = %.20q, want %.20q", op, qn, i, rec.Data, recs[i])
 					}
-					m.queues[qn] = append(m.queues[qn], modelRec{rec.Pos, string(rec.Data)})
+					if !rec.Appended.Equal(clock.Now()) {
+						fail("op %d: %s: new record %d appended at %v, want %v", op, qn, i, rec.Appended, clock.Now())
+					}
+					m.queues[qn] = append(m.queues[qn], modelRec{rec.Pos, string(rec.Data), rec.Appended})
 				}
 				if n > 0 {
 					m.last[qn] = got[n-1].Pos
@@ -187,7 +195,7 @@ func runModel(t *testing.T, path string, seed uint64, ops int) {
 				fail("op %d: Flush: %v", op, err)
 			}
 			committed()
-		case r < 93: // close and reopen
+		case r < 96: // close and reopen
 			if err := b.Close(); err != nil {
 				fail("op %d: Close: %v", op, err)
 			}
@@ -238,7 +246,6 @@ func crashCheck(t *testing.T, seed uint64, op int, b *Buffer, m *model, names []
 	if err := os.WriteFile(crashed, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	defer os.Remove(crashed)
 	o := testOptions(names...)
 	o.OnCorrupt = Fail
 	c, err := Open(crashed, o)
@@ -272,8 +279,9 @@ func checkRecs(t *testing.T, what string, got []Record, want []modelRec) {
 		t.Fatalf("%s: %d records, want %d", what, len(got), len(want))
 	}
 	for i := range got {
-		if got[i].Pos != want[i].pos || string(got[i].Data) != want[i].data {
-			t.Fatalf("%s: record %d = %v %.20q, want %v %.20q", what, i, got[i].Pos, got[i].Data, want[i].pos, want[i].data)
+		if got[i].Pos != want[i].pos || string(got[i].Data) != want[i].data || !got[i].Appended.Equal(want[i].appended) {
+			t.Fatalf("%s: record %d = %v %.20q at %v, want %v %.20q at %v", what, i,
+				got[i].Pos, got[i].Data, got[i].Appended, want[i].pos, want[i].data, want[i].appended)
 		}
 	}
 }

@@ -87,8 +87,10 @@ type Options struct {
 	// wraps ErrLocked.
 	LockTimeout time.Duration
 	// MaxBytes bounds each queue's frames (records plus a few bytes of
-	// framing each). 0 means unbounded, which CheckBounds rejects on 32-bit
-	// platforms.
+	// framing each). The file holds somewhat more: bbolt rounds each frame
+	// up to whole 4 KiB pages (full frames fill theirs exactly) and keeps
+	// freed pages for reuse. 0 means unbounded (CheckBounds rejects it on
+	// 32-bit platforms).
 	MaxBytes int64
 	// MaxAge drops frames appended longer ago than this. 0 means unbounded.
 	MaxAge time.Duration
@@ -106,6 +108,13 @@ type Options struct {
 	NoSync bool
 	// Now is the clock for append times and ages. Default time.Now.
 	Now func() time.Time
+	// MaxFileSize caps the size of the file; an Append that would grow it
+	// further is handled as on a full disk: DropOldest drops the oldest
+	// frames of every queue to make room and retries once, DropNewest
+	// returns an error wrapping ErrFull. 0 means no cap (1 GiB on 32-bit
+	// platforms). The file is grown in steps (doubling up to 16 MiB, then
+	// 16 MiB at a time), so it may stop short of the cap.
+	MaxFileSize int64
 	// FlushInterval is how often acknowledgements, deletions and age drops
 	// are committed when no Append does it first. Default 1s. A negative
 	// value disables the background flush (then only Append, Flush and
@@ -137,8 +146,9 @@ const is32bit = math.MaxInt == math.MaxInt32
 // CheckBounds reports whether maxBytes per queue over the given number of
 // queues fits this platform: on 32-bit platforms maxBytes must be set and
 // maxBytes*queues must not exceed MaxBytesLimit32; on 64-bit platforms any
-// non-negative value is accepted. Configuration validation can call it;
-// Open calls it too.
+// non-negative value is accepted. Configuration validation calls it. Open
+// does not: on 32-bit platforms it caps the file at 1 GiB instead (see
+// Options.MaxFileSize), so a larger bound ends in drops for disk_full.
 func CheckBounds(maxBytes int64, queues int) error {
 	return checkBounds(maxBytes, queues, is32bit)
 }
@@ -177,8 +187,14 @@ func (o Options) withDefaults() (Options, error) {
 		}
 		seen[q] = true
 	}
-	if err := CheckBounds(o.MaxBytes, len(o.Queues)); err != nil {
-		return o, err
+	if o.MaxBytes < 0 {
+		return o, fmt.Errorf("max bytes %d is negative", o.MaxBytes)
+	}
+	if o.MaxFileSize < 0 {
+		return o, fmt.Errorf("max file size %d is negative", o.MaxFileSize)
+	}
+	if is32bit && (o.MaxFileSize == 0 || o.MaxFileSize > maxFile32) {
+		o.MaxFileSize = maxFile32
 	}
 	if o.MaxAge < 0 {
 		return o, fmt.Errorf("max age %s is negative", o.MaxAge)

@@ -1,9 +1,7 @@
 package buffer
 
 import (
-	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"log/slog"
 	"time"
 
@@ -18,7 +16,7 @@ type queuePlan struct {
 	// appended is the append time of frames.
 	appended int64
 	// lost counts new records refused by MaxBytes.
-	lost  uint64
+	lost uint64
 	// grow is the queue's tail frame when the new records are appended to
 	// it instead of starting a frame (see coalesceMaxPayload); growRecs are
 	// those records and growSize the frame's new size once written.
@@ -26,8 +24,8 @@ type queuePlan struct {
 	growRecs [][]byte
 	growSize int64
 	drops    []planDrop
-	del   []uint64
-	dirty []dirtyBits
+	del      []uint64
+	dirty    []dirtyBits
 }
 
 type newFrame struct {
@@ -159,26 +157,23 @@ func (q *Queue) canGrowLocked(dropFrom int, records [][]byte, now time.Time) boo
 	return true
 }
 
-// growFrame returns frame old with records appended to it.
-func growFrame(old []byte, records [][]byte) ([]byte, error) {
-	h, err := parseHeader(old)
-	if err != nil {
-		return nil, err
+// planDropOldest plans dropping the oldest live frames of q until at least
+// need bytes (or everything) are dropped, for the given reason.
+func (q *Queue) planDropOldest(need int64, reason DropReason) queuePlan {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	p := queuePlan{q: q}
+	for _, fi := range q.frames {
+		if need <= 0 {
+			break
+		}
+		if fi.dead || fi.growing {
+			continue
+		}
+		p.drops = append(p.drops, planDrop{fi, reason})
+		need -= fi.size
 	}
-	body := old[:len(old)-frameTrailerLen]
-	n := len(body) + frameTrailerLen
-	for _, r := range records {
-		n += recordLen(len(r))
-	}
-	v := make([]byte, 0, n)
-	v = append(v, body...)
-	for _, r := range records {
-		v = binary.AppendUvarint(v, uint64(len(r)))
-		v = append(v, r...)
-	}
-	binary.BigEndian.PutUint32(v[1:5], h.count+uint32(len(records)))
-	binary.BigEndian.PutUint32(v[13:17], crc32.Checksum(v[:13], castagnoli))
-	return binary.BigEndian.AppendUint32(v, crc32.Checksum(v, castagnoli)), nil
+	return p
 }
 
 // write performs the plan inside the write transaction.
@@ -189,21 +184,21 @@ func (p *queuePlan) write(tx *bolt.Tx) error {
 		return fmt.Errorf("queue %q: bucket missing", q.name)
 	}
 	if fi := p.grow; fi != nil {
-		old := bkt.Get(frameKey(fi.id))
+		old := getFrame(bkt, fi.id)
 		if old == nil {
 			return fmt.Errorf("queue %q: tail frame %d missing", q.name, fi.id)
 		}
-		v, err := growFrame(old, p.growRecs)
+		v, err := growFrame(old, p.growRecs, p.appended)
 		if err != nil {
 			return fmt.Errorf("queue %q: tail frame %d: %w", q.name, fi.id, err)
 		}
-		if err := bkt.Put(frameKey(fi.id), v); err != nil {
+		if err := putFrame(bkt, fi.id, v); err != nil {
 			return fmt.Errorf("queue %q: put frame %d: %w", q.name, fi.id, err)
 		}
 		p.growSize = int64(len(v) + keyLen)
 	}
 	for _, f := range p.frames {
-		if err := bkt.Put(frameKey(f.id), f.val); err != nil {
+		if err := putFrame(bkt, f.id, f.val); err != nil {
 			return fmt.Errorf("queue %q: put frame %d: %w", q.name, f.id, err)
 		}
 	}
@@ -213,11 +208,10 @@ func (p *queuePlan) write(tx *bolt.Tx) error {
 		}
 	}
 	del := func(id uint64) error {
-		k := frameKey(id)
-		if err := bkt.Delete(k); err != nil {
+		if err := deleteFrame(bkt, id); err != nil {
 			return fmt.Errorf("queue %q: delete frame %d: %w", q.name, id, err)
 		}
-		if err := ab.Delete(k); err != nil {
+		if err := ab.Delete(frameKey(id)); err != nil {
 			return fmt.Errorf("queue %q: delete acks of frame %d: %w", q.name, id, err)
 		}
 		return nil
@@ -293,7 +287,7 @@ func (q *Queue) apply(p *queuePlan) bool {
 // dropLog rate-limits the drop messages.
 type dropLog struct {
 	last   time.Time
-	logged map[string][3]uint64
+	logged map[string][numReasons]uint64
 }
 
 // logDrops logs, per queue, the records dropped since the last message and
@@ -306,7 +300,7 @@ func (b *Buffer) logDrops(final bool) {
 		return
 	}
 	if d.logged == nil {
-		d.logged = make(map[string][3]uint64)
+		d.logged = make(map[string][numReasons]uint64)
 	}
 	logged := false
 	for _, q := range b.order {

@@ -48,13 +48,21 @@ type DropReason string
 
 // Drop reasons, as used in QueueStats.Dropped and the log.
 const (
+	// ReasonMaxBytes: Options.MaxBytes was reached.
 	ReasonMaxBytes DropReason = "max_bytes"
-	ReasonMaxAge   DropReason = "max_age"
-	ReasonCorrupt  DropReason = "corrupt"
+	// ReasonMaxAge: older than Options.MaxAge.
+	ReasonMaxAge DropReason = "max_age"
+	// ReasonDiskFull: the disk (or Options.MaxFileSize) was full and
+	// DropOldest made room for a new Append.
+	ReasonDiskFull DropReason = "disk_full"
+	// ReasonCorrupt: the record's frame failed its checksum.
+	ReasonCorrupt DropReason = "corrupt"
 )
 
 // Reasons lists every DropReason, for exporting metrics with zero values.
-var Reasons = []DropReason{ReasonMaxBytes, ReasonMaxAge, ReasonCorrupt}
+var Reasons = []DropReason{ReasonMaxBytes, ReasonMaxAge, ReasonDiskFull, ReasonCorrupt}
+
+const numReasons = 4
 
 func reasonIndex(r DropReason) int {
 	switch r {
@@ -62,8 +70,10 @@ func reasonIndex(r DropReason) int {
 		return 0
 	case ReasonMaxAge:
 		return 1
+	case ReasonDiskFull:
+		return 2
 	}
-	return 2
+	return 3
 }
 
 // QueueStats describes one queue.
@@ -103,7 +113,7 @@ type Queue struct {
 	deadN      int
 	records    int64
 	bytes      int64
-	dropped    [3]uint64
+	dropped    [numReasons]uint64
 	corrupt    uint64
 	pendingDel []uint64
 	delBytes   int64
@@ -210,16 +220,16 @@ func (q *Queue) deleteLocked(fi *frameInfo) {
 	}
 }
 
-// Read returns up to max unacknowledged records that come after `after` in
+// Read returns up to n unacknowledged records that come after `after` in
 // queue order; Start() reads from the head. It does not block: with nothing
 // to read it returns no records and no error. Frames that fail their
 // checksum are skipped, counted and logged. Read holds a bbolt read
-// transaction only while it copies at most max records.
-func (q *Queue) Read(after Pos, max int) (recs []Record, err error) {
+// transaction only while it copies at most n records.
+func (q *Queue) Read(after Pos, n int) (recs []Record, err error) {
 	if q.b.isClosed.Load() {
 		return nil, fmt.Errorf("buffer %s: queue %q: read: %w", q.b.path, q.name, ErrClosed)
 	}
-	if max <= 0 {
+	if n <= 0 {
 		return nil, nil
 	}
 	q.mu.Lock()
@@ -234,7 +244,7 @@ func (q *Queue) Read(after Pos, max int) (recs []Record, err error) {
 	if i == len(q.frames) {
 		return nil, nil
 	}
-	recs = make([]Record, 0, min(int64(max), q.records))
+	recs = make([]Record, 0, max(0, min(int64(n), q.records)))
 	var bad []*frameInfo
 	var badErr []error
 	err = q.b.db.View(func(tx *bolt.Tx) error {
@@ -242,7 +252,7 @@ func (q *Queue) Read(after Pos, max int) (recs []Record, err error) {
 		if bkt == nil {
 			return fmt.Errorf("bucket %s missing", q.bucket)
 		}
-		for ; i < len(q.frames) && len(recs) < max; i++ {
+		for ; i < len(q.frames) && len(recs) < n; i++ {
 			fi := q.frames[i]
 			if fi.dead {
 				continue
@@ -257,15 +267,15 @@ func (q *Queue) Read(after Pos, max int) (recs []Record, err error) {
 			if fi.count-fi.acked == 0 {
 				continue
 			}
-			v := bkt.Get(frameKey(fi.id))
-			if !fi.verified {
+			v := getFrame(bkt, fi.id)
+			if !fi.verified || v == nil {
 				if err := q.verify(fi, v); err != nil {
 					bad, badErr = append(bad, fi), append(badErr, err)
 					continue
 				}
 				fi.verified = true
 			}
-			recs = q.decodeLocked(fi, v, from, max-len(recs), recs)
+			recs = q.decodeLocked(fi, v, from, n-len(recs), recs)
 		}
 		return nil
 	})
@@ -333,10 +343,15 @@ func (q *Queue) decodeLocked(fi *frameInfo, v []byte, from uint32, want int, rec
 	}
 	buf := make([]byte, endOff-regionStart)
 	copy(buf, v[regionStart:endOff])
-	appended := time.Unix(0, fi.appended)
+	_, table, _ := splitFrame(v)
+	segs := segments{table: table, cur: fi.appended}
+	appendedNs, appended := fi.appended, time.Unix(0, fi.appended)
 	for off = regionStart; idx < endIdx; idx++ {
 		s, e := nextRecord(v, off)
 		off = e
+		if t := segs.at(idx); t != appendedNs {
+			appendedNs, appended = t, time.Unix(0, t)
+		}
 		if fi.isAcked(idx) {
 			continue
 		}
@@ -420,7 +435,7 @@ func (q *Queue) Stats() QueueStats {
 	return s
 }
 
-func (q *Queue) droppedTotals() [3]uint64 {
+func (q *Queue) droppedTotals() [numReasons]uint64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.dropped
@@ -443,9 +458,15 @@ func (q *Queue) scan(tx *bolt.Tx) (uint64, error) {
 		}
 		id := binary.BigEndian.Uint64(k)
 		last = max(last, id)
-		h, err := parseHeader(v)
-		if v == nil {
-			err = errors.New("nested bucket where a frame belongs")
+		var err error
+		if v != nil {
+			err = errors.New("a plain value where a frame bucket belongs")
+		} else if v = getFrame(bkt, id); v == nil {
+			err = errors.New("frame bucket without frame data")
+		}
+		var h frameHeader
+		if err == nil {
+			h, err = parseHeader(v)
 		}
 		if err != nil {
 			q.corrupt++

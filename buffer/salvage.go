@@ -58,7 +58,9 @@ func (b *Buffer) salvageFrom(src string) (st salvageStats, err error) {
 				b.nextFrame = max(b.nextFrame, binary.BigEndian.Uint64(v))
 			}
 		}
-		copyBucket := func(name []byte, keep func(k, v []byte) bool) (copied int) {
+		// copyBucket copies the entries of bucket name that keep accepts;
+		// with frames set, the frames of queue bucket name.
+		copyBucket := func(name []byte, frames bool, keep func(k, v []byte) bool) (copied int) {
 			defer func() {
 				if r := recover(); r != nil {
 					st.lostBuckets = append(st.lostBuckets, fmt.Sprintf("%s (%v)", name, r))
@@ -70,19 +72,25 @@ func (b *Buffer) salvageFrom(src string) (st salvageStats, err error) {
 			}
 			c := bkt.Cursor()
 			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if frames {
+					if v != nil || len(k) != keyLen {
+						continue
+					}
+					v = getFrame(bkt, binary.BigEndian.Uint64(k))
+				}
 				if v == nil || !keep(k, v) {
 					continue
 				}
-				if err := w.put(name, k, v); err != nil {
+				if err := w.put(name, frames, k, v); err != nil {
 					panic(fmt.Sprintf("write: %v", err)) // recovered above; the bucket counts as damaged
 				}
 				copied++
 			}
 			return copied
 		}
-		st.meta = copyBucket(metaBucket, func(k, v []byte) bool { return true })
+		st.meta = copyBucket(metaBucket, false, func(k, v []byte) bool { return true })
 		for _, q := range b.order {
-			st.frames += copyBucket(q.bucket, func(k, v []byte) bool {
+			st.frames += copyBucket(q.bucket, true, func(k, v []byte) bool {
 				h, err := parseHeader(v)
 				if len(k) != keyLen || err != nil || verifyFrame(v, h) != nil {
 					st.lostFrames++
@@ -91,7 +99,7 @@ func (b *Buffer) salvageFrom(src string) (st salvageStats, err error) {
 				st.records += int(h.count)
 				return true
 			})
-			copyBucket(q.ackBucket, func(k, v []byte) bool { return len(k) == keyLen })
+			copyBucket(q.ackBucket, false, func(k, v []byte) bool { return len(k) == keyLen })
 		}
 		return nil
 	})
@@ -108,7 +116,7 @@ type salvageWriter struct {
 	size int
 }
 
-func (w *salvageWriter) put(bucket, k, v []byte) error {
+func (w *salvageWriter) put(bucket []byte, frame bool, k, v []byte) error {
 	if w.tx != nil && w.size >= salvageTxBytes {
 		if err := w.commit(); err != nil {
 			return err
@@ -125,6 +133,9 @@ func (w *salvageWriter) put(bucket, k, v []byte) error {
 	// not inside the destination's commit.
 	k, v = bytes.Clone(k), bytes.Clone(v)
 	w.size += len(k) + len(v)
+	if frame {
+		return putFrame(w.tx.Bucket(bucket), binary.BigEndian.Uint64(k), v)
+	}
 	return w.tx.Bucket(bucket).Put(k, v)
 }
 

@@ -19,7 +19,10 @@ import (
 )
 
 // cluster is a Kafka cluster a test started for itself with
-// scripts/kafka.sh, on its own ports.
+// scripts/kafka.sh, on its own ports. Tests pick ports below 32768, the
+// start of Linux's ephemeral range, so that no client connection of
+// anything else on the machine can hold them; kafka.sh also uses P+1000
+// (controller) and P+2000 (internal listener).
 type cluster struct {
 	dir string
 	env map[string]string // the KAFKA_* lines kafka.sh printed

@@ -31,17 +31,17 @@ func TestOutageLosesNothing(t *testing.T) {
 		up   func(t *testing.T, c *cluster, p *faultproxy.Proxy)
 	}{
 		{
-			name: "link cut", port: 30092,
+			name: "link cut", port: 22092,
 			down: func(_ *testing.T, _ *cluster, p *faultproxy.Proxy) { p.Cut() },
 			up:   func(_ *testing.T, _ *cluster, p *faultproxy.Proxy) { p.Restore() },
 		},
 		{
-			name: "link stalled", port: 33092,
+			name: "link stalled", port: 22192,
 			down: func(_ *testing.T, _ *cluster, p *faultproxy.Proxy) { p.Stall() },
 			up:   func(_ *testing.T, _ *cluster, p *faultproxy.Proxy) { p.Restore() },
 		},
 		{
-			name: "broker restarted", port: 36092,
+			name: "broker restarted", port: 22292,
 			down: func(t *testing.T, c *cluster, _ *faultproxy.Proxy) { c.script(t, "stop-node", "1", "--dir", c.dir) },
 			up:   func(t *testing.T, c *cluster, _ *faultproxy.Proxy) { c.script(t, "start-node", "1", "--dir", c.dir) },
 		},
@@ -82,7 +82,7 @@ func TestOutageLosesNothing(t *testing.T) {
 // at random moments and restarts it on the same buffer: sequence numbers
 // continue across the crashes, so any gap would be a loss.
 func TestCrashesLoseNothing(t *testing.T) {
-	c := startCluster(t, "--port", "39092")
+	c := startCluster(t, "--port", "22392")
 	topic := fmt.Sprintf("e2e-crash-%d", time.Now().UnixNano())
 	dir := t.TempDir()
 	cfg := rateConfig(t, dir, c.brokers(), topic, "")
@@ -108,7 +108,7 @@ func TestCrashesLoseNothing(t *testing.T) {
 // stopped cleanly and restarted, then another is killed and restarted:
 // partition leaders move twice.
 func TestLeaderChangesLoseNothing(t *testing.T) {
-	c := startCluster(t, "--brokers", "3", "--port", "42092")
+	c := startCluster(t, "--brokers", "3", "--port", "25092")
 	topic := fmt.Sprintf("e2e-leaders-%d", time.Now().UnixNano())
 	c.script(t, "topics", "--dir", c.dir, "--create", "--topic", topic, "--partitions", "3", "--replication-factor", "3")
 	dir := t.TempDir()
@@ -131,7 +131,7 @@ func TestLeaderChangesLoseNothing(t *testing.T) {
 // to a broker that accepts nothing else, and checks that a wrong password
 // is refused with an error that says so, in the log and in /ready.
 func TestTLSAndSCRAM(t *testing.T) {
-	c := startCluster(t, "--port", "45092", "--security", "tls-scram")
+	c := startCluster(t, "--port", "27192", "--security", "tls-scram")
 	for _, k := range []string{"KAFKA_CA_FILE", "KAFKA_SCRAM_USER", "KAFKA_SCRAM_PASSWORD", "KAFKA_INTERNAL_BROKERS"} {
 		if c.env[k] == "" {
 			t.Fatalf("kafka.sh printed no %s", k)
