@@ -2,9 +2,9 @@ package agent
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
-	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +14,7 @@ import (
 	"github.com/iot-producer/iot-producer/buffer"
 	"github.com/iot-producer/iot-producer/drivers"
 	"github.com/iot-producer/iot-producer/drivers/modbus"
+	"github.com/iot-producer/iot-producer/record"
 	"github.com/iot-producer/iot-producer/simulator"
 	"github.com/iot-producer/iot-producer/telemetry"
 	"github.com/iot-producer/iot-producer/uplink"
@@ -135,17 +136,48 @@ func (a *Agent) openBuffer(queues []string) (*buffer.Buffer, error) {
 		return nil, fmt.Errorf("buffer: state directory: %w", err)
 	}
 	buf, err := buffer.Open(b.Path, buffer.Options{
-		Queues:     queues,
-		MaxBytes:   int64(b.MaxBytes),
-		MaxAge:     b.MaxAge.Std(),
-		DropPolicy: drop,
-		OnCorrupt:  onCorrupt,
-		Logger:     a.log.With("component", "buffer"),
+		Queues:           queues,
+		DeadLetterQueues: deadLetterQueues(queues),
+		MaxBytes:         int64(b.MaxBytes),
+		MaxAge:           b.MaxAge.Std(),
+		DropPolicy:       drop,
+		OnCorrupt:        onCorrupt,
+		Logger:           a.log.With("component", "buffer"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("buffer: %w", err)
 	}
 	return buf, nil
+}
+
+// deadLetterQueue names the queue holding what a sink's broker refused for
+// good.
+func deadLetterQueue(sink string) string { return sink + ".dead" }
+
+func deadLetterQueues(sinks []string) []string {
+	out := make([]string, len(sinks))
+	for i, s := range sinks {
+		out[i] = deadLetterQueue(s)
+	}
+	return out
+}
+
+// deadLetters keeps a sink's refused records in its dead-letter queue,
+// with the reason and the time (`iot-producer buffer export --queue
+// kafka.dead` shows them).
+type deadLetters struct {
+	buf   *buffer.Buffer
+	queue string
+}
+
+// Put implements uplink.DeadLetters.
+func (d deadLetters) Put(records [][]byte, reason string) error {
+	now := time.Now()
+	wrapped := make([][]byte, len(records))
+	for i, r := range records {
+		wrapped[i] = record.AppendDeadLetter(nil, reason, now, r)
+	}
+	return d.buf.AppendTo(d.queue, wrapped)
 }
 
 func (a *Agent) newIngest() (*ingest.Ingest, error) {
@@ -184,6 +216,7 @@ func (a *Agent) newLoop(s *sinkRunner) *uplink.Loop {
 		FlushInterval: p.FlushInterval.Std(),
 		Workers:       p.WorkerCount,
 		LiveWindow:    p.LiveWindow.Std(),
+		DeadLetters:   deadLetters{buf: a.buf, queue: deadLetterQueue(name)},
 		Logger:        a.log,
 		Metrics: uplink.Metrics{
 			Sent: func(_ uplink.Lane, n int, d time.Duration, readTimes []time.Time) {

@@ -191,6 +191,12 @@ func (b *Buffer) init() (err error) {
 		b.queues[name] = q
 		b.order = append(b.order, q)
 	}
+	for _, name := range b.opts.DeadLetterQueues {
+		q := newQueue(b, name)
+		q.deadLetters = true
+		b.queues[name] = q
+		b.order = append(b.order, q)
+	}
 	err = b.db.Update(func(tx *bolt.Tx) error {
 		sys, err := tx.CreateBucketIfNotExists(sysBucket)
 		if err != nil {
@@ -270,7 +276,7 @@ func (b *Buffer) Close() error {
 	if b.closed {
 		return nil
 	}
-	ferr := b.commitLocked(nil, nil, false)
+	ferr := b.commitLocked(nil, nil, nil, false)
 	b.closed = true
 	b.isClosed.Store(true)
 	b.logDrops(true)
@@ -316,13 +322,13 @@ func (b *Buffer) Append(records [][]byte, meta map[string][]byte) error {
 	if b.closed {
 		return fmt.Errorf("buffer %s: append: %w", b.path, ErrClosed)
 	}
-	err := b.commitLocked(records, meta, true)
+	err := b.commitLocked(records, meta, nil, true)
 	if errors.Is(err, ErrFull) && b.opts.DropPolicy == DropOldest && len(records) > 0 {
 		// Make room: drop twice the new data's size from the head of every
 		// queue (bbolt needs contiguous pages), then try once more.
 		need := 2 * rangeSize(records, 0, len(records))
 		if rerr := b.makeRoomLocked(need); rerr == nil {
-			err = b.commitLocked(records, meta, true)
+			err = b.commitLocked(records, meta, nil, true)
 		}
 	}
 	return err
@@ -362,6 +368,27 @@ func isNoSpace(err error) bool {
 		errors.Is(err, syscall.EDQUOT) || strings.Contains(err.Error(), "no space left on device")
 }
 
+// AppendTo commits records to the named queue only, in one transaction
+// with any pending work. The uplink uses it for dead letters (queue
+// "<sink>.dead"), which no sink reads. The other rules of Append apply.
+func (b *Buffer) AppendTo(queue string, records [][]byte) error {
+	q := b.Queue(queue)
+	if q == nil {
+		return fmt.Errorf("buffer %s: append to %q: no such queue", b.path, queue)
+	}
+	for i, r := range records {
+		if len(r) > maxRecordBytes {
+			return fmt.Errorf("buffer %s: append to %s: record %d is %d bytes, more than %d", b.path, queue, i, len(r), maxRecordBytes)
+		}
+	}
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	if b.closed {
+		return fmt.Errorf("buffer %s: append to %s: %w", b.path, queue, ErrClosed)
+	}
+	return b.commitLocked(records, nil, q, true)
+}
+
 // Flush commits pending acknowledgements and deletions and applies the age
 // bound now, instead of waiting for the next Append or background flush.
 func (b *Buffer) Flush() error {
@@ -370,20 +397,25 @@ func (b *Buffer) Flush() error {
 	if b.closed {
 		return fmt.Errorf("buffer %s: flush: %w", b.path, ErrClosed)
 	}
-	return b.commitLocked(nil, nil, false)
+	return b.commitLocked(nil, nil, nil, false)
 }
 
 // commitLocked runs one write transaction: new frames from records, meta,
 // and each queue's pending work. With force false it skips the transaction
 // when there is nothing to write. The caller holds b.wmu.
-func (b *Buffer) commitLocked(records [][]byte, meta map[string][]byte, force bool) error {
+func (b *Buffer) commitLocked(records [][]byte, meta map[string][]byte, only *Queue, force bool) error {
 	now := b.opts.Now()
 	enc := encoder{records: records, appended: now.UnixNano(), buf: b.scratch[:0]}
+	none := encoder{appended: now.UnixNano()}
 	plans := make([]queuePlan, len(b.order))
 	work := force || len(meta) > 0
 	maxFrames := 0
 	for i, q := range b.order {
-		plans[i] = q.plan(&enc, now, b.nextFrame)
+		if (only != nil && q != only) || (only == nil && q.deadLetters) {
+			plans[i] = q.plan(&none, now, b.nextFrame)
+		} else {
+			plans[i] = q.plan(&enc, now, b.nextFrame)
+		}
 		work = work || !plans[i].empty()
 		maxFrames = max(maxFrames, len(plans[i].frames))
 	}
@@ -443,6 +475,9 @@ func (b *Buffer) commitLocked(records [][]byte, meta map[string][]byte, force bo
 	}
 	if len(records) > 0 {
 		for _, q := range b.order {
+			if (only != nil && q != only) || (only == nil && q.deadLetters) {
+				continue
+			}
 			select {
 			case q.notify <- struct{}{}:
 			default:
@@ -486,7 +521,7 @@ func (b *Buffer) run(ctx context.Context) {
 		b.wmu.Lock()
 		var err error
 		if !b.closed {
-			err = b.commitLocked(nil, nil, false)
+			err = b.commitLocked(nil, nil, nil, false)
 			b.logDrops(false)
 		}
 		b.wmu.Unlock()
@@ -529,7 +564,8 @@ func (b *Buffer) Meta(fn func(key, value []byte) error) error {
 	return nil
 }
 
-// Queue returns the named queue, or nil if it was not in Options.Queues.
+// Queue returns the named queue, or nil if it was not in Options.Queues
+// or Options.DeadLetterQueues.
 func (b *Buffer) Queue(name string) *Queue {
 	return b.queues[name]
 }

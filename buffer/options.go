@@ -82,6 +82,11 @@ type Options struct {
 	// "mqtt"); missing ones are created on Open. Every Append goes to all of
 	// them. Queues present in the file but not listed are left untouched.
 	Queues []string
+	// DeadLetterQueues names more queues that Append does not write to:
+	// only AppendTo fills them (the uplink keeps records a broker refused
+	// for good there, one per sink, e.g. "kafka.dead"). They are bounded
+	// like the others.
+	DeadLetterQueues []string
 	// LockTimeout bounds the wait for the exclusive file lock. Default 5s.
 	// The error then names the path, says another process holds it, and
 	// wraps ErrLocked.
@@ -178,7 +183,7 @@ func (o Options) withDefaults() (Options, error) {
 		return o, errors.New("no queues")
 	}
 	seen := make(map[string]bool, len(o.Queues))
-	for _, q := range o.Queues {
+	for _, q := range append(o.Queues[:len(o.Queues):len(o.Queues)], o.DeadLetterQueues...) {
 		if q == "" {
 			return o, errors.New("empty queue name")
 		}

@@ -105,6 +105,8 @@ type Queue struct {
 	bucket    []byte
 	ackBucket []byte
 	notify    chan struct{}
+	// deadLetters: only AppendTo writes to this queue.
+	deadLetters bool
 
 	mu sync.Mutex
 	// frames is sorted by id; it may hold dead entries (deadN of them),

@@ -252,3 +252,27 @@ func fieldsEqual(a, b Fields) bool {
 		a.Type == b.Type && a.Int == b.Int && a.Uint == b.Uint && a.Bool == b.Bool &&
 		a.String == b.String && a.Quality == b.Quality
 }
+
+func TestDeadLetterRoundTrip(t *testing.T) {
+	env := AppendEnvelope(nil, "press-01", t0, []byte(`{"x":1}`))
+	at := t0.Add(time.Hour)
+	b := AppendDeadLetter(nil, "MESSAGE_TOO_LARGE", at, env)
+	dl, err := DecodeDeadLetter(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dl.Reason != "MESSAGE_TOO_LARGE" || !dl.At.Equal(at) || !bytes.Equal(dl.Envelope, env) {
+		t.Fatalf("round trip: %+v", dl)
+	}
+	if _, err := DecodeDeadLetter(env); err == nil {
+		t.Fatal("an envelope decoded as a dead letter")
+	}
+	if _, err := DecodeEnvelope(b); err == nil {
+		t.Fatal("a dead letter decoded as an envelope")
+	}
+	for _, bad := range [][]byte{nil, {deadLetterVersion}, {deadLetterVersion, 9, 'a'}, {deadLetterVersion, 0}} {
+		if _, err := DecodeDeadLetter(bad); err == nil {
+			t.Errorf("accepted %v", bad)
+		}
+	}
+}

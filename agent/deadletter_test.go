@@ -1,0 +1,124 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/iot-producer/iot-producer/agent"
+	"github.com/iot-producer/iot-producer/agent/config"
+	"github.com/iot-producer/iot-producer/buffer"
+	"github.com/iot-producer/iot-producer/internal/seqcheck"
+	"github.com/iot-producer/iot-producer/record"
+	"github.com/iot-producer/iot-producer/telemetry"
+)
+
+// TestRefusedRecordsAreDeadLettered: the broker refuses the first produce
+// request for good (TOPIC_AUTHORIZATION_FAILED). Those records must land in
+// the kafka.dead queue with their reason, be counted, and not hold back the
+// rest; the topic and the dead letters together hold every sequence number.
+func TestRefusedRecordsAreDeadLettered(t *testing.T) {
+	checkLeaks(t)
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	var refused atomic.Int32
+	cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		if refused.Add(1) > 1 {
+			return nil, nil, false
+		}
+		pr := req.(*kmsg.ProduceRequest)
+		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+		resp.Version = pr.Version
+		for _, rt := range pr.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	dir := t.TempDir()
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+gateway: {id: gw-dl, state_dir: %q}
+device: {count: 5, tags_per_device: 4, sample_interval: 10ms}
+producer: {brokers: [%q], topic: %s, batch_size: 100, worker_count: 1}
+telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_listen: "off"}
+`, dir, cluster.ListenAddrs()[0], topic)), "dead-letter test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewTextHandler(tlog{t}, nil)), OnReady: func() { close(ready) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	<-ready
+	snap := func() telemetry.MetricsSnapshot { return telemetry.Snapshot(a.Metrics()) }
+	waitFor(t, "dead letters and then deliveries", func() bool {
+		s := snap()
+		return s.Sum("iot_dead_letter_records_total") > 0 && s.Sum("kafka_messages_sent_total") >= 500
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	deadCount := snap().Sum("iot_dead_letter_records_total")
+
+	buf, err := buffer.Open(filepath.Join(dir, "buffer.db"), buffer.Options{Queues: []string{"kafka"}, DeadLetterQueues: []string{"kafka.dead"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, err := buf.Queue("kafka.dead").Read(buffer.Start(), 1<<20)
+	buf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) == 0 || float64(len(dead)) != deadCount {
+		t.Fatalf("%d dead letters in the queue, the metric counts %.0f", len(dead), deadCount)
+	}
+	checker := seqcheck.New()
+	for _, r := range dead {
+		dl, err := record.DecodeDeadLetter(r.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dl.Reason != "TOPIC_AUTHORIZATION_FAILED" {
+			t.Fatalf("reason %q", dl.Reason)
+		}
+		env, err := record.DecodeEnvelope(dl.Envelope)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checker.Add(env.Value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addBuffered(t, dir, checker)
+	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer rcancel()
+	if err := checker.ReadTopic(rctx, cluster.ListenAddrs(), topic); err != nil {
+		t.Fatal(err)
+	}
+	if r := checker.Verify(lastSeqs(t, dir)); r.Missing != 0 || r.Unexpected != 0 {
+		t.Fatalf("topic plus dead letters: %s", r)
+	}
+}
