@@ -130,6 +130,10 @@ func (a *Agent) openBuffer(queues []string) (*buffer.Buffer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("buffer.on_corrupt: %w", err)
 	}
+	all := append(queues[:len(queues):len(queues)], deadLetterQueues(queues)...)
+	if err := buffer.CheckBounds(int64(b.MaxBytes), len(all)); err != nil {
+		return nil, fmt.Errorf("buffer.max_bytes: %w", err)
+	}
 	// The state directory may not exist yet on a hand-run gateway (the
 	// package and the unit create it): make it, private to the agent.
 	if err := os.MkdirAll(filepath.Dir(b.Path), 0o750); err != nil {

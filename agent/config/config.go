@@ -97,7 +97,7 @@ type Buffer struct {
 	CommitInterval Duration `yaml:"commit_interval" json:"commit_interval" doc:"longest wait before a group commit; default 10ms"`
 	// CommitSize is the number of samples that triggers a commit at once.
 	CommitSize int      `yaml:"commit_size" json:"commit_size" doc:"samples per group commit at most; default 10000"`
-	MaxBytes   ByteSize `yaml:"max_bytes" json:"max_bytes" doc:"bound per queue (e.g. 1GiB); default 1GiB"`
+	MaxBytes   ByteSize `yaml:"max_bytes" json:"max_bytes" doc:"bound per queue (e.g. 1GiB); default 1GiB (128MiB on 32-bit ARM, where the file must fit the address space)"`
 	MaxAge     Duration `yaml:"max_age" json:"max_age" doc:"records older than this are dropped (e.g. 168h); default 168h"`
 	// DropPolicy is drop_oldest or drop_newest.
 	DropPolicy string `yaml:"drop_policy" json:"drop_policy" doc:"drop_oldest (default) or drop_newest when a bound is hit"`

@@ -23,6 +23,14 @@ func Default() (*Config, error) { return Parse(nil, "<defaults>") }
 
 func ptr[T any](v T) *T { return &v }
 
+// defaultMaxBytes bounds each queue: 1GiB, or 128MiB on 32-bit platforms
+// (armhf), where bbolt's memory map of the whole file must fit the address
+// space (see buffer.CheckBounds, which the agent applies at start).
+const defaultMaxBytes = ByteSize(1 << 30 >> (bits32 * 3))
+
+// bits32 is 1 on 32-bit platforms, else 0.
+const bits32 = (^uint(0)>>32)&1 ^ 1
+
 // staticDefaults is the configuration before the file is decoded over it: a
 // key the file does not mention keeps the value set here. Defaults that
 // depend on other keys are filled in by applyDerived afterwards.
@@ -40,7 +48,7 @@ func staticDefaults() Config {
 		Buffer: Buffer{
 			CommitInterval: Duration(10 * time.Millisecond),
 			CommitSize:     10000,
-			MaxBytes:       1 << 30,
+			MaxBytes:       defaultMaxBytes,
 			MaxAge:         Duration(168 * time.Hour),
 			DropPolicy:     "drop_oldest",
 			OnCorrupt:      "quarantine",
