@@ -94,7 +94,7 @@ type Device struct {
 type Buffer struct {
 	Path string `yaml:"path" json:"path" doc:"bbolt file; default <gateway.state_dir>/buffer.db"`
 	// CommitInterval bounds how long a sample waits before its group commit.
-	CommitInterval Duration `yaml:"commit_interval" json:"commit_interval" doc:"longest wait before a group commit; default 10ms"`
+	CommitInterval Duration `yaml:"commit_interval" json:"commit_interval" doc:"longest wait before a group commit; default 5ms"`
 	// CommitSize is the number of samples that triggers a commit at once.
 	CommitSize int      `yaml:"commit_size" json:"commit_size" doc:"samples per group commit at most; default 10000"`
 	MaxBytes   ByteSize `yaml:"max_bytes" json:"max_bytes" doc:"bound per queue (e.g. 1GiB); default 1GiB (128MiB on 32-bit ARM, where the file must fit the address space)"`
@@ -116,7 +116,7 @@ type Producer struct {
 	BatchSize int `yaml:"batch_size" json:"batch_size" doc:"records per batch; default 1000"`
 	// FlushInterval is the manual's producer.flush_interval: the longest a
 	// partial batch waits before it is sent.
-	FlushInterval Duration `yaml:"flush_interval" json:"flush_interval" doc:"longest wait for a partial batch (500ms or bare ms); default 10ms"`
+	FlushInterval Duration `yaml:"flush_interval" json:"flush_interval" doc:"longest wait for a partial batch (500ms or bare ms); default 5ms"`
 	// WorkerCount is the manual's producer.worker_count: batches in flight.
 	WorkerCount int `yaml:"worker_count" json:"worker_count" doc:"batches in flight at once, in each lane (live and backlog); default 4"`
 	// DeliveryTimeout fails a send the broker has not acknowledged in

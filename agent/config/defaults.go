@@ -46,7 +46,7 @@ func staticDefaults() Config {
 			NamePrefix:     "sim",
 		},
 		Buffer: Buffer{
-			CommitInterval: Duration(10 * time.Millisecond),
+			CommitInterval: Duration(5 * time.Millisecond),
 			CommitSize:     10000,
 			MaxBytes:       defaultMaxBytes,
 			MaxAge:         Duration(168 * time.Hour),
@@ -69,7 +69,7 @@ func staticDefaults() Config {
 			Topic:         "iot/{gateway}/{device}",
 			QoS:           1,
 			BatchSize:     100,
-			FlushInterval: Duration(10 * time.Millisecond),
+			FlushInterval: Duration(5 * time.Millisecond),
 		},
 		Telemetry: Telemetry{
 			MetricsListen: ":8080",
