@@ -96,7 +96,7 @@ type Ingest struct {
 	log   *slog.Logger
 
 	mu       sync.Mutex
-	pending  []drivers.Sample
+	pending  sampleQueue
 	wake     chan struct{}
 	stopping bool
 
@@ -171,14 +171,13 @@ func (in *Ingest) Emit(samples []drivers.Sample) {
 		in.drop("stopped", len(samples))
 		return
 	}
-	in.pending = append(in.pending, samples...)
+	in.pending.push(samples)
 	var over int
-	if n := len(in.pending) - in.opts.MaxPending; n > 0 {
+	if n := in.pending.n - in.opts.MaxPending; n > 0 {
 		over = n
-		copy(in.pending, in.pending[n:])
-		in.pending = in.pending[:len(in.pending)-n]
+		in.pending.dropOldest(n)
 	}
-	n := len(in.pending)
+	n := in.pending.n
 	in.mu.Unlock()
 	if over > 0 {
 		in.drop("pending_full", over)
@@ -255,7 +254,7 @@ func (in *Ingest) Pending() int { return in.pendingCount() }
 func (in *Ingest) pendingCount() int {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return len(in.pending)
+	return in.pending.n
 }
 
 // commitPending commits the held commit, if any, then everything pending in
@@ -290,19 +289,75 @@ func (in *Ingest) commitPending() error {
 func (in *Ingest) take() []drivers.Sample {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	n := min(len(in.pending), in.opts.CommitSize)
-	if n == 0 {
-		return nil
-	}
-	batch := make([]drivers.Sample, n)
-	copy(batch, in.pending[:n])
-	rest := copy(in.pending, in.pending[n:])
-	clear(in.pending[rest:])
-	in.pending = in.pending[:rest]
+	batch := in.pending.pop(in.opts.CommitSize)
 	if m := in.opts.Metrics.Pending; m != nil {
-		m(rest)
+		m(in.pending.n)
 	}
 	return batch
+}
+
+// sampleQueue holds the batches drivers emitted, in order, without copying
+// them: a full queue drops from the head and a commit takes from the head,
+// whatever the depth.
+type sampleQueue struct {
+	batches [][]drivers.Sample
+	n       int // samples in all batches
+}
+
+func (q *sampleQueue) push(b []drivers.Sample) {
+	q.batches = append(q.batches, b)
+	q.n += len(b)
+}
+
+// dropOldest discards the n oldest samples.
+func (q *sampleQueue) dropOldest(n int) {
+	for n > 0 && len(q.batches) > 0 {
+		head := q.batches[0]
+		if len(head) > n {
+			q.batches[0] = head[n:]
+			q.n -= n
+			return
+		}
+		n -= len(head)
+		q.n -= len(head)
+		q.batches[0] = nil
+		q.batches = q.batches[1:]
+	}
+}
+
+// pop removes and returns up to max samples from the head: the head batch
+// itself when it fits, else a copy gathered from several batches.
+func (q *sampleQueue) pop(max int) []drivers.Sample {
+	if q.n == 0 {
+		return nil
+	}
+	if len(q.batches[0]) >= max || len(q.batches) == 1 {
+		head := q.batches[0]
+		k := min(len(head), max)
+		out := head[:k:k]
+		if k == len(head) {
+			q.batches[0] = nil
+			q.batches = q.batches[1:]
+		} else {
+			q.batches[0] = head[k:]
+		}
+		q.n -= k
+		return out
+	}
+	out := make([]drivers.Sample, 0, min(max, q.n))
+	for len(out) < max && len(q.batches) > 0 {
+		head := q.batches[0]
+		k := min(len(head), max-len(out))
+		out = append(out, head[:k]...)
+		if k == len(head) {
+			q.batches[0] = nil
+			q.batches = q.batches[1:]
+		} else {
+			q.batches[0] = head[k:]
+		}
+		q.n -= k
+	}
+	return out
 }
 
 // encode numbers and encodes a batch. The sequence numbers advance in
