@@ -16,6 +16,7 @@ readonly PACKAGES=(
 	"socat:socat"
 	"qemu-user-static:qemu-aarch64-static"
 	"python3-pymodbus:"
+	"python3-serial-asyncio:"
 	"maven:mvn"
 	"unzip:unzip"
 	"shellcheck:shellcheck"

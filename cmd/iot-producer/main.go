@@ -34,6 +34,7 @@ func commands() []command {
 		{"run", "run the agent with a configuration file", cmdRun},
 		{"demo", "run the simulator, the agent and a dev broker, and show what flows", cmdDemo},
 		{"validate", "check a configuration file and list every problem", cmdValidate},
+		{"modbus", "commission Modbus devices: read, probe, simulate", cmdModbus},
 		{"version", "print the version", cmdVersion},
 	}
 }

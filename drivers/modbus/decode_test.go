@@ -275,3 +275,16 @@ func FuzzDecode(f *testing.F) {
 }
 
 func isNaNBytes(v drivers.Value) bool { return v.Kind == drivers.KindFloat && math.IsNaN(v.F) }
+
+func BenchmarkDecode(b *testing.B) {
+	raw := []byte{0x42, 0xf6, 0xe9, 0x79, 0x01, 0x02, 0x03, 0x04}
+	for _, typ := range []Type{{Base: Uint16}, {Base: Float32}, {Base: Float64}, {Base: String, Len: 8}} {
+		n := 2 * typ.Registers()
+		b.Run(typ.String(), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _ = Decode(raw[:n], typ, CDAB)
+			}
+		})
+	}
+}

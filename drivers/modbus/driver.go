@@ -100,6 +100,9 @@ func New(opts Options) (*Driver, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Endpoint.Transport == RTU && (opts.Unit < 1 || opts.Unit > 247) {
+		return nil, fmt.Errorf("modbus %s: unit %d: on a serial line unit ids are 1 to 247 (0 is broadcast, never answered)", name, opts.Unit)
+	}
 	opts.Tags = append([]Tag(nil), opts.Tags...)
 	seen := map[string]bool{}
 	for i := range opts.Tags {
@@ -166,19 +169,28 @@ func (d *Driver) Run(ctx context.Context, emit drivers.Emit) error {
 	defer d.opts.Pool.release(ep)
 
 	p := &poller{d: d, ep: ep, reqs: append([]request(nil), d.reqs...)}
+	// Devices started together poll together, as Telegraf's inputs do at
+	// each interval: one wake-up of the runtime serves them all. Spreading
+	// 1,000 devices over the interval was measured to cost two to three
+	// times the CPU (8-13% of a core instead of 4%).
 	ticker := time.NewTicker(d.opts.Interval)
 	defer ticker.Stop()
 	for {
-		if batch := p.poll(ctx, time.Now()); len(batch) > 0 && ctx.Err() == nil {
-			emit(batch)
-		}
-		d.polls.Add(1)
+		p.pollOnce(ctx, emit)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ticker.C:
 		}
 	}
+}
+
+// pollOnce polls and emits the samples, if any.
+func (p *poller) pollOnce(ctx context.Context, emit drivers.Emit) {
+	if batch := p.poll(ctx, time.Now()); len(batch) > 0 && ctx.Err() == nil {
+		emit(batch)
+	}
+	p.d.polls.Add(1)
 }
 
 // poller is the state of one Run.
@@ -189,6 +201,10 @@ type poller struct {
 	buf  []byte
 	// warned is set once a split of a coalesced request has been logged.
 	warned bool
+	// failing is set from a failed read, logged at warn, to the next poll
+	// without one, logged at info; reads failing in between are logged at
+	// debug only, so a dead device does not flood the log.
+	failing bool
 }
 
 // busyRetryMin is the first wait before a request answered with Busy is
@@ -204,6 +220,13 @@ func (p *poller) poll(ctx context.Context, start time.Time) []drivers.Sample {
 	}
 	deadline := start.Add(o.Interval)
 	out := make([]drivers.Sample, 0, len(o.Tags))
+	pollFailed := false
+	defer func() {
+		if p.failing && !pollFailed && ctx.Err() == nil {
+			p.failing = false
+			o.Logger.Info("modbus device answers again", "device", o.Name, "endpoint", o.Endpoint.String(), "unit", o.Unit)
+		}
+	}()
 	for i := 0; i < len(p.reqs); i++ {
 		if ctx.Err() != nil {
 			return out
@@ -239,7 +262,13 @@ func (p *poller) poll(ctx context.Context, start time.Time) []drivers.Sample {
 			if o.OnError != nil {
 				o.OnError(kind)
 			}
-			o.Logger.Debug("modbus read failed", "err", rerr)
+			if p.failing {
+				o.Logger.Debug("modbus read failed", "err", rerr)
+			} else {
+				p.failing = true
+				o.Logger.Warn("modbus read failed; further failures are logged at debug until the device recovers", "err", rerr)
+			}
+			pollFailed = true
 			if !o.DropOnError {
 				for _, ti := range r.tags {
 					out = append(out, drivers.Sample{Device: o.Name, Tag: o.Tags[ti].Name, Quality: drivers.QualityBad, ReadTime: now, Value: zeroValue(&o.Tags[ti])})

@@ -321,6 +321,47 @@ func TestExceptionGivesBadQualityAndCount(t *testing.T) {
 	}
 }
 
+// TestMalformedAnswersAreCountedAndRecovered: a broken answer (wrong byte
+// count on TCP, wrong CRC on RTU) gives bad samples and a malformed error,
+// and the next good answer is read correctly.
+func TestMalformedAnswersAreCountedAndRecovered(t *testing.T) {
+	u16 := mb.Type{Base: mb.Uint16}
+	pts := []sim.Point{{Name: "a", Address: 0, Type: u16, Value: drivers.Uint(42)}}
+	for _, transport := range []mb.Transport{mb.TCP, mb.RTU} {
+		t.Run(transport.String(), func(t *testing.T) {
+			srv, _ := newServer(t, sim.ServerOptions{}, sim.Unit{ID: 1, Points: pts})
+			srv.SetFaults(1, sim.Faults{Malformed: true})
+			ep := mb.Endpoint{Transport: transport}
+			if transport == mb.TCP {
+				ep.Address = serveTCP(t, srv)
+			} else {
+				ep.Address = servePty(t, srv)
+				ep.Serial = mb.Serial{BaudRate: 115200}
+			}
+			c := run(t, mb.Options{Name: "broken", Endpoint: ep, Unit: 1, Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond,
+				Tags: []mb.Tag{{Name: "a", Type: u16, Bit: -1}}})
+			if b := c.next(t, 5*time.Second); b[0].Quality != drivers.QualityBad {
+				t.Fatalf("malformed answer gave %+v", b)
+			}
+			if c.count(mb.KindMalformed) < 1 {
+				t.Fatal("no malformed error counted")
+			}
+			srv.SetFaults(1, sim.Faults{})
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				b := c.next(t, 5*time.Second)
+				if b[0].Quality == drivers.QualityGood {
+					checkValues(t, b, map[string]drivers.Value{"a": drivers.Uint(42)})
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("no good answer within 5s of the device recovering")
+				}
+			}
+		})
+	}
+}
+
 func TestBusyIsRetriedWithinTheInterval(t *testing.T) {
 	u16 := mb.Type{Base: mb.Uint16}
 	pts := []sim.Point{{Name: "a", Address: 0, Type: u16, Value: drivers.Uint(7)}}
@@ -378,14 +419,20 @@ func TestTransactionIDDriftRecoveredWithinOnePoll(t *testing.T) {
 			t.Fatalf("slow device: want bad samples, got %+v", b)
 		}
 	}
-	// The device recovers but now sends every answer twice.
+	// The device recovers but now sends every answer twice. Polls read
+	// before the switch (still queued) do not count.
 	srv.SetFaults(1, sim.Faults{DuplicateAfter: 5 * time.Millisecond})
+	switched := time.Now()
+	acceptedAtRecovery := 0
 	want := map[string]drivers.Value{"a": drivers.Uint(11), "b": drivers.Uint(22)}
 	good := 0
 	deadline := time.Now().Add(5 * time.Second)
 	bad := 0
 	for good < 10 && time.Now().Before(deadline) {
 		b := c.next(t, 5*time.Second)
+		if b[0].ReadTime.Before(switched) {
+			continue
+		}
 		allGood := true
 		for _, s := range b {
 			if s.Quality != drivers.QualityGood {
@@ -395,6 +442,9 @@ func TestTransactionIDDriftRecoveredWithinOnePoll(t *testing.T) {
 			}
 		}
 		if allGood {
+			if good == 0 {
+				acceptedAtRecovery = srv.Stats().Accepted
+			}
 			good++
 		} else if good > 0 {
 			t.Fatalf("bad poll after recovery: %+v", b)
@@ -407,6 +457,11 @@ func TestTransactionIDDriftRecoveredWithinOnePoll(t *testing.T) {
 	}
 	if bad > 1 {
 		t.Fatalf("%d bad polls after the device recovered, want at most 1 (recovery within one poll)", bad)
+	}
+	// The duplicates were skipped by transaction id, not cured by
+	// reconnecting: no connection was opened after the first good poll.
+	if n := srv.Stats().Accepted; n != acceptedAtRecovery {
+		t.Fatalf("%d connections opened while answers came twice: duplicates caused reconnects", n-acceptedAtRecovery)
 	}
 }
 
@@ -439,7 +494,8 @@ func TestSingleConnectionDeviceSeesOneConnection(t *testing.T) {
 }
 
 // TestDeadUnitDoesNotStarveNeighbours: unit 2 behind the same gateway
-// stops answering; unit 1 keeps being polled at nearly its rate.
+// stops answering; unit 1 keeps being polled at nearly the rate it has
+// alone (measured first, so that a loaded machine does not fail the test).
 func TestDeadUnitDoesNotStarveNeighbours(t *testing.T) {
 	u16 := mb.Type{Base: mb.Uint16}
 	pts := []sim.Point{{Name: "a", Address: 0, Type: u16, Value: drivers.Uint(5)}}
@@ -449,28 +505,37 @@ func TestDeadUnitDoesNotStarveNeighbours(t *testing.T) {
 	pool := mb.NewPool(mb.PoolOptions{})
 	tags := []mb.Tag{{Name: "a", Type: u16, Bit: -1}}
 	const interval = 50 * time.Millisecond
+	const window = 1500 * time.Millisecond
 	healthy := run(t, mb.Options{Name: "healthy", Endpoint: mb.Endpoint{Address: addr}, Unit: 1, Interval: interval, Timeout: 200 * time.Millisecond, Tags: tags, Pool: pool})
-	dead := run(t, mb.Options{Name: "dead", Endpoint: mb.Endpoint{Address: addr}, Unit: 2, Interval: interval, Timeout: 200 * time.Millisecond, Tags: tags, Pool: pool})
-
-	// Let the dead unit be demoted, then count the healthy unit's polls
-	// over 2 seconds: 40 at full rate.
-	waitFor(t, func() bool { return dead.count(mb.KindTimeout) >= 3 })
-	for len(healthy.batches) > 0 {
-		<-healthy.batches
-	}
-	start := time.Now()
-	good := 0
-	for time.Since(start) < 2*time.Second {
-		for _, s := range healthy.next(t, 5*time.Second) {
-			if s.Quality == drivers.QualityGood {
-				good++
+	goodPolls := func() int {
+		for len(healthy.batches) > 0 {
+			<-healthy.batches
+		}
+		good := 0
+		for start := time.Now(); time.Since(start) < window; {
+			for _, s := range healthy.next(t, 5*time.Second) {
+				if s.Quality == drivers.QualityGood {
+					good++
+				}
 			}
 		}
+		return good
 	}
+	alone := goodPolls()
+
+	dead := run(t, mb.Options{Name: "dead", Endpoint: mb.Endpoint{Address: addr}, Unit: 2, Interval: interval, Timeout: 200 * time.Millisecond, Tags: tags, Pool: pool})
+	waitFor(t, func() bool { return dead.count(mb.KindTimeout) >= 3 }) // demoted from here on
+	beside := goodPolls()
 	deadTimeouts := dead.count(mb.KindTimeout)
-	t.Logf("healthy unit: %d good polls in 2s (40 at full rate); dead unit: %d timeouts in all", good, deadTimeouts)
-	if good < 30 {
-		t.Fatalf("healthy unit polled only %d times in 2s, want at least 30 of 40", good)
+	healthy.mu.Lock()
+	t.Logf("healthy unit: %d good polls in %s alone, %d beside the dead unit (errors %v); dead unit: %d timeouts in all; server %+v",
+		alone, window, beside, healthy.kinds, deadTimeouts, srv.Stats())
+	healthy.mu.Unlock()
+	if alone < 10 {
+		t.Fatalf("healthy unit polled only %d times in %s on its own: the machine is too busy to judge", alone, window)
+	}
+	if beside < alone*3/4 {
+		t.Fatalf("healthy unit polled %d times beside the dead unit, %d alone: want at least 3/4", beside, alone)
 	}
 	if deadTimeouts > 8 {
 		t.Fatalf("dead unit timed out %d times: it was not demoted", deadTimeouts)
@@ -564,6 +629,15 @@ func TestNewRejectsBadTags(t *testing.T) {
 	if _, err := mb.New(mb.Options{Name: "x", Endpoint: mb.Endpoint{Address: "a:1"}, Tags: []mb.Tag{{Name: "a", Type: mb.Type{Base: mb.Bool}, Bit: -1}}}); err == nil {
 		t.Error("no pool: no error")
 	}
+	for _, unit := range []uint8{0, 248} {
+		o := base
+		o.Endpoint = mb.Endpoint{Transport: mb.RTU, Address: "/dev/ttyS0"}
+		o.Unit = unit
+		o.Tags = []mb.Tag{{Name: "a", Type: mb.Type{Base: mb.Bool}, Bit: -1}}
+		if _, err := mb.New(o); err == nil {
+			t.Errorf("RTU unit %d: no error", unit)
+		}
+	}
 }
 
 func TestReadErrorNamesEverything(t *testing.T) {
@@ -583,5 +657,53 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(5 * time.Millisecond) // polling a condition, not synchronising
+	}
+}
+
+// BenchmarkReadTCP measures one request of 20 registers over loopback,
+// through the pool, against the simulator in this process.
+func BenchmarkReadTCP(b *testing.B) {
+	pts := make([]sim.Point, 20)
+	for i := range pts {
+		pts[i] = sim.Point{Name: fmt.Sprint(i), Address: uint16(i), Type: mb.Type{Base: mb.Uint16}, Value: drivers.Uint(uint64(i))}
+	}
+	s, err := sim.NewSimulator(sim.SimOptions{Units: []sim.Unit{{ID: 1, Points: pts}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := sim.NewServer(s.Bank(), sim.ServerOptions{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeTCP(ctx, ln) }()
+	defer func() { <-done }()
+	pool := mb.NewPool(mb.PoolOptions{})
+	ep := mb.Endpoint{Address: ln.Addr().String()}
+	// A driver on the endpoint keeps its connection open between reads.
+	d, err := mb.New(mb.Options{Name: "holder", Endpoint: ep, Unit: 1, Interval: time.Hour, Pool: pool,
+		Tags: []mb.Tag{{Name: "a", Type: mb.Type{Base: mb.Uint16}, Bit: -1}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	first := make(chan struct{}, 1)
+	runDone := make(chan error, 1)
+	go func() {
+		runDone <- d.Run(ctx, func([]drivers.Sample) {
+			select {
+			case first <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	defer func() { cancel(); <-runDone }()
+	<-first
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := pool.Read(context.Background(), ep, 1, mb.Holding, 0, 20, time.Second); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

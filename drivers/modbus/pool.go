@@ -177,22 +177,6 @@ func (p *Pool) release(e *endpoint) {
 	<-e.sem
 }
 
-// Close closes every connection of the pool. Drivers still running open
-// them again on their next request.
-func (p *Pool) Close() {
-	p.mu.Lock()
-	eps := make([]*endpoint, 0, len(p.eps))
-	for _, e := range p.eps {
-		eps = append(eps, e)
-	}
-	p.mu.Unlock()
-	for _, e := range eps {
-		e.sem <- struct{}{}
-		e.closeLink()
-		<-e.sem
-	}
-}
-
 // Demotion constants: see the package documentation.
 const (
 	demoteAfter       = 3
@@ -302,6 +286,11 @@ func (e *endpoint) closeLink() {
 	}
 }
 
+// freshRetryDelay is the wait before a request that failed on a brand-new
+// connection (closed by the device at once, as single-connection devices
+// do while they still hold the previous one) is sent once more.
+const freshRetryDelay = 25 * time.Millisecond
+
 // read performs one read of qty items at addr in table reg of unit and
 // appends the raw answer (registers or packed bits) to dst. It waits for
 // its turn on the connection until ctx is done.
@@ -312,12 +301,38 @@ func (e *endpoint) read(ctx context.Context, unit uint8, reg RegisterType, addr,
 		return dst, KindTimeout, ctx.Err()
 	}
 	defer func() { <-e.sem }()
-	if err := e.connectedLocked(ctx); err != nil {
-		if errors.Is(err, ErrUnavailable) {
-			return dst, KindUnavailable, err
+	for attempt := 0; ; attempt++ {
+		fresh := e.link.s == nil
+		if err := e.connectedLocked(ctx); err != nil {
+			if errors.Is(err, ErrUnavailable) {
+				return dst, KindUnavailable, err
+			}
+			return dst, KindConnect, err
 		}
-		return dst, KindConnect, err
+		res, kind, err := e.exchangeLocked(ctx, unit, reg, addr, qty, timeout)
+		if err == nil {
+			return append(dst, res...), "", nil
+		}
+		if kind == KindIO && fresh && attempt == 0 && ctx.Err() == nil {
+			t := time.NewTimer(freshRetryDelay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+			case <-t.C:
+				continue
+			}
+		}
+		if ctx.Err() != nil {
+			return dst, kind, ctx.Err()
+		}
+		return dst, kind, err
 	}
+}
+
+// exchangeLocked sends one request on the open link and returns the raw
+// answer, valid until the next exchange. After any error but an exception
+// the link is closed.
+func (e *endpoint) exchangeLocked(ctx context.Context, unit uint8, reg RegisterType, addr, qty uint16, timeout time.Duration) ([]byte, string, error) {
 	if e.tcpPk != nil {
 		e.tcpPk.SlaveId = unit
 	} else {
@@ -358,12 +373,9 @@ func (e *endpoint) read(ctx context.Context, unit uint8, reg RegisterType, addr,
 			// Whatever the stream holds now cannot be trusted: start over.
 			e.closeLink()
 		}
-		if ctx.Err() != nil {
-			return dst, kind, ctx.Err()
-		}
-		return dst, kind, err
+		return nil, kind, err
 	}
-	return append(dst, res...), "", nil
+	return res, "", nil
 }
 
 // unitReady reports whether unit may be polled at now (a demoted unit
@@ -408,4 +420,24 @@ func (e *endpoint) unitResult(unit uint8, timedOut bool, interval time.Duration)
 	}
 	h.until = time.Now().Add(wait)
 	return h.level == 1
+}
+
+// Read sends one read of qty items at addr in table reg to unit through
+// ep's connection and returns the raw answer: 2 bytes per register in wire
+// order, or packed bits (item i in bit i%8 of byte i/8). It is the
+// commissioning tools' ad-hoc read; errors are *ReadError.
+func (p *Pool) Read(ctx context.Context, ep Endpoint, unit uint8, reg RegisterType, addr, qty uint16, timeout time.Duration) ([]byte, error) {
+	if qty < 1 || int(qty) > reg.maxQuantity() || int(addr)+int(qty) > 65536 {
+		return nil, fmt.Errorf("read %s %d: quantity %d out of range 1-%d or past 65535", reg, addr, qty, reg.maxQuantity())
+	}
+	e, err := p.acquire(ep)
+	if err != nil {
+		return nil, err
+	}
+	defer p.release(e)
+	out, kind, err := e.read(ctx, unit, reg, addr, qty, timeout, nil)
+	if err != nil {
+		return nil, &ReadError{Endpoint: e.spec.String(), Unit: unit, Register: reg, Address: addr, Quantity: qty, Kind: kind, Err: err}
+	}
+	return out, nil
 }

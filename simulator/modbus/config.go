@@ -3,6 +3,7 @@ package modbus
 import (
 	"bytes"
 	"fmt"
+	"strconv"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -120,13 +121,11 @@ func nodeValue(n *yaml.Node, t mb.Type) (drivers.Value, error) {
 			return drivers.Bool(b), nil
 		}
 	case mb.Int16, mb.Int32, mb.Int64:
-		var i int64
-		if err := n.Decode(&i); err == nil {
+		if i, err := strconv.ParseInt(n.Value, 0, 64); err == nil {
 			return drivers.Int(i), nil
 		}
 	case mb.Uint16, mb.Uint32, mb.Uint64:
-		var u uint64
-		if err := n.Decode(&u); err == nil {
+		if u, err := strconv.ParseUint(n.Value, 0, 64); err == nil {
 			return drivers.Uint(u), nil
 		}
 	}

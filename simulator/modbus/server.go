@@ -25,6 +25,9 @@ type Faults struct {
 	Busy int
 	// Silent never answers (a dead unit behind a gateway).
 	Silent bool
+	// Malformed breaks every answer: a byte count one too large on TCP, a
+	// wrong CRC on RTU.
+	Malformed bool
 }
 
 // ServerOptions configures a Server.
@@ -176,6 +179,9 @@ func (s *Server) serveTCPConn(c net.Conn) {
 		if !ok {
 			continue
 		}
+		if f.Malformed && len(pdu) > 1 {
+			pdu[1]++
+		}
 		frame := make([]byte, 7, 7+len(pdu))
 		copy(frame, buf[:4])
 		binary.BigEndian.PutUint16(frame[4:], uint16(len(pdu)+1))
@@ -253,6 +259,9 @@ func (s *Server) ServeRTU(ctx context.Context, line Line) error {
 		}
 		pdu[0] = unit
 		c := crc16(pdu)
+		if f.Malformed {
+			c++
+		}
 		out := append(pdu, byte(c), byte(c>>8))
 		if f.Delay > 0 {
 			time.Sleep(f.Delay)

@@ -1,0 +1,265 @@
+// Package bench holds the whole-system benchmarks run by `make bench`.
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/iot-producer/iot-producer/drivers"
+	mb "github.com/iot-producer/iot-producer/drivers/modbus"
+)
+
+// The issue's load: 1,000 devices, 20 contiguous holding registers each,
+// polled every second, one TCP connection per device.
+const (
+	benchDevices   = 1000
+	benchRegisters = 20
+	benchInterval  = time.Second
+	warmup         = 3 * time.Second
+	window         = 10 * time.Second
+)
+
+// buildAgent builds the agent binary once per benchmark.
+func buildAgent(b *testing.B) string {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "iot-producer")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/iot-producer/iot-producer/cmd/iot-producer")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("build the agent: %v", err)
+	}
+	return bin
+}
+
+// startDevices runs `iot-producer modbus simulate` in its own process (so
+// that its CPU is not counted) with n TCP devices on free ports and returns
+// their addresses.
+func startDevices(b *testing.B, bin string, n int) []string {
+	b.Helper()
+	cmd := exec.Command(bin, "modbus", "simulate", "-listen", "127.0.0.1:0", "-devices", strconv.Itoa(n),
+		"-registers", strconv.Itoa(benchRegisters))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
+	var addrs []string
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "ready" {
+			go func() { _, _ = io.Copy(io.Discard, out) }()
+			return addrs
+		}
+		if a, ok := strings.CutPrefix(line, "modbus tcp "); ok {
+			addrs = append(addrs, a)
+		}
+	}
+	b.Fatalf("simulator exited after %d devices", len(addrs))
+	return nil
+}
+
+// procCPU returns the user+system CPU time of process pid so far.
+func procCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name in parentheses: utime is the 14th
+	// field of the line, stime the 15th.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const clkTck = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / clkTck
+}
+
+// rssAnon returns the anonymous resident memory of process pid in bytes.
+func rssAnon(b *testing.B, pid int) float64 {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb * 1024
+		}
+	}
+	b.Fatal("no RssAnon in /proc/pid/status")
+	return 0
+}
+
+// BenchmarkModbusPolling measures the polling alone: 1,000 drivers in
+// this process, one TCP connection each, 20 uint16 tags in one request,
+// samples discarded. It reports polls/s, this process's CPU in percent of
+// one core and its anonymous RSS. The devices run in another process.
+func BenchmarkModbusPolling(b *testing.B) {
+	bin := buildAgent(b)
+	addrs := startDevices(b, bin, benchDevices)
+	pool := mb.NewPool(mb.PoolOptions{})
+	tags := make([]mb.Tag, benchRegisters)
+	for i := range tags {
+		tags[i] = mb.Tag{Name: fmt.Sprintf("r%d", i), Address: uint16(i), Type: mb.Type{Base: mb.Uint16}, Bit: -1}
+	}
+	ds := make([]*mb.Driver, len(addrs))
+	for i, a := range addrs {
+		d, err := mb.New(mb.Options{Name: fmt.Sprintf("dev-%04d", i), Endpoint: mb.Endpoint{Address: a}, Unit: 1,
+			Interval: benchInterval, Tags: tags, Pool: pool})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ds[i] = d
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, len(ds))
+	for _, d := range ds {
+		go func() { _ = d.Run(ctx, func([]drivers.Sample) {}); done <- struct{}{} }()
+	}
+	defer func() {
+		cancel()
+		for range ds {
+			<-done
+		}
+	}()
+	time.Sleep(warmup) // let every driver connect and settle into its interval
+	sum := func() uint64 {
+		var n uint64
+		for _, d := range ds {
+			n += d.Polls()
+		}
+		return n
+	}
+	pid := os.Getpid()
+	runtime.GC()
+	b.ResetTimer()
+	p0, c0, t0 := sum(), procCPU(b, pid), time.Now()
+	time.Sleep(window) // the measurement window
+	p1, c1, el := sum(), procCPU(b, pid), time.Since(t0)
+	b.StopTimer()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.ReportMetric(float64(ms.StackInuse)/(1<<20), "MB-stacks")
+	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "MB-heap")
+	b.ReportMetric(float64(p1-p0)/el.Seconds(), "polls/s")
+	b.ReportMetric(100*(c1-c0).Seconds()/el.Seconds(), "%cpu")
+	b.ReportMetric(rssAnon(b, pid)/(1<<20), "MB-rss-anon")
+}
+
+var startedLine = regexp.MustCompile(`msg="agent started".* metrics=(\S+)`)
+
+// BenchmarkModbusAgent measures the whole agent binary (polling,
+// sequencing, durable buffering, sending to the real Kafka broker `make
+// bench` starts) on the same load: polls/s, the agent process's CPU in
+// percent of one core, its anonymous RSS, and the Go heap and stacks behind
+// it.
+func BenchmarkModbusAgent(b *testing.B) {
+	bin := buildAgent(b)
+	addrs := startDevices(b, bin, benchDevices)
+	brokers := kafkaBrokers(b)
+	topic := fmt.Sprintf("bench-modbus-%d", time.Now().UnixNano())
+	createTopic(b, brokers, topic, 1)
+	dir := b.TempDir()
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "gateway: {id: gw-bench, state_dir: %q}\n", dir)
+	fmt.Fprintf(&cfg, "producer: {brokers: [%s], topic: %s}\n", strings.Join(brokers, ", "), topic)
+	cfg.WriteString("telemetry: {metrics_listen: \"127.0.0.1:0\", health_listen: \"127.0.0.1:0\", pprof_listen: \"off\"}\n")
+	cfg.WriteString("plcs:\n")
+	for i, a := range addrs {
+		fmt.Fprintf(&cfg, "  - name: dev-%04d\n    driver: modbus\n    endpoint: %q\n", i, a)
+		if i == 0 {
+			cfg.WriteString("    tags: &tags\n")
+			for r := range benchRegisters {
+				fmt.Fprintf(&cfg, "      - {name: r%d, address: \"%d\", register: holding, type: uint16}\n", r, r)
+			}
+		} else {
+			cfg.WriteString("    tags: *tags\n")
+		}
+	}
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "-c", cfgPath)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+	metrics := make(chan string, 1)
+	exited := make(chan string, 1)
+	go func() {
+		var log strings.Builder
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := startedLine.FindStringSubmatch(sc.Text()); m != nil {
+				metrics <- m[1]
+			}
+			if log.Len() < 1<<16 {
+				log.WriteString(sc.Text() + "\n")
+			}
+		}
+		exited <- log.String()
+	}()
+	var addr string
+	select {
+	case addr = <-metrics:
+	case log := <-exited:
+		b.Fatalf("agent exited before it started:\n%s", log)
+	case <-time.After(60 * time.Second):
+		b.Fatal("agent did not start within 60s")
+	}
+	// scrape sums the series of the named metric.
+	scrape := func(name string) float64 {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var sum float64
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if line := sc.Text(); strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+				v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+				sum += v
+			}
+		}
+		return sum
+	}
+	generated := func() float64 { return scrape("device_data_generated_total") }
+	pid := cmd.Process.Pid
+	time.Sleep(warmup) // let every driver connect and settle into its interval
+	b.ResetTimer()
+	g0, c0, t0 := generated(), procCPU(b, pid), time.Now()
+	time.Sleep(window) // the measurement window
+	g1, c1, el := generated(), procCPU(b, pid), time.Since(t0)
+	b.StopTimer()
+	b.ReportMetric(scrape("go_memstats_heap_inuse_bytes")/(1<<20), "MB-heap")
+	b.ReportMetric(scrape("go_memstats_stack_inuse_bytes")/(1<<20), "MB-stacks")
+	b.ReportMetric((g1-g0)/benchRegisters/el.Seconds(), "polls/s")
+	b.ReportMetric(100*(c1-c0).Seconds()/el.Seconds(), "%cpu")
+	b.ReportMetric(rssAnon(b, pid)/(1<<20), "MB-rss-anon")
+}
