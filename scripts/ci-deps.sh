@@ -20,6 +20,8 @@ readonly PACKAGES=(
 	"maven:mvn"
 	"unzip:unzip"
 	"shellcheck:shellcheck"
+	"openssl:openssl"
+	"lintian:lintian"
 )
 
 usage() {
