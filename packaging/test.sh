@@ -269,7 +269,7 @@ fi
 ok "dpkg no longer knows the package"
 for p in /usr/bin/iot-producer /etc/iot-producer /etc/default/iot-producer "$STATE_DIR" "$UNIT" "$WANTS" \
 	/usr/share/doc/iot-producer /usr/share/man/man1/iot-producer.1.gz; do
-	[ ! -e "$p" ] && [ ! -L "$p" ] || fail "$p is still there after purge"
+	if [ -e "$p" ] || [ -L "$p" ]; then fail "$p is still there after purge"; fi
 done
 ok "no file left: binary, /etc/iot-producer, /etc/default, $STATE_DIR, unit, enable link, docs"
 
