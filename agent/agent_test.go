@@ -17,7 +17,6 @@ import (
 	"github.com/iot-producer/iot-producer/agent/ingest"
 	"github.com/iot-producer/iot-producer/buffer"
 	"github.com/iot-producer/iot-producer/internal/seqcheck"
-	"github.com/iot-producer/iot-producer/record"
 	"github.com/iot-producer/iot-producer/telemetry"
 )
 
@@ -102,25 +101,11 @@ func runUntil(t *testing.T, cfg *config.Config, n float64) {
 // addBuffered adds every record still queued for Kafka to c.
 func addBuffered(t *testing.T, dir string, c *seqcheck.Checker) int {
 	t.Helper()
-	buf, err := buffer.Open(filepath.Join(dir, "buffer.db"), buffer.Options{Queues: []string{"kafka"}})
+	left, _, err := c.AddBuffer(filepath.Join(dir, "buffer.db"), "kafka")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer buf.Close()
-	recs, err := buf.Queue("kafka").Read(buffer.Start(), 1<<30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range recs {
-		env, err := record.DecodeEnvelope(r.Data)
-		if err != nil {
-			t.Fatalf("buffered record %s: %v", r.Pos, err)
-		}
-		if err := c.Add(env.Value); err != nil {
-			t.Fatalf("buffered record %s: %v", r.Pos, err)
-		}
-	}
-	return len(recs)
+	return left
 }
 
 func lastSeqs(t *testing.T, dir string) map[ingest.Series]uint64 {

@@ -5,17 +5,16 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/iot-producer/iot-producer/agent"
 	"github.com/iot-producer/iot-producer/agent/config"
 	"github.com/iot-producer/iot-producer/buffer"
+	"github.com/iot-producer/iot-producer/internal/kfakefault"
 	"github.com/iot-producer/iot-producer/internal/seqcheck"
 	"github.com/iot-producer/iot-producer/record"
 	"github.com/iot-producer/iot-producer/telemetry"
@@ -32,27 +31,7 @@ func TestRefusedRecordsAreDeadLettered(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(cluster.Close)
-	var refused atomic.Int32
-	cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		if refused.Add(1) > 1 {
-			return nil, nil, false
-		}
-		pr := req.(*kmsg.ProduceRequest)
-		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
-		resp.Version = pr.Version
-		for _, rt := range pr.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
-	})
+	kfakefault.RefuseProduce(cluster, kerr.TopicAuthorizationFailed, 1)
 	dir := t.TempDir()
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 gateway: {id: gw-dl, state_dir: %q}

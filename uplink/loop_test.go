@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iot-producer/iot-producer/buffer"
+	"github.com/iot-producer/iot-producer/internal/kfakefault"
 	"github.com/iot-producer/iot-producer/internal/seqcheck"
 	"github.com/iot-producer/iot-producer/record"
 	"github.com/iot-producer/iot-producer/uplink"
@@ -169,30 +170,7 @@ func TestLoopDeliversAndEmptiesTheQueue(t *testing.T) {
 func TestLoopRetriesRejectedBatches(t *testing.T) {
 	f := newFixture(t)
 	// The broker refuses the first three produce requests outright.
-	var refused atomic.Int32
-	f.cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		n := refused.Add(1)
-		if n > 3 {
-			return nil, nil, false
-		}
-		f.cluster.KeepControl()
-		pr := req.(*kmsg.ProduceRequest)
-		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
-		resp.Version = pr.Version
-		for _, rt := range pr.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic = rt.Topic
-			st.TopicID = rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
-	})
+	kfakefault.RefuseProduce(f.cluster, kerr.TopicAuthorizationFailed, 3)
 	f.appendRecords(t, "a", 1, 300)
 	var c counts
 	var mu sync.Mutex

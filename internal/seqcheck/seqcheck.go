@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/iot-producer/iot-producer/agent/ingest"
+	"github.com/iot-producer/iot-producer/buffer"
 	"github.com/iot-producer/iot-producer/record"
 )
 
@@ -162,4 +163,34 @@ func (c *Checker) ReadTopic(ctx context.Context, brokers []string, topic string)
 		}
 	}
 	return nil
+}
+
+// AddBuffer opens the buffer file at path (the agent must be stopped),
+// adds every record still queued for queue — kept, not lost: it goes out
+// with the next run — and returns how many there were together with the
+// last committed sequence number of every series, for Verify.
+func (c *Checker) AddBuffer(path, queue string) (left int, last map[ingest.Series]uint64, err error) {
+	buf, err := buffer.Open(path, buffer.Options{Queues: []string{queue}, LockTimeout: 5 * time.Second})
+	if err != nil {
+		return 0, nil, err
+	}
+	defer buf.Close()
+	recs, err := buf.Queue(queue).Read(buffer.Start(), 1<<30)
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, r := range recs {
+		env, err := record.DecodeEnvelope(r.Data)
+		if err != nil {
+			return 0, nil, fmt.Errorf("buffered record %s: %w", r.Pos, err)
+		}
+		if err := c.Add(env.Value); err != nil {
+			return 0, nil, fmt.Errorf("buffered record %s: %w", r.Pos, err)
+		}
+	}
+	last, err = ingest.LastSeqs(buf)
+	if err != nil {
+		return 0, nil, err
+	}
+	return len(recs), last, buf.Close()
 }

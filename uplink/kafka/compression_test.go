@@ -60,4 +60,3 @@ func BenchmarkCompression(b *testing.B) {
 		})
 	}
 }
-
