@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -167,13 +166,4 @@ func (a *agentProc) waitDrained(t *testing.T, limit time.Duration) time.Duration
 func (a *agentProc) tail(n int) string {
 	lines := strings.Split(strings.TrimRight(a.log(), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-func atoi(t *testing.T, s string) int {
-	t.Helper()
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
