@@ -127,12 +127,13 @@ func TestLeaderChangesLoseNothing(t *testing.T) {
 	verifyDelivery(t, c.brokers(), topic, dir)
 }
 
-// TestTLSAndSCRAM sends over TLS with SCRAM-SHA-512 (password from a file)
-// to a broker that accepts nothing else, and checks that a wrong password
+// TestTLSAndSCRAM sends over TLS with a client certificate and
+// SCRAM-SHA-512 (password from a file) to a broker that accepts nothing
+// else, and checks that a wrong password
 // is refused with an error that says so, in the log and in /ready.
 func TestTLSAndSCRAM(t *testing.T) {
 	c := startCluster(t, "--port", "27192", "--security", "tls-scram")
-	for _, k := range []string{"KAFKA_CA_FILE", "KAFKA_SCRAM_USER", "KAFKA_SCRAM_PASSWORD", "KAFKA_INTERNAL_BROKERS"} {
+	for _, k := range []string{"KAFKA_CA_FILE", "KAFKA_CLIENT_CERT", "KAFKA_CLIENT_KEY", "KAFKA_SCRAM_USER", "KAFKA_SCRAM_PASSWORD", "KAFKA_INTERNAL_BROKERS"} {
 		if c.env[k] == "" {
 			t.Fatalf("kafka.sh printed no %s", k)
 		}
@@ -142,8 +143,9 @@ func TestTLSAndSCRAM(t *testing.T) {
 		if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		return fmt.Sprintf(`  tls: {enabled: true, ca_file: %q, server_name: localhost}
-  sasl: {mechanism: SCRAM-SHA-512, username: %q, password_file: %q}`, c.env["KAFKA_CA_FILE"], c.env["KAFKA_SCRAM_USER"], pw)
+		return fmt.Sprintf(`  tls: {enabled: true, ca_file: %q, cert_file: %q, key_file: %q, server_name: localhost}
+  sasl: {mechanism: SCRAM-SHA-512, username: %q, password_file: %q}`,
+			c.env["KAFKA_CA_FILE"], c.env["KAFKA_CLIENT_CERT"], c.env["KAFKA_CLIENT_KEY"], c.env["KAFKA_SCRAM_USER"], pw)
 	}
 
 	topic := fmt.Sprintf("e2e-tls-%d", time.Now().UnixNano())
