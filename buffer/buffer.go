@@ -79,7 +79,7 @@ func Open(path string, opts Options) (*Buffer, error) {
 		if !errors.As(err, &ce) {
 			return nil, err
 		}
-		if o.OnCorrupt == Fail {
+		if o.OnCorrupt == Fail || o.ReadOnly {
 			return nil, fmt.Errorf("buffer %s: %w: %w", path, ErrCorrupt, err)
 		}
 		dst := fmt.Sprintf("%s.corrupt-%s", path, o.Now().UTC().Format("20060102T150405.000000000Z"))
@@ -121,6 +121,7 @@ func (b *Buffer) load(salvageFrom string) (err error) {
 	bo := &bolt.Options{
 		Timeout:        b.opts.LockTimeout,
 		NoSync:         b.opts.NoSync,
+		ReadOnly:       b.opts.ReadOnly,
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
 	}
@@ -177,16 +178,23 @@ func (b *Buffer) init() (err error) {
 			err = &corruptError{fmt.Errorf("check %s: bbolt panicked: %v", b.path, r)}
 		}
 	}()
+	queues := b.opts.Queues
 	if err := b.db.View(func(tx *bolt.Tx) error {
 		for cerr := range tx.Check() {
 			return &corruptError{fmt.Errorf("check %s: %w", b.path, cerr)}
 		}
-		return nil
+		if !b.opts.ReadOnly {
+			return nil
+		}
+		if len(queues) == 0 && len(b.opts.DeadLetterQueues) == 0 {
+			queues = fileQueues(tx)
+		}
+		return b.checkFormat(tx.Bucket(sysBucket))
 	}); err != nil {
 		return err
 	}
-	b.queues = make(map[string]*Queue, len(b.opts.Queues))
-	for _, name := range b.opts.Queues {
+	b.queues = make(map[string]*Queue, len(queues))
+	for _, name := range queues {
 		q := newQueue(b, name)
 		b.queues[name] = q
 		b.order = append(b.order, q)
@@ -197,23 +205,21 @@ func (b *Buffer) init() (err error) {
 		b.queues[name] = q
 		b.order = append(b.order, q)
 	}
+	if b.opts.ReadOnly {
+		return nil
+	}
 	err = b.db.Update(func(tx *bolt.Tx) error {
 		sys, err := tx.CreateBucketIfNotExists(sysBucket)
 		if err != nil {
 			return &corruptError{fmt.Errorf("bucket %s: %w", sysBucket, err)}
 		}
-		switch v := sys.Get(keyFormat); {
-		case v == nil:
+		if sys.Get(keyFormat) == nil {
 			if err := sys.Put(keyFormat, []byte{formatVersion}); err != nil {
 				return err
 			}
-		case len(v) != 1:
-			return &corruptError{fmt.Errorf("format marker of %d bytes", len(v))}
-		case v[0] != formatVersion:
-			return fmt.Errorf("file format version %d, this build reads %d", v[0], formatVersion)
 		}
-		if v := sys.Get(keyNext); len(v) == 8 {
-			b.nextFrame = binary.BigEndian.Uint64(v)
+		if err := b.checkFormat(sys); err != nil {
+			return err
 		}
 		if _, err := tx.CreateBucketIfNotExists(metaBucket); err != nil {
 			return &corruptError{fmt.Errorf("bucket %s: %w", metaBucket, err)}
@@ -231,6 +237,38 @@ func (b *Buffer) init() (err error) {
 		return fmt.Errorf("buffer %s: init: %w", b.path, err)
 	}
 	return nil
+}
+
+// checkFormat checks the format marker in the system bucket sys and reads
+// the next frame number.
+func (b *Buffer) checkFormat(sys *bolt.Bucket) error {
+	if sys == nil {
+		return fmt.Errorf("not a buffer file: no %q bucket", sysBucket)
+	}
+	switch v := sys.Get(keyFormat); {
+	case v == nil:
+		return fmt.Errorf("not a buffer file: no format marker")
+	case len(v) != 1:
+		return &corruptError{fmt.Errorf("format marker of %d bytes", len(v))}
+	case v[0] != formatVersion:
+		return fmt.Errorf("file format version %d, this build reads %d", v[0], formatVersion)
+	}
+	if v := sys.Get(keyNext); len(v) == 8 {
+		b.nextFrame = binary.BigEndian.Uint64(v)
+	}
+	return nil
+}
+
+// fileQueues returns the names of the queues in the file, in name order.
+func fileQueues(tx *bolt.Tx) []string {
+	var names []string
+	_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+		if n, ok := strings.CutPrefix(string(name), queuePrefix); ok && n != "" {
+			names = append(names, n)
+		}
+		return nil
+	})
+	return names
 }
 
 // scan rebuilds every queue's frame index from the frame headers and the
@@ -276,7 +314,10 @@ func (b *Buffer) Close() error {
 	if b.closed {
 		return nil
 	}
-	ferr := b.commitLocked(nil, nil, nil, false)
+	var ferr error
+	if !b.opts.ReadOnly {
+		ferr = b.commitLocked(nil, nil, nil, false)
+	}
 	b.closed = true
 	b.isClosed.Store(true)
 	b.logDrops(true)
@@ -404,6 +445,9 @@ func (b *Buffer) Flush() error {
 // and each queue's pending work. With force false it skips the transaction
 // when there is nothing to write. The caller holds b.wmu.
 func (b *Buffer) commitLocked(records [][]byte, meta map[string][]byte, only *Queue, force bool) error {
+	if b.opts.ReadOnly {
+		return fmt.Errorf("buffer %s: commit: %w", b.path, ErrReadOnly)
+	}
 	now := b.opts.Now()
 	enc := encoder{records: records, appended: now.UnixNano(), buf: b.scratch[:0]}
 	none := encoder{appended: now.UnixNano()}
@@ -520,9 +564,12 @@ func (b *Buffer) run(ctx context.Context) {
 		}
 		b.wmu.Lock()
 		var err error
-		if !b.closed {
+		if !b.closed && !b.opts.ReadOnly {
 			err = b.commitLocked(nil, nil, nil, false)
 			b.logDrops(false)
+			if err == nil && b.opts.FlushInterval > 0 {
+				err = b.mergeLocked()
+			}
 		}
 		b.wmu.Unlock()
 		if err != nil && time.Since(lastErr) >= dropLogInterval {

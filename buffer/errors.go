@@ -15,4 +15,7 @@ var (
 	// Options.MaxFileSize, leaves no room even after DropOldest dropped
 	// old frames (or at once with DropNewest). Nothing was committed.
 	ErrFull = errors.New("buffer file full")
+	// ErrReadOnly is wrapped by the errors of Append, AppendTo, Flush and
+	// Ack on a buffer opened with Options.ReadOnly.
+	ErrReadOnly = errors.New("buffer opened read-only")
 )

@@ -9,6 +9,7 @@ func (q *Queue) Last() (Pos, bool) {
 	defer q.mu.Unlock()
 	for i := len(q.frames) - 1; i >= 0; i-- {
 		if fi := q.frames[i]; !fi.dead && fi.count > 0 {
+			fi.served = true // its position leaves the buffer: never merge it
 			return Pos{Frame: fi.id, Index: fi.count - 1}, true
 		}
 	}

@@ -121,10 +121,20 @@ type Options struct {
 	// 16 MiB at a time), so it may stop short of the cap.
 	MaxFileSize int64
 	// FlushInterval is how often acknowledgements, deletions and age drops
-	// are committed when no Append does it first. Default 1s. A negative
-	// value disables the background flush (then only Append, Flush and
-	// Close commit them).
+	// are committed when no Append does it first, and small frames merged
+	// (see doc.go, Memory). Default 1s. A negative value disables the
+	// background flush (then only Append, Flush and Close commit them, and
+	// frames are not merged).
 	FlushInterval time.Duration
+	// ReadOnly opens the file for inspection without writing to it: bbolt
+	// takes a shared lock, which a running agent's exclusive lock makes
+	// wait (up to LockTimeout, then ErrLocked); the file must exist and be a
+	// buffer; a damaged file makes Open fail with ErrCorrupt whatever
+	// OnCorrupt says; queues missing from the file are empty; Queues may be
+	// empty, meaning every queue in the file (Buffer.Queues lists them);
+	// Append, AppendTo, Flush and Ack return an error wrapping ErrReadOnly,
+	// and there is no background flush.
+	ReadOnly bool
 }
 
 const (
@@ -179,7 +189,7 @@ func checkBounds(maxBytes int64, queues int, bits32 bool) error {
 
 // withDefaults validates o and fills in defaults.
 func (o Options) withDefaults() (Options, error) {
-	if len(o.Queues) == 0 {
+	if len(o.Queues) == 0 && !o.ReadOnly {
 		return o, errors.New("no queues")
 	}
 	seen := make(map[string]bool, len(o.Queues))
@@ -215,6 +225,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.FlushInterval == 0 {
 		o.FlushInterval = defaultFlushInterval
+	}
+	if o.ReadOnly {
+		o.FlushInterval = -1
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -279,6 +279,12 @@ func (q *Queue) apply(p *queuePlan) bool {
 		q.frames = append(q.frames, fi)
 		q.records += int64(fi.count)
 		q.bytes += fi.size
+		if fi.mergeable() {
+			q.smallSinceMerge++
+		}
+	}
+	if q.smallSinceMerge >= mergeWakeFrames && q.b.opts.FlushInterval > 0 {
+		q.b.wake()
 	}
 	q.tidyLocked()
 	return dropped

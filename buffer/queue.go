@@ -14,8 +14,9 @@ import (
 )
 
 // Pos is the position of one record in a queue: its frame and its index in
-// the frame. Positions increase in queue order and stay valid across Close
-// and Open.
+// the frame. Positions increase in queue order and, once Read or Last has
+// returned them, stay valid across Close and Open. Use only positions that
+// Read or Last returned (and Start).
 type Pos struct {
 	Frame uint64
 	Index uint32
@@ -120,6 +121,8 @@ type Queue struct {
 	pendingDel []uint64
 	delBytes   int64
 	dirty      map[uint64]*frameInfo
+	// smallSinceMerge counts small frames appended since the last merge.
+	smallSinceMerge int
 }
 
 // frameInfo is the in-memory state of one frame.
@@ -133,6 +136,7 @@ type frameInfo struct {
 	dead     bool     // fully acknowledged, dropped or corrupt
 	verified bool     // checksum checked since Open, or written by this process
 	growing  bool     // a commit in flight appends records to it
+	served   bool     // Read returned a record of it or Last its position: never merged
 	// read cursor: the offset of record curIdx, to resume decoding
 	curIdx uint32
 	curOff int
@@ -343,6 +347,7 @@ func (q *Queue) decodeLocked(fi *frameInfo, v []byte, from uint32, want int, rec
 	if n == 0 {
 		return recs
 	}
+	fi.served = true
 	buf := make([]byte, endOff-regionStart)
 	copy(buf, v[regionStart:endOff])
 	_, table, _ := splitFrame(v)
@@ -373,6 +378,9 @@ func (q *Queue) decodeLocked(fi *frameInfo, v []byte, from uint32, want int, rec
 func (q *Queue) Ack(positions ...Pos) error {
 	if q.b.isClosed.Load() {
 		return fmt.Errorf("buffer %s: queue %q: ack: %w", q.b.path, q.name, ErrClosed)
+	}
+	if q.b.opts.ReadOnly {
+		return fmt.Errorf("buffer %s: queue %q: ack: %w", q.b.path, q.name, ErrReadOnly)
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -447,7 +455,10 @@ func (q *Queue) droppedTotals() [numReasons]uint64 {
 // largest frame id seen.
 func (q *Queue) scan(tx *bolt.Tx) (uint64, error) {
 	bkt, ab := tx.Bucket(q.bucket), tx.Bucket(q.ackBucket)
-	if bkt == nil || ab == nil {
+	if q.b.opts.ReadOnly && bkt == nil {
+		return 0, nil // not in the file: empty
+	}
+	if bkt == nil || (ab == nil && !q.b.opts.ReadOnly) {
 		return 0, errors.New("BUG: queue buckets missing after init")
 	}
 	var last uint64
@@ -484,6 +495,10 @@ func (q *Queue) scan(tx *bolt.Tx) (uint64, error) {
 		q.frames = append(q.frames, fi)
 		q.records += int64(fi.count)
 		q.bytes += fi.size
+	}
+	if ab == nil {
+		q.tidyLocked()
+		return last, nil
 	}
 	err := ab.ForEach(func(k, v []byte) error {
 		if len(k) != keyLen {

@@ -1,0 +1,292 @@
+package crash
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/iot-producer/iot-producer/agent/ingest"
+	"github.com/iot-producer/iot-producer/buffer"
+	"github.com/iot-producer/iot-producer/drivers"
+	"github.com/iot-producer/iot-producer/record"
+)
+
+// smallFS mounts a filesystem of 8 MiB on a new directory for the test: a
+// tmpfs, or if that cannot be mounted a loop-mounted ext4 image. Both need
+// root; the test fails when neither works (it is the point of the test).
+func smallFS(t *testing.T) string {
+	t.Helper()
+	base := t.TempDir()
+	dir := filepath.Join(base, "mnt")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	terr := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=8m,mode=0700")
+	if terr != nil {
+		img := filepath.Join(base, "fs.img")
+		out, err := exec.Command("sh", "-c", fmt.Sprintf(
+			"truncate -s 8M %[1]s && mkfs.ext4 -q -F -m 0 %[1]s && mount -o loop %[1]s %[2]s", img, dir)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("cannot mount a small filesystem (needs root): tmpfs: %v; loop ext4: %v: %s", terr, err, out)
+		}
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v; detaching", dir, err)
+			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	})
+	return dir
+}
+
+// logSink collects log output.
+type logSink struct {
+	mu sync.Mutex
+	sb strings.Builder
+}
+
+func (l *logSink) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sb.Write(p)
+}
+
+func (l *logSink) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sb.String()
+}
+
+// counts gathers the ingest stage's metrics.
+type counts struct {
+	committed, commitFailed atomic.Int64
+	mu                      sync.Mutex
+	dropped                 map[string]int
+}
+
+func (c *counts) metrics() ingest.Metrics {
+	return ingest.Metrics{
+		Committed:    func(n int) { c.committed.Add(int64(n)) },
+		CommitFailed: func() { c.commitFailed.Add(1) },
+		Dropped: func(reason string, n int) {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.dropped[reason] += n
+		},
+	}
+}
+
+func (c *counts) drops(reason string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dropped[reason]
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestDiskFull fills a small filesystem under the ingest stage and the
+// buffer (fsync on) until writes fail with ENOSPC, then frees space: the
+// process carries on, samples are held in memory or dropped and counted by
+// reason, and once there is room again commits resume and what was held
+// lands, with every series' sequence numbers in order.
+func TestDiskFull(t *testing.T) {
+	cases := []struct {
+		policy buffer.DropPolicy
+		// full says when the disk has been full long enough.
+		full func(c *counts, in *ingest.Ingest, b *buffer.Buffer) bool
+	}{
+		{
+			// Append fails with ErrFull: the ingest stage holds the
+			// samples, retries, and past MaxPending drops the oldest.
+			policy: buffer.DropNewest,
+			full: func(c *counts, in *ingest.Ingest, b *buffer.Buffer) bool {
+				return c.commitFailed.Load() > 0 && c.drops("pending_full") > 0 && in.Pending() > 0
+			},
+		},
+		{
+			// The buffer drops its oldest frames to make room.
+			policy: buffer.DropOldest,
+			full: func(c *counts, in *ingest.Ingest, b *buffer.Buffer) bool {
+				return b.Stats().Queues["kafka"].Dropped[buffer.ReasonDiskFull] > 0
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.policy.String(), func(t *testing.T) {
+			dir := smallFS(t)
+			// Ballast leaves the buffer about 1.5 MiB.
+			ballast := filepath.Join(dir, "ballast")
+			var fs syscall.Statfs_t
+			if err := syscall.Statfs(dir, &fs); err != nil {
+				t.Fatal(err)
+			}
+			free := int64(fs.Bavail) * int64(fs.Bsize)
+			if free < 3<<20 {
+				t.Fatalf("%s has %d bytes free, want 8 MiB", dir, free)
+			}
+			if err := os.WriteFile(ballast, make([]byte, free-3<<19), 0o600); err != nil {
+				t.Fatalf("ballast: %v", err)
+			}
+			logs := &logSink{}
+			log := slog.New(slog.NewTextHandler(logs, nil))
+			b, err := buffer.Open(filepath.Join(dir, "buffer.db"), buffer.Options{
+				Queues: []string{"kafka"}, DropPolicy: tc.policy, FlushInterval: -1, Logger: log,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { b.Close() })
+			c := &counts{dropped: map[string]int{}}
+			in, err := ingest.New(b, ingest.Options{
+				GatewayID: "gw", CommitInterval: 2 * time.Millisecond, CommitSize: 500,
+				MaxPending: 5000, RetryInterval: 5 * time.Millisecond, Logger: log, Metrics: c.metrics(),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- in.Run(ctx) }()
+			t.Cleanup(func() { cancel(); <-done })
+
+			emitted := 0
+			t0 := time.Now()
+			emit := func(n int) {
+				ss := make([]drivers.Sample, n)
+				for i := range ss {
+					ss[i] = drivers.Sample{
+						Device: fmt.Sprintf("dev-%d", emitted%7), Tag: fmt.Sprintf("tag-%d", emitted%3),
+						Value: drivers.Float(float64(emitted)), ReadTime: t0.Add(time.Duration(emitted) * time.Millisecond),
+					}
+					emitted++
+				}
+				in.Emit(ss)
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for !tc.full(c, in, b) {
+				if time.Now().After(deadline) {
+					t.Fatalf("disk never filled: %d emitted, %d committed, %d commit failures, drops %v, stats %+v",
+						emitted, c.committed.Load(), c.commitFailed.Load(), c.dropped, b.Stats().Queues["kafka"])
+				}
+				emit(100)
+				time.Sleep(200 * time.Microsecond) // pace the producer like a poller
+			}
+			st := b.Stats()
+			t.Logf("disk full: %d emitted, %d committed, %d pending, %d commit failures (buffer: %d of %d commits failed), ingest drops %v, buffer drops %v, file %d bytes",
+				emitted, c.committed.Load(), in.Pending(), c.commitFailed.Load(), st.CommitErrors, st.Commits, c.dropped, st.Queues["kafka"].Dropped, st.FileSize)
+
+			if tc.policy == buffer.DropNewest && !strings.Contains(logs.String(), "no space left on device") {
+				t.Errorf("commit failures not caused by ENOSPC; log:\n%s", logs.String())
+			}
+
+			// Free space: commits resume and what is held lands.
+			if err := os.Remove(ballast); err != nil {
+				t.Fatal(err)
+			}
+			emit(1000)
+			waitFor(t, "every sample committed or dropped", 20*time.Second, func() bool {
+				return int(c.committed.Load())+c.drops("pending_full") == emitted && in.Pending() == 0
+			})
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("ingest: %v", err)
+			}
+			done <- nil // for the cleanup
+			checkQueue(t, b, in, c, tc.policy)
+		})
+	}
+}
+
+// checkQueue checks that every series' sequence numbers in the queue are
+// one contiguous run ending at the series' last sequence number (a run
+// starting at 1 unless the buffer dropped its oldest frames), that the
+// metadata agrees, and that every committed sample is queued or counted
+// as dropped by the buffer.
+func checkQueue(t *testing.T, b *buffer.Buffer, in *ingest.Ingest, c *counts, policy buffer.DropPolicy) {
+	t.Helper()
+	q := b.Queue("kafka")
+	first := map[ingest.Series]uint64{}
+	last := map[ingest.Series]uint64{}
+	n := 0
+	after := buffer.Start()
+	for {
+		rs, err := q.Read(after, 5000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) == 0 {
+			break
+		}
+		for _, r := range rs {
+			env, err := record.DecodeEnvelope(r.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := record.Decode(env.Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := ingest.Series{Device: f.Device, Tag: f.Tag}
+			if l, ok := last[s]; ok && f.Seq != l+1 {
+				t.Fatalf("%v: seq %d after %d at %s", s, f.Seq, l, r.Pos)
+			}
+			if _, ok := first[s]; !ok {
+				first[s] = f.Seq
+			}
+			last[s] = f.Seq
+		}
+		n += len(rs)
+		after = rs[len(rs)-1].Pos
+	}
+	meta, err := ingest.LastSeqs(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s, l := range last {
+		if l != in.LastSeq(s.Device, s.Tag) || l != meta[s] {
+			t.Errorf("%v: last queued seq %d, ingest %d, metadata %d", s, l, in.LastSeq(s.Device, s.Tag), meta[s])
+		}
+		if policy == buffer.DropNewest && first[s] != 1 {
+			t.Errorf("%v: starts at seq %d, want 1 (nothing committed may be lost with drop_newest)", s, first[s])
+		}
+	}
+	qs := q.Stats()
+	var bufDrops uint64
+	for _, d := range qs.Dropped {
+		bufDrops += d
+	}
+	if int64(n)+int64(bufDrops) != c.committed.Load() {
+		t.Errorf("%d queued + %d dropped by the buffer %v != %d committed", n, bufDrops, qs.Dropped, c.committed.Load())
+	}
+	if policy == buffer.DropNewest && (c.drops("pending_full") == 0 || bufDrops != 0) {
+		t.Errorf("drop_newest: ingest dropped %v, buffer %v; want pending_full drops only", c.dropped, qs.Dropped)
+	}
+	if policy == buffer.DropOldest && qs.Dropped[buffer.ReasonDiskFull] == 0 {
+		t.Errorf("drop_oldest: buffer drops %v, want disk_full", qs.Dropped)
+	}
+	t.Logf("after freeing space: %d queued, %d committed, ingest drops %v, buffer drops %v",
+		n, c.committed.Load(), c.dropped, qs.Dropped)
+	if err := b.Close(); err != nil && !errors.Is(err, buffer.ErrClosed) {
+		t.Fatal(err)
+	}
+}
