@@ -125,7 +125,7 @@ type Producer struct {
 	// LiveWindow: records committed longer ago than this are sent as
 	// backlog, beside the live data rather than ahead of it.
 	LiveWindow  Duration `yaml:"live_window" json:"live_window" doc:"records committed longer ago than this are sent in the backlog lane, beside live data instead of ahead of it; default 5s"`
-	Compression string   `yaml:"compression" json:"compression" doc:"none, gzip, snappy, lz4 or zstd; default lz4"`
+	Compression string   `yaml:"compression" json:"compression" doc:"none, gzip, snappy, lz4 or zstd; default snappy"`
 	// Acks is all (default), leader or none.
 	Acks       string `yaml:"acks" json:"acks" doc:"all (default), leader or none"`
 	Idempotent *bool  `yaml:"idempotent" json:"idempotent" doc:"idempotent producer; default true (needs acks all)"`

@@ -62,7 +62,7 @@ func staticDefaults() Config {
 			WorkerCount:     4,
 			DeliveryTimeout: Duration(10 * time.Second),
 			LiveWindow:      Duration(5 * time.Second),
-			Compression:     "lz4",
+			Compression:     "snappy",
 			Acks:            "all",
 		},
 		MQTT: MQTT{
