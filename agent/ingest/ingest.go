@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -101,9 +102,21 @@ type Ingest struct {
 	stopping bool
 
 	// Owned by Run.
-	seqs    map[Series]uint64
-	held    *commit // a commit that failed and is retried before anything else
-	scratch []byte
+	seqs map[Series]seriesState
+	held *commit // a commit that failed and is retried before anything else
+	// The commit being built and its buffers, reused from one commit to
+	// the next: the buffer copies what it is given, so once a commit has
+	// succeeded its memory is free again. A held commit keeps them until
+	// it succeeds; nothing new is encoded meanwhile.
+	next    commit
+	arena   []byte
+	touched map[Series]uint64
+}
+
+// seriesState is what the ingest stage keeps per series.
+type seriesState struct {
+	seq uint64
+	key string // its metadata key, made once
 }
 
 // commit is one group of encoded samples with the sequence numbers they
@@ -111,6 +124,7 @@ type Ingest struct {
 type commit struct {
 	records [][]byte
 	meta    map[string][]byte
+	values  []byte // backing of meta's values
 	samples int
 }
 
@@ -142,21 +156,21 @@ func New(store Store, opts Options) (*Ingest, error) {
 		opts:  opts,
 		log:   opts.Logger.With("component", "ingest"),
 		wake:  make(chan struct{}, 1),
-		seqs:  make(map[Series]uint64),
+		seqs:  make(map[Series]seriesState),
 	}
 	seqs, err := LastSeqs(store)
 	if err != nil {
 		return nil, err
 	}
 	for k, v := range seqs {
-		in.seqs[k] = v
+		in.seqs[k] = seriesState{seq: v, key: SeqKey(k.Device, k.Tag)}
 	}
 	return in, nil
 }
 
 // LastSeq returns the last sequence number committed or being committed
 // for a series; 0 when it has none.
-func (in *Ingest) LastSeq(device, tag string) uint64 { return in.seqs[Series{device, tag}] }
+func (in *Ingest) LastSeq(device, tag string) uint64 { return in.seqs[Series{device, tag}].seq }
 
 // Emit queues samples for the next group commit. It never blocks on the
 // disk: when more than MaxPending samples wait, the oldest are dropped and
@@ -262,11 +276,11 @@ func (in *Ingest) pendingCount() int {
 func (in *Ingest) commitPending() error {
 	for {
 		if in.held == nil {
-			batch := in.take()
-			if len(batch) == 0 {
+			batches := in.take()
+			if len(batches) == 0 {
 				return nil
 			}
-			in.held = in.encode(batch)
+			in.held = in.encode(batches)
 		}
 		start := in.opts.Now()
 		if err := in.store.Append(in.held.records, in.held.meta); err != nil {
@@ -285,11 +299,12 @@ func (in *Ingest) commitPending() error {
 	}
 }
 
-// take removes up to CommitSize samples from the head of pending.
-func (in *Ingest) take() []drivers.Sample {
+// take removes up to CommitSize samples from the head of pending, as the
+// batches the drivers emitted.
+func (in *Ingest) take() [][]drivers.Sample {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	batch := in.pending.pop(in.opts.CommitSize)
+	batch := in.pending.popBatches(in.opts.CommitSize)
 	if m := in.opts.Metrics.Pending; m != nil {
 		m(in.pending.n)
 	}
@@ -325,16 +340,14 @@ func (q *sampleQueue) dropOldest(n int) {
 	}
 }
 
-// pop removes and returns up to max samples from the head: the head batch
-// itself when it fits, else a copy gathered from several batches.
-func (q *sampleQueue) pop(max int) []drivers.Sample {
-	if q.n == 0 {
-		return nil
-	}
-	if len(q.batches[0]) >= max || len(q.batches) == 1 {
+// popBatches removes up to max samples from the head and returns them as
+// the batches they came in (the last one cut short if need be).
+func (q *sampleQueue) popBatches(max int) [][]drivers.Sample {
+	var out [][]drivers.Sample
+	for got := 0; got < max && len(q.batches) > 0; {
 		head := q.batches[0]
-		k := min(len(head), max)
-		out := head[:k:k]
+		k := min(len(head), max-got)
+		out = append(out, head[:k:k])
 		if k == len(head) {
 			q.batches[0] = nil
 			q.batches = q.batches[1:]
@@ -342,57 +355,60 @@ func (q *sampleQueue) pop(max int) []drivers.Sample {
 			q.batches[0] = head[k:]
 		}
 		q.n -= k
-		return out
-	}
-	out := make([]drivers.Sample, 0, min(max, q.n))
-	for len(out) < max && len(q.batches) > 0 {
-		head := q.batches[0]
-		k := min(len(head), max-len(out))
-		out = append(out, head[:k]...)
-		if k == len(head) {
-			q.batches[0] = nil
-			q.batches = q.batches[1:]
-		} else {
-			q.batches[0] = head[k:]
-		}
-		q.n -= k
+		got += k
 	}
 	return out
 }
 
-// encode numbers and encodes a batch. The sequence numbers advance in
-// memory now; they reach the disk with the records or, if the process dies
-// first, were never seen by anyone.
-func (in *Ingest) encode(batch []drivers.Sample) *commit {
-	c := &commit{records: make([][]byte, len(batch)), samples: len(batch)}
-	arena := in.scratch[:0]
-	offsets := make([]int, len(batch)+1)
-	touched := make(map[Series]uint64)
+// encode numbers and encodes the samples of batches into the reused
+// commit. The sequence numbers advance in memory now; they reach the disk
+// with the records or, if the process dies first, were never seen by
+// anyone.
+func (in *Ingest) encode(batches [][]drivers.Sample) *commit {
+	c := &in.next
+	c.records = c.records[:0]
+	c.samples = 0
+	if in.touched == nil {
+		in.touched = make(map[Series]uint64)
+	}
+	clear(in.touched)
+	arena := in.arena[:0]
 	var fields record.Fields
 	fields.Gateway = in.opts.GatewayID
-	for i := range batch {
-		s := &batch[i]
-		k := Series{s.Device, s.Tag}
-		seq := in.seqs[k] + 1
-		in.seqs[k] = seq
-		touched[k] = seq
-		fillFields(&fields, s, seq)
-		offsets[i] = len(arena)
-		// An envelope's value runs to its end: the header, then the JSON.
-		arena = record.AppendEnvelope(arena, s.Device, s.ReadTime, nil)
-		arena = record.AppendJSON(arena, &fields)
+	var offsets []int // record starts; the arena may move while it grows
+	for _, batch := range batches {
+		for i := range batch {
+			s := &batch[i]
+			k := Series{s.Device, s.Tag}
+			st, ok := in.seqs[k]
+			if !ok {
+				st.key = SeqKey(s.Device, s.Tag)
+			}
+			st.seq++
+			in.seqs[k] = st
+			in.touched[k] = st.seq
+			fillFields(&fields, s, st.seq)
+			offsets = append(offsets, len(arena))
+			// An envelope's value runs to its end: the header, then the JSON.
+			arena = record.AppendEnvelope(arena, s.Device, s.ReadTime, nil)
+			arena = record.AppendJSON(arena, &fields)
+		}
+		c.samples += len(batch)
 	}
-	offsets[len(batch)] = len(arena)
-	// One allocation for all records of the commit; the arena is reused.
-	owned := make([]byte, len(arena))
-	copy(owned, arena)
-	for i := range batch {
-		c.records[i] = owned[offsets[i]:offsets[i+1]:offsets[i+1]]
+	offsets = append(offsets, len(arena))
+	for i := 0; i+1 < len(offsets); i++ {
+		c.records = append(c.records, arena[offsets[i]:offsets[i+1]:offsets[i+1]])
 	}
-	in.scratch = arena[:0]
-	c.meta = make(map[string][]byte, len(touched))
-	for k, seq := range touched {
-		c.meta[SeqKey(k.Device, k.Tag)] = binary.BigEndian.AppendUint64(nil, seq)
+	in.arena = arena
+	if c.meta == nil {
+		c.meta = make(map[string][]byte)
+	}
+	clear(c.meta)
+	c.values = slices.Grow(c.values[:0], 8*len(in.touched))
+	for k, seq := range in.touched {
+		start := len(c.values)
+		c.values = binary.BigEndian.AppendUint64(c.values, seq)
+		c.meta[in.seqs[k].key] = c.values[start:len(c.values):len(c.values)]
 	}
 	return c
 }

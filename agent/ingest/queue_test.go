@@ -41,10 +41,11 @@ func TestSampleQueueKeepsOrderAcrossBatches(t *testing.T) {
 				t.Fatalf("n = %d after drop, want %d", q.n, next-tc.drop)
 			}
 			for i, max := range tc.pops {
-				got := q.pop(max)
 				var vals []int64
-				for _, s := range got {
-					vals = append(vals, s.Value.I)
+				for _, b := range q.popBatches(max) {
+					for _, s := range b {
+						vals = append(vals, s.Value.I)
+					}
 				}
 				if len(vals) != len(tc.want[i]) {
 					t.Fatalf("pop %d = %v, want %v", i, vals, tc.want[i])
