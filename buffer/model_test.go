@@ -34,9 +34,12 @@ type model struct {
 // simulated by copying the file between commits and opening the copy: it
 // must hold exactly the committed state.
 func TestModel(t *testing.T) {
-	seeds := 600
-	if testing.Short() || raceEnabled {
+	seeds := 3000
+	switch {
+	case testing.Short():
 		seeds = 120
+	case raceEnabled: // about ten times slower: still a thousand sequences
+		seeds = 1050
 	}
 	configs := []struct{ frameBytes, coalesce int }{
 		{maxFrameBytes, coalesceMaxPayload},
