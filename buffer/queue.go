@@ -250,7 +250,15 @@ func (q *Queue) Read(after Pos, n int) (recs []Record, err error) {
 	if i == len(q.frames) {
 		return nil, nil
 	}
-	recs = make([]Record, 0, max(0, min(int64(n), q.records)))
+	// Sized to what lies after `after` (a reader at the tail asks for a
+	// whole batch and usually gets a few records).
+	avail := 0
+	for j := i; j < len(q.frames) && avail < n; j++ {
+		if fi := q.frames[j]; !fi.dead {
+			avail += int(fi.count - fi.acked)
+		}
+	}
+	recs = make([]Record, 0, min(n, avail))
 	var bad []*frameInfo
 	var badErr []error
 	err = q.b.db.View(func(tx *bolt.Tx) error {

@@ -11,11 +11,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -71,6 +73,9 @@ type Sink struct {
 	headers [2][3]kgo.RecordHeader // gateway, schema, lane; by lane
 	log     *slog.Logger
 	timeout time.Duration
+	// trackers recycles the per-batch bookkeeping and its records: at
+	// thousands of records a second they are most of the sink's garbage.
+	trackers sync.Pool
 	// lastConnErr is the error of the last failed connection attempt
 	// (nil once one succeeds): it explains records that time out.
 	lastConnErr atomic.Pointer[error]
@@ -135,6 +140,7 @@ func New(opts Options) (*Sink, error) {
 		kopts = append(kopts, kgo.SASL(opts.SASL))
 	}
 	s := &Sink{topic: topicFunc(opts.Topic, opts.GatewayID), log: opts.Logger, timeout: opts.DeliveryTimeout}
+	s.trackers.New = newTracker
 	kopts = append(kopts, kgo.WithHooks(connHooks{onConnect: opts.OnConnect, onDisconnect: opts.OnDisconnect, lastErr: &s.lastConnErr}))
 	if opts.OnBatchWritten != nil {
 		kopts = append(kopts, kgo.WithHooks(batchHook(opts.OnBatchWritten)))
@@ -170,21 +176,28 @@ func (s *Sink) Produce(ctx context.Context, lane uplink.Lane, batch []uplink.Mes
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	t := &tracker{done: func(errs []error) { cancel(); done(errs) }, n: int64(len(batch))}
-	t.remaining.Store(t.n)
+	t := s.trackers.Get().(*tracker)
+	t.sink, t.done, t.cancel = s, done, cancel
+	t.remaining.Store(int64(len(batch)))
+	t.recs = slices.Grow(t.recs[:0], len(batch))[:len(batch)]
 	cl := s.clients[lane]
-	recs := make([]kgo.Record, len(batch))
 	hdrs := s.headers[lane][:]
 	for i := range batch {
 		m := &batch[i]
-		r := &recs[i]
+		r := &t.recs[i]
 		r.Topic = s.topic(m.Key)
 		r.Key = []byte(m.Key)
 		r.Value = m.Value
 		r.Timestamp = m.Time
 		r.Headers = hdrs
-		cl.Produce(ctx, r, func(_ *kgo.Record, err error) { t.settle(i, s.explain(err)) })
+		cl.Produce(ctx, r, t.promise)
 	}
+}
+
+func newTracker() any {
+	t := &tracker{}
+	t.promise = t.settle
+	return t
 }
 
 // explain adds the last connection error to a timeout, so that a wrong
@@ -202,28 +215,40 @@ func (s *Sink) explain(err error) error {
 
 // tracker collects the outcomes of one batch's records.
 type tracker struct {
+	sink      *Sink
 	done      func([]error)
-	n         int64
+	cancel    context.CancelFunc
+	recs      []kgo.Record
+	promise   func(*kgo.Record, error) // t.settle, bound once
 	remaining atomic.Int64
 	mu        sync.Mutex
 	errs      []error
 }
 
-func (t *tracker) settle(i int, err error) {
+// settle is every record's promise. The record's index is its place in
+// t.recs, which franz-go hands back by pointer.
+func (t *tracker) settle(r *kgo.Record, err error) {
 	if err != nil {
+		i := int((uintptr(unsafe.Pointer(r)) - uintptr(unsafe.Pointer(&t.recs[0]))) / unsafe.Sizeof(kgo.Record{}))
 		t.mu.Lock()
 		if t.errs == nil {
-			t.errs = make([]error, t.n)
+			t.errs = make([]error, len(t.recs))
 		}
-		t.errs[i] = err
+		t.errs[i] = t.sink.explain(err)
 		t.mu.Unlock()
 	}
-	if t.remaining.Add(-1) == 0 {
-		t.mu.Lock()
-		errs := t.errs
-		t.mu.Unlock()
-		t.done(errs)
+	if t.remaining.Add(-1) != 0 {
+		return
 	}
+	t.mu.Lock()
+	s, errs, done, cancel := t.sink, t.errs, t.done, t.cancel
+	t.errs, t.done, t.cancel, t.sink = nil, nil, nil, nil
+	t.mu.Unlock()
+	cancel()
+	// franz-go is done with every record: they can serve the next batch.
+	clear(t.recs)
+	s.trackers.Put(t)
+	done(errs)
 }
 
 // Permanent reports whether err means the broker will never take the
