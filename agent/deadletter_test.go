@@ -3,7 +3,6 @@ package agent_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/iot-producer/iot-producer/agent"
 	"github.com/iot-producer/iot-producer/agent/config"
 	"github.com/iot-producer/iot-producer/buffer"
 	"github.com/iot-producer/iot-producer/internal/kfakefault"
@@ -42,22 +40,13 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 	if err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan struct{})
-	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewTextHandler(tlog{t}, nil)), OnReady: func() { close(ready) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	<-ready
+	a, stop := startAgent(t, cfg)
 	snap := func() telemetry.MetricsSnapshot { return telemetry.Snapshot(a.Metrics()) }
 	waitFor(t, "dead letters and then deliveries", func() bool {
 		s := snap()
 		return s.Sum("iot_dead_letter_records_total") > 0 && s.Sum("kafka_messages_sent_total") >= 500
 	})
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	deadCount := snap().Sum("iot_dead_letter_records_total")

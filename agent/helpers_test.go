@@ -1,11 +1,16 @@
 package agent_test
 
 import (
+	"context"
 	"io"
+	"log/slog"
 	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/iot-producer/iot-producer/agent"
+	"github.com/iot-producer/iot-producer/agent/config"
 )
 
 // checkLeaks fails t if goroutines started during the test outlive it. It
@@ -26,4 +31,26 @@ func (s *safeWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// startAgent builds an agent from cfg, logging to the test's log, runs it
+// until it is ready and returns it with a function that stops it and
+// returns Run's error.
+func startAgent(t *testing.T, cfg *config.Config) (*agent.Agent, func() error) {
+	t.Helper()
+	ready := make(chan struct{})
+	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewTextHandler(tlog{t}, nil)), OnReady: func() { close(ready) }})
+	if err != nil {
+		t.Fatalf("agent.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("agent stopped before it was ready: %v", err)
+	}
+	return a, func() error { cancel(); return <-done }
 }

@@ -3,14 +3,12 @@ package agent_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/iot-producer/iot-producer/agent"
 	"github.com/iot-producer/iot-producer/agent/config"
 	"github.com/iot-producer/iot-producer/internal/faultproxy/kfakeproxy"
 	"github.com/iot-producer/iot-producer/internal/seqcheck"
@@ -55,15 +53,7 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 			if err != nil {
 				t.Fatal(err)
 			}
-			ready := make(chan struct{})
-			a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewTextHandler(tlog{t}, nil)), OnReady: func() { close(ready) }})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- a.Run(ctx) }()
-			<-ready
+			a, stop := startAgent(t, cfg)
 			sent := func() float64 { return telemetry.Snapshot(a.Metrics()).Sum("kafka_messages_sent_total") }
 			waitFor(t, "records acknowledged before the fault", func() bool { return sent() >= 1000 })
 
@@ -95,8 +85,7 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 				}
 				return false
 			})
-			cancel()
-			if err := <-done; err != nil {
+			if err := stop(); err != nil {
 				t.Fatal(err)
 			}
 
