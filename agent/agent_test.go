@@ -59,41 +59,11 @@ func newCluster(t *testing.T) *kfake.Cluster {
 // in this run, then stops it and returns Run's error.
 func runUntil(t *testing.T, cfg *config.Config, n float64) {
 	t.Helper()
-	ready := make(chan struct{})
-	a, err := agent.New(cfg, agent.Options{
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		OnReady: func() { close(ready) },
+	a, stop := startAgent(t, cfg)
+	waitFor(t, fmt.Sprintf("%.0f records acknowledged", n), func() bool {
+		return telemetry.Snapshot(a.Metrics()).Sum("kafka_messages_sent_total") >= n
 	})
-	if err != nil {
-		t.Fatalf("agent.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("agent stopped before it was ready: %v", err)
-	}
-	acked := make(chan struct{})
-	go func() {
-		defer close(acked)
-		for telemetry.Snapshot(a.Metrics()).Sum("kafka_messages_sent_total") < n {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(5 * time.Millisecond): // polling a counter, not synchronising on time
-			}
-		}
-	}()
-	select {
-	case <-acked:
-	case <-time.After(30 * time.Second):
-		t.Errorf("fewer than %.0f records acknowledged within 30s", n)
-	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("agent.Run: %v", err)
 	}
 }

@@ -91,6 +91,24 @@ func Bool(b bool) Value { return Value{Kind: KindBool, B: b} }
 // String returns a string Value.
 func String(s string) Value { return Value{Kind: KindString, S: s} }
 
+// Float64 returns the value as a float: integers converted, true as 1,
+// false and strings as 0.
+func (v Value) Float64() float64 {
+	switch v.Kind {
+	case KindFloat:
+		return v.F
+	case KindInt:
+		return float64(v.I)
+	case KindUint:
+		return float64(v.U)
+	case KindBool:
+		if v.B {
+			return 1
+		}
+	}
+	return 0
+}
+
 // Equal reports whether two values have the same kind and content. NaN
 // equals NaN here, so that a round trip of a NaN reading compares equal.
 func (v Value) Equal(o Value) bool {

@@ -159,9 +159,9 @@ func Encode(v drivers.Value, t Type, o ByteOrder) ([]byte, error) {
 	case Uint64:
 		binary.BigEndian.PutUint64(b, clampUint(v, math.MaxUint64))
 	case Float32:
-		binary.BigEndian.PutUint32(b, math.Float32bits(float32(asFloat(v))))
+		binary.BigEndian.PutUint32(b, math.Float32bits(float32(v.Float64())))
 	case Float64:
-		binary.BigEndian.PutUint64(b, math.Float64bits(asFloat(v)))
+		binary.BigEndian.PutUint64(b, math.Float64bits(v.Float64()))
 	}
 	fromBigEndian(out, b, o)
 	return out, nil
@@ -181,22 +181,6 @@ func truthy(v drivers.Value) bool {
 	return v.S != ""
 }
 
-func asFloat(v drivers.Value) float64 {
-	switch v.Kind {
-	case drivers.KindFloat:
-		return v.F
-	case drivers.KindInt:
-		return float64(v.I)
-	case drivers.KindUint:
-		return float64(v.U)
-	case drivers.KindBool:
-		if v.B {
-			return 1
-		}
-	}
-	return 0
-}
-
 func clampInt(v drivers.Value, lo, hi int64) int64 {
 	switch v.Kind {
 	case drivers.KindInt:
@@ -207,7 +191,7 @@ func clampInt(v drivers.Value, lo, hi int64) int64 {
 		}
 		return int64(v.U)
 	}
-	f := math.Round(asFloat(v))
+	f := math.Round(v.Float64())
 	switch {
 	case math.IsNaN(f):
 		return 0
@@ -229,7 +213,7 @@ func clampUint(v drivers.Value, hi uint64) uint64 {
 		}
 		return min(hi, uint64(v.I))
 	}
-	f := math.Round(asFloat(v))
+	f := math.Round(v.Float64())
 	switch {
 	case math.IsNaN(f) || f <= 0:
 		return 0

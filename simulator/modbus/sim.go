@@ -134,7 +134,7 @@ func (s *Simulator) write(sp *simPoint) error {
 		if sc == 0 {
 			sc = 1
 		}
-		v = drivers.Float((asFloat(v) - p.Offset) / sc)
+		v = drivers.Float((v.Float64() - p.Offset) / sc)
 	}
 	regs, err := mb.Encode(v, p.Type, p.Order)
 	if err != nil {
@@ -184,19 +184,4 @@ func truthy(v drivers.Value) bool {
 		return v.F != 0 && !math.IsNaN(v.F)
 	}
 	return v.S != ""
-}
-
-func asFloat(v drivers.Value) float64 {
-	switch v.Kind {
-	case drivers.KindInt:
-		return float64(v.I)
-	case drivers.KindUint:
-		return float64(v.U)
-	case drivers.KindBool:
-		if v.B {
-			return 1
-		}
-		return 0
-	}
-	return v.F
 }
