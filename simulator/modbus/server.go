@@ -115,6 +115,13 @@ func (s *Server) answer(unit uint8, req, dst []byte) ([]byte, bool, Faults) {
 // ServeTCP answers Modbus TCP on ln until ctx is done, then closes ln and
 // every connection and returns once all are finished.
 func (s *Server) ServeTCP(ctx context.Context, ln net.Listener) error {
+	return s.serveConns(ctx, ln, s.serveTCPConn)
+}
+
+// serveConns accepts connections from ln and runs handle on each (at most
+// MaxConns at once, the rest refused and counted) until ctx is done, then
+// closes ln and every connection and returns once all are finished.
+func (s *Server) serveConns(ctx context.Context, ln net.Listener, handle func(net.Conn)) error {
 	var conns sync.Map
 	stop := context.AfterFunc(ctx, func() {
 		ln.Close()
@@ -147,7 +154,7 @@ func (s *Server) ServeTCP(ctx context.Context, ln net.Listener) error {
 			c.Close()
 		}
 		wg.Go(func() {
-			s.serveTCPConn(c)
+			handle(c)
 			conns.Delete(c)
 			c.Close()
 			s.mu.Lock()
@@ -334,30 +341,8 @@ func crc16(b []byte) uint16 {
 }
 
 // ServeRTUOverTCP answers RTU frames on every connection accepted from ln
-// (a serial gateway in transparent mode) until ctx is done.
+// (a serial gateway in transparent mode) until ctx is done, with the same
+// connection handling as ServeTCP.
 func (s *Server) ServeRTUOverTCP(ctx context.Context, ln net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
-		}
-		s.mu.Lock()
-		s.open++
-		s.stats.Accepted++
-		s.stats.Peak = max(s.stats.Peak, s.open)
-		s.mu.Unlock()
-		wg.Go(func() {
-			_ = s.ServeRTU(ctx, c.(*net.TCPConn))
-			s.mu.Lock()
-			s.open--
-			s.mu.Unlock()
-		})
-	}
+	return s.serveConns(ctx, ln, func(c net.Conn) { _ = s.ServeRTU(ctx, c.(*net.TCPConn)) })
 }
