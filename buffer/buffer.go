@@ -44,6 +44,8 @@ type Buffer struct {
 	db   *bolt.DB
 	// pageSize is the file's page size.
 	pageSize int64
+	// epoch is the stream epoch of the file (epoch.go), set by Open.
+	epoch string
 
 	queues map[string]*Queue
 	order  []*Queue
@@ -189,6 +191,7 @@ func (b *Buffer) init() (err error) {
 		if len(queues) == 0 && len(b.opts.DeadLetterQueues) == 0 {
 			queues = fileQueues(tx)
 		}
+		b.readEpoch(tx.Bucket(sysBucket))
 		return b.checkFormat(tx.Bucket(sysBucket))
 	}); err != nil {
 		return err
@@ -219,6 +222,9 @@ func (b *Buffer) init() (err error) {
 			}
 		}
 		if err := b.checkFormat(sys); err != nil {
+			return err
+		}
+		if err := b.initEpoch(sys); err != nil {
 			return err
 		}
 		if _, err := tx.CreateBucketIfNotExists(metaBucket); err != nil {
