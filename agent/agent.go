@@ -47,17 +47,51 @@ type Agent struct {
 
 	buf     *buffer.Buffer
 	ingest  *ingest.Ingest
+	shared  *drivers.Shared
 	sources []drivers.Driver
 	sinks   []*sinkRunner
 }
 
 // sinkRunner is one sink with its send loop.
 type sinkRunner struct {
-	name  string
-	sink  uplink.Sink
-	queue *buffer.Queue
-	loop  *uplink.Loop
-	close func()
+	name, section string
+	sink          uplink.Sink
+	settings      uplink.LoopSettings
+	queue         *buffer.Queue
+	loop          *uplink.Loop
+}
+
+// release closes the sink's connections, if it holds any.
+func (s *sinkRunner) release() {
+	if c, ok := s.sink.(uplink.Closer); ok && s.sink != nil {
+		c.Close()
+	}
+	s.sink = nil
+}
+
+// Check builds everything cfg describes that can be built without taking
+// effect — every driver (addresses, request plans), every sink (TLS and
+// password files read, clients configured), the buffer's directory and
+// bounds, the telemetry addresses — and releases it again. It is the
+// check validate runs, and New and a reload run the same construction, so
+// a file Check accepts is one the agent runs, but for what only the
+// running process can find out: a port in use, the buffer's file lock.
+// Problems are config.ValidationErrors naming the key.
+func Check(cfg *config.Config) error {
+	log := slog.New(slog.DiscardHandler)
+	shared := &drivers.Shared{}
+	defer shared.Close()
+	if _, err := buildSources(cfg, shared, telemetry.NewMetrics(), log); err != nil {
+		return err
+	}
+	sinks, err := buildSinks(cfg, log)
+	if err != nil {
+		return err
+	}
+	for _, s := range sinks {
+		s.release()
+	}
+	return checkBuffer(cfg, len(sinks))
 }
 
 // New builds every part of the pipeline from cfg. Nothing runs until Run.
@@ -75,6 +109,7 @@ func New(cfg *config.Config, opts Options) (_ *Agent, err error) {
 		log:     opts.Logger,
 		metrics: telemetry.NewMetrics(),
 		health:  telemetry.NewHealth(),
+		shared:  &drivers.Shared{},
 	}
 	if opts.Version != "" {
 		a.metrics.SetBuildInfo(opts.Version)
@@ -85,11 +120,19 @@ func New(cfg *config.Config, opts Options) (_ *Agent, err error) {
 		}
 	}()
 
-	if a.sources, err = buildSources(cfg, a.metrics, a.log); err != nil {
+	if a.sources, err = buildSources(cfg, a.shared, a.metrics, a.log); err != nil {
 		return nil, err
 	}
-	sinks, err := a.buildSinks()
+	sinks, err := buildSinks(cfg, a.log)
 	if err != nil {
+		return nil, err
+	}
+	a.sinks = sinks
+	for _, s := range sinks {
+		a.metrics.InitSink(s.name)
+		a.metrics.InitQueue(s.name)
+	}
+	if err := checkBuffer(cfg, len(sinks)); err != nil {
 		return nil, err
 	}
 	queues := make([]string, len(sinks))
@@ -103,7 +146,6 @@ func New(cfg *config.Config, opts Options) (_ *Agent, err error) {
 		s.queue = a.buf.Queue(s.name)
 		s.loop = a.newLoop(s)
 	}
-	a.sinks = sinks
 	if a.ingest, err = a.newIngest(); err != nil {
 		return nil, err
 	}
@@ -257,10 +299,10 @@ func (a *Agent) publishStats(ctx context.Context) {
 // release closes the sinks and the buffer. It is safe to call twice.
 func (a *Agent) release() {
 	for _, s := range a.sinks {
-		if s.close != nil {
-			s.close()
-			s.close = nil
-		}
+		s.release()
+	}
+	if a.shared != nil {
+		a.shared.Close()
 	}
 	if a.buf != nil {
 		if err := a.buf.Close(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,7 +18,9 @@ import (
 	"github.com/iot-producer/iot-producer/agent/ingest"
 	"github.com/iot-producer/iot-producer/buffer"
 	"github.com/iot-producer/iot-producer/internal/seqcheck"
+	_ "github.com/iot-producer/iot-producer/plugins/all"
 	"github.com/iot-producer/iot-producer/telemetry"
+	"github.com/iot-producer/iot-producer/uplink/kafka"
 )
 
 const topic = "iot-test"
@@ -184,10 +187,14 @@ func TestBrokerDownKeepsSamplesInTheBuffer(t *testing.T) {
 func TestConfigErrorsStopNew(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(t, dir, []string{"127.0.0.1:1"})
-	cfg.MQTT.Enabled = true
-	cfg.MQTT.Broker = "tcp://127.0.0.1:1"
-	if _, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err == nil {
-		t.Fatal("New accepted an MQTT sink this build does not have")
+	k := cfg.Sink("producer").Settings.(*kafka.Config)
+	k.TLS = config.TLS{Enabled: true, CAFile: filepath.Join(dir, "no-such-ca.pem")}
+	_, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err == nil || !strings.Contains(err.Error(), "producer") || !strings.Contains(err.Error(), "no-such-ca.pem") {
+		t.Fatalf("New with a missing CA file: %v; want an error naming producer and the file", err)
+	}
+	if err := agent.Check(cfg); err == nil || err.Error() != func() string { _, e := agent.New(cfg, agent.Options{}); return e.Error() }() {
+		t.Errorf("Check and New disagree: %v", err)
 	}
 	// The buffer must have been released: a second open succeeds at once.
 	buf, err := buffer.Open(filepath.Join(dir, "buffer.db"), buffer.Options{Queues: []string{"kafka"}, LockTimeout: 100 * time.Millisecond})

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -9,21 +11,23 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/iot-producer/iot-producer/agent/config"
 	"github.com/iot-producer/iot-producer/agent/ingest"
 	"github.com/iot-producer/iot-producer/buffer"
 	"github.com/iot-producer/iot-producer/drivers"
-	"github.com/iot-producer/iot-producer/drivers/modbus"
 	"github.com/iot-producer/iot-producer/record"
 	"github.com/iot-producer/iot-producer/simulator"
 	"github.com/iot-producer/iot-producer/telemetry"
 	"github.com/iot-producer/iot-producer/uplink"
-	"github.com/iot-producer/iot-producer/uplink/kafka"
 )
 
-// buildSources returns the simulator source and one driver per enabled PLC;
-// drivers count their errors in m.
-func buildSources(cfg *config.Config, m *telemetry.Metrics, log *slog.Logger) ([]drivers.Driver, error) {
+// buildSources returns the simulator source and one driver per enabled
+// PLC, each built by its driver plug-in; drivers count their errors in m
+// and share what they share through shared. Errors name the PLC's config
+// path.
+func buildSources(cfg *config.Config, shared *drivers.Shared, m *telemetry.Metrics, log *slog.Logger) ([]drivers.Driver, error) {
 	var out []drivers.Driver
 	if cfg.Device.Enabled != nil && *cfg.Device.Enabled && cfg.Device.Count > 0 {
 		src, err := simulator.NewSource(simulator.SourceOptions{
@@ -35,89 +39,127 @@ func buildSources(cfg *config.Config, m *telemetry.Metrics, log *slog.Logger) ([
 			NamePrefix:    cfg.Device.NamePrefix,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("device: %w", err)
+			return nil, cfg.Problem("device", err)
 		}
 		out = append(out, src)
 	}
-	// One pool for every Modbus PLC: devices behind one host:port or
-	// serial port share its connection. It closes each connection when
-	// the last driver using it stops.
-	pool := modbus.NewPool(modbus.PoolOptions{Logger: log.With("component", "modbus")})
 	for i, plc := range cfg.PLCs {
 		if plc.Enabled != nil && !*plc.Enabled {
 			continue
 		}
-		if plc.Driver != "modbus" {
-			return nil, fmt.Errorf("plcs[%d] (%s): driver %q is not available in this build yet", i, plc.Name, plc.Driver)
-		}
-		d, err := modbusDriver(i, plc, pool, m, log)
+		d, err := buildDriver(cfg, i, shared, m, log)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, d)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("no source: enable device or configure plcs")
+		return nil, cfg.Problem("device.enabled", errors.New("no source: enable device or configure plcs"))
 	}
 	return out, nil
 }
 
-// buildSinks returns the configured sinks, without their queues.
-func (a *Agent) buildSinks() ([]*sinkRunner, error) {
-	cfg := a.cfg
-	var out []*sinkRunner
-	if cfg.Producer.Enabled == nil || *cfg.Producer.Enabled {
-		opts, err := kafkaOptions(cfg)
-		if err != nil {
-			return nil, fmt.Errorf("producer: %w", err)
-		}
-		opts.Logger = a.log.With("sink", "kafka")
-		opts.OnConnect = func(broker string) { a.log.Debug("kafka broker connected", "broker", broker) }
-		k, err := kafka.New(opts)
-		if err != nil {
-			return nil, fmt.Errorf("producer: %w", err)
-		}
-		out = append(out, &sinkRunner{name: k.Name(), close: k.Close, sink: k})
+// buildDriver builds plcs[i] through its driver plug-in.
+func buildDriver(cfg *config.Config, i int, shared *drivers.Shared, m *telemetry.Metrics, log *slog.Logger) (drivers.Driver, error) {
+	plc := cfg.PLCs[i]
+	path := fmt.Sprintf("plcs[%d]", i)
+	b, ok := plc.Settings.(drivers.Builder)
+	if !ok {
+		return nil, cfg.Problem(path+".driver", fmt.Errorf("driver %q cannot build drivers in this build", plc.Driver))
 	}
-	if cfg.MQTT.Enabled {
-		for _, s := range out {
-			s.close()
-		}
-		return nil, fmt.Errorf("mqtt: the MQTT sink is not available in this build yet")
-	}
-	for _, s := range out {
-		a.metrics.InitSink(s.name)
-		a.metrics.InitQueue(s.name)
-	}
-	return out, nil
-}
-
-func kafkaOptions(cfg *config.Config) (kafka.Options, error) {
-	p := cfg.Producer
-	tlsCfg, err := uplink.TLSConfig(uplink.TLSFiles{
-		Enabled: p.TLS.Enabled, CAFile: p.TLS.CAFile, CertFile: p.TLS.CertFile, KeyFile: p.TLS.KeyFile,
-		ServerName: p.TLS.ServerName, InsecureSkipVerify: p.TLS.InsecureSkipVerify,
+	source := plc.Driver + ":" + plc.Name
+	errs := m.DriverErrors
+	d, err := b.Build(drivers.Env{
+		Device:   plc.Name,
+		Logger:   log.With("source", source),
+		OnError:  func(kind string) { errs.WithLabelValues(source, kind).Inc() },
+		Shared:   shared,
+		StateDir: cfg.Gateway.StateDir,
 	})
 	if err != nil {
-		return kafka.Options{}, fmt.Errorf("tls: %w", err)
+		return nil, cfg.Problem(path, fmt.Errorf("(%s): %w", plc.Name, err))
 	}
-	mech, err := kafka.SASLMechanism(p.SASL.Mechanism, p.SASL.Username, p.SASL.Password)
-	if err != nil {
-		return kafka.Options{}, fmt.Errorf("sasl: %w", err)
+	return d, nil
+}
+
+// buildSinks returns the enabled sinks, each built by its plug-in, without
+// their queues.
+func buildSinks(cfg *config.Config, log *slog.Logger) ([]*sinkRunner, error) {
+	var out []*sinkRunner
+	fail := func(err error) ([]*sinkRunner, error) {
+		for _, s := range out {
+			s.release()
+		}
+		return nil, err
 	}
-	return kafka.Options{
-		Brokers:            p.Brokers,
-		Topic:              p.Topic,
-		ClientID:           p.ClientID,
-		GatewayID:          cfg.Gateway.ID,
-		Compression:        p.Compression,
-		Acks:               p.Acks,
-		Idempotent:         p.Idempotent == nil || *p.Idempotent,
-		TLS:                tlsCfg,
-		SASL:               mech,
-		MaxBufferedRecords: 2 * p.BatchSize * p.WorkerCount,
-		DeliveryTimeout:    p.DeliveryTimeout.Std(),
-	}, nil
+	for _, sc := range cfg.Sinks {
+		if !sc.Enabled {
+			continue
+		}
+		b, ok := sc.Settings.(uplink.Builder)
+		if !ok {
+			return fail(cfg.Problem(sc.Section, fmt.Errorf("the %s sink cannot be built in this build", sc.Name)))
+		}
+		slog := log.With("sink", sc.Name)
+		sink, err := b.Build(uplink.SinkEnv{
+			GatewayID: cfg.Gateway.ID,
+			Logger:    slog,
+			StateDir:  cfg.Gateway.StateDir,
+			OnConnect: func(broker string) { slog.Debug("broker connected", "broker", broker) },
+		})
+		if err != nil {
+			return fail(cfg.Problem(sc.Section, err))
+		}
+		out = append(out, &sinkRunner{name: sc.Name, section: sc.Section, sink: sink, settings: b.Loop()})
+	}
+	if len(out) == 0 {
+		return fail(cfg.Problem("", errors.New("no sink is enabled")))
+	}
+	return out, nil
+}
+
+// checkBuffer checks what opening the buffer needs that the file cannot
+// say: the bound fits the platform, and the state directory exists or can
+// be made, and is writable by the user running the check.
+func checkBuffer(cfg *config.Config, queues int) error {
+	b := cfg.Buffer
+	if err := buffer.CheckBounds(int64(b.MaxBytes), 2*queues); err != nil {
+		return cfg.Problem("buffer.max_bytes", err)
+	}
+	if err := writableDir(filepath.Dir(b.Path)); err != nil {
+		key := "buffer.path"
+		if cfg.Buffer.Path == filepath.Join(cfg.Gateway.StateDir, "buffer.db") {
+			key = "gateway.state_dir"
+		}
+		return cfg.Problem(key, err)
+	}
+	if fi, err := os.Stat(b.Path); err == nil && !fi.Mode().IsRegular() {
+		return cfg.Problem("buffer.path", fmt.Errorf("%s is not a regular file", b.Path))
+	}
+	return nil
+}
+
+// writableDir checks that dir is a directory this process may create files
+// in, or that its nearest existing parent is one (the agent creates the
+// rest).
+func writableDir(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		switch {
+		case err == nil && !fi.IsDir():
+			return fmt.Errorf("%s is not a directory", d)
+		case err == nil:
+			if err := unix.Access(d, unix.W_OK|unix.X_OK); err != nil {
+				return fmt.Errorf("directory %s is not writable by this user (uid %d): %w", d, os.Getuid(), err)
+			}
+			return nil
+		case !errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("state directory %s: %w", dir, err)
+		}
+		if p := filepath.Dir(d); p == d {
+			return fmt.Errorf("state directory %s: no existing parent", dir)
+		}
+	}
 }
 
 func (a *Agent) openBuffer(queues []string) (*buffer.Buffer, error) {
@@ -129,10 +171,6 @@ func (a *Agent) openBuffer(queues []string) (*buffer.Buffer, error) {
 	onCorrupt, err := buffer.ParseCorruptPolicy(b.OnCorrupt)
 	if err != nil {
 		return nil, fmt.Errorf("buffer.on_corrupt: %w", err)
-	}
-	all := append(queues[:len(queues):len(queues)], deadLetterQueues(queues)...)
-	if err := buffer.CheckBounds(int64(b.MaxBytes), len(all)); err != nil {
-		return nil, fmt.Errorf("buffer.max_bytes: %w", err)
 	}
 	// The state directory may not exist yet on a hand-run gateway (the
 	// package and the unit create it): make it, private to the agent.
@@ -213,13 +251,13 @@ func (a *Agent) newLoop(s *sinkRunner) *uplink.Loop {
 	delivery := m.SampleDelivery.WithLabelValues(name)
 	errs := m.SendErrors.WithLabelValues(name)
 	retries := m.UplinkRetries.WithLabelValues(name)
-	p := a.cfg.Producer
+	st := s.settings
 	states := newLaneStates(name, a.health, m)
 	return uplink.New(s.queue, s.sink, uplink.Options{
-		BatchSize:     p.BatchSize,
-		FlushInterval: p.FlushInterval.Std(),
-		Workers:       p.WorkerCount,
-		LiveWindow:    p.LiveWindow.Std(),
+		BatchSize:     st.BatchSize,
+		FlushInterval: st.FlushInterval,
+		Workers:       st.Workers,
+		LiveWindow:    st.LiveWindow,
 		DeadLetters:   deadLetters{buf: a.buf, queue: deadLetterQueue(name)},
 		Logger:        a.log,
 		Metrics: uplink.Metrics{

@@ -149,19 +149,25 @@ func TestModbusPLCsThroughTheAgent(t *testing.T) {
 	}
 }
 
+// TestModbusConfigErrorsNameThePLC checks that what the driver would
+// refuse is refused when the file is read, naming the key and line, so
+// validate refuses it too.
 func TestModbusConfigErrorsNameThePLC(t *testing.T) {
 	cases := []struct {
-		name, extra, want string
+		name, tag, want string
 	}{
-		{"notation digit", `  - {name: bad, driver: modbus, endpoint: "127.0.0.1:1", tags: [{name: t, address: "50001", type: int16}]}`,
-			"plcs[2] (bad).tags[0] (t): address \"50001\""},
-		{"past the end", `  - {name: bad, driver: modbus, endpoint: "127.0.0.1:1", tags: [{name: t, address: "65535", register: holding, type: float32}]}`,
-			"plcs[2] (bad): modbus bad: tag t: float32 at 65535 runs past address 65535"},
+		{"notation digit", `{name: t, address: "50001", type: int16}`,
+			`plcs[0].tags[0].address: address "50001": in notation the first digit is 0 (coil), 1 (discrete), 3 (input) or 4 (holding)`},
+		{"beyond notation", `{name: t, address: "70000", type: int16}`, `plcs[0].tags[0].address: address "70000"`},
+		{"past the end", `{name: t, address: "65535", register: holding, type: float32}`,
+			"plcs[0].tags[0].address: float32 at holding 65535 runs past address 65535 (line 5)"},
+		{"coil as int16", `{name: t, address: "1", register: coil, type: int16}`,
+			"plcs[0].tags[0].type: coil registers hold bits: the type must be bool, not int16 (line 5)"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			cfg := modbusConfig(t, t.TempDir(), "127.0.0.1:1", "127.0.0.1:1", c.extra)
-			_, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			src := "producer: {brokers: [\"127.0.0.1:1\"]}\nplcs:\n  - {name: bad, driver: modbus, endpoint: \"127.0.0.1:1\",\n     tags: [\n       " + c.tag + "]}\n"
+			_, err := config.Parse([]byte(src), "test config")
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want one containing %q", err, c.want)
 			}

@@ -3,6 +3,8 @@ package k8s
 import (
 	"bytes"
 	"errors"
+	_ "github.com/iot-producer/iot-producer/plugins/all"
+	"github.com/iot-producer/iot-producer/uplink/kafka"
 	"io"
 	"net"
 	"os"
@@ -475,7 +477,7 @@ func TestNetworkPolicy(t *testing.T) {
 	if !slices.Contains(allowedOut, 53) {
 		t.Error("no egress rule allows DNS (53)")
 	}
-	for _, b := range cfg.Producer.Brokers {
+	for _, b := range cfg.Sink("producer").Settings.(*kafka.Config).Brokers {
 		_, port, err := net.SplitHostPort(b)
 		if err != nil {
 			t.Fatalf("broker %q: %v", b, err)
@@ -529,8 +531,8 @@ func parseConfigMap(t *testing.T, m *manifests) *config.Config {
 	if err != nil {
 		t.Fatalf("ConfigMap %s/%s does not load:\n%v", manualConfigMap, configKey, err)
 	}
-	if cfg.Producer.SASL.Password != secret {
-		t.Fatalf("the password read through password_file is %q, want the Secret's %q", cfg.Producer.SASL.Password, secret)
+	if cfg.Sink("producer").Settings.(*kafka.Config).SASL.Password != secret {
+		t.Fatalf("the password read through password_file is %q, want the Secret's %q", cfg.Sink("producer").Settings.(*kafka.Config).SASL.Password, secret)
 	}
 	return cfg
 }

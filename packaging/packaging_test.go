@@ -2,6 +2,8 @@ package packaging
 
 import (
 	"bufio"
+	_ "github.com/iot-producer/iot-producer/plugins/all"
+	"github.com/iot-producer/iot-producer/uplink/kafka"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,8 +49,8 @@ func TestDefaultConfig(t *testing.T) {
 			if cfg.Device.Enabled == nil || !*cfg.Device.Enabled {
 				t.Error("the simulator should be on: a fresh install runs out of the box")
 			}
-			if !slices.Equal(cfg.Producer.Brokers, []string{"localhost:9092"}) {
-				t.Errorf("brokers = %v, want [localhost:9092]", cfg.Producer.Brokers)
+			if !slices.Equal(cfg.Sink("producer").Settings.(*kafka.Config).Brokers, []string{"localhost:9092"}) {
+				t.Errorf("brokers = %v, want [localhost:9092]", cfg.Sink("producer").Settings.(*kafka.Config).Brokers)
 			}
 			if cfg.Gateway.StateDir != stateDir || cfg.Buffer.Path != stateDir+"/buffer.db" {
 				t.Errorf("state_dir %s, buffer %s; want %s/buffer.db (the unit's StateDirectory)", cfg.Gateway.StateDir, cfg.Buffer.Path, stateDir)

@@ -1,9 +1,13 @@
-package config
+package config_test
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	. "github.com/iot-producer/iot-producer/agent/config"
+	"github.com/iot-producer/iot-producer/drivers/modbus"
+	_ "github.com/iot-producer/iot-producer/plugins/all"
+	"github.com/iot-producer/iot-producer/uplink/kafka"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -46,8 +50,8 @@ func TestExampleConfigsLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) < 4 {
-		t.Fatalf("found %d example configs, want at least demo, production, mqtt and manual-tuning: %v", len(files), files)
+	if len(files) < 3 {
+		t.Fatalf("found %d example configs, want at least demo, production and manual-tuning: %v", len(files), files)
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
@@ -68,9 +72,9 @@ func TestExampleConfigValues(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.Producer.BatchSize != 1000 || c.Producer.FlushInterval.Std() != 500*time.Millisecond || c.Producer.WorkerCount != 8 {
+		if k := producer(c); k.BatchSize != 1000 || k.FlushInterval.Std() != 500*time.Millisecond || k.WorkerCount != 8 {
 			t.Errorf("producer = batch %d, flush %v, workers %d; want 1000, 500ms, 8",
-				c.Producer.BatchSize, c.Producer.FlushInterval, c.Producer.WorkerCount)
+				k.BatchSize, k.FlushInterval, k.WorkerCount)
 		}
 		if c.Device.SampleInterval.Std() != time.Second || c.Device.DataVariation != 0.1 {
 			t.Errorf("device = sample %v, variation %v; want 1s, 0.1", c.Device.SampleInterval, c.Device.DataVariation)
@@ -84,8 +88,8 @@ func TestExampleConfigValues(t *testing.T) {
 		if !*c.Device.Enabled || len(c.PLCs) != 0 {
 			t.Errorf("demo: device.enabled %v with %d plcs; want the simulator only", *c.Device.Enabled, len(c.PLCs))
 		}
-		if !reflect.DeepEqual(c.Producer.Brokers, []string{"localhost:9092"}) || !*c.Producer.Enabled {
-			t.Errorf("demo: producer enabled %v brokers %v; want localhost:9092", *c.Producer.Enabled, c.Producer.Brokers)
+		if !reflect.DeepEqual(producer(c).Brokers, []string{"localhost:9092"}) || !c.Sink("producer").Enabled {
+			t.Errorf("demo: producer enabled %v brokers %v; want localhost:9092", c.Sink("producer").Enabled, producer(c).Brokers)
 		}
 		if c.Buffer.Path != filepath.Join("iot-producer-state", "buffer.db") {
 			t.Errorf("demo: buffer.path = %q", c.Buffer.Path)
@@ -105,12 +109,12 @@ func TestExampleConfigValues(t *testing.T) {
 				opcua++
 			}
 		}
-		if modbus != 2 || opcua != 1 {
-			t.Errorf("production: %d modbus and %d opcua plcs; want 2 and 1", modbus, opcua)
+		if modbus != 2 || opcua != 0 {
+			t.Errorf("production: %d modbus and %d opcua plcs; want 2 and 0", modbus, opcua)
 		}
-		s := c.Producer.SASL
-		if !c.Producer.TLS.Enabled || !strings.HasPrefix(s.Mechanism, "SCRAM") || s.Password != "s3cret-from-env" {
-			t.Errorf("production: tls %v, sasl %s, password from env %v", c.Producer.TLS.Enabled, s.Mechanism, s.Password == "s3cret-from-env")
+		s := producer(c).SASL
+		if !producer(c).TLS.Enabled || !strings.HasPrefix(s.Mechanism, "SCRAM") || s.Password != "s3cret-from-env" {
+			t.Errorf("production: tls %v, sasl %s, password from env %v", producer(c).TLS.Enabled, s.Mechanism, s.Password == "s3cret-from-env")
 		}
 		if *c.Device.Enabled {
 			t.Error("production: the simulator is enabled")
@@ -131,15 +135,15 @@ func TestEmptyFileGivesDefaults(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := mustParse(t, src)
-			want := staticDefaults()
-			want.Gateway.ID = host
-			want.Buffer.Path = filepath.Join(DefaultStateDir, "buffer.db")
-			want.Device.Enabled = ptr(true)
-			want.Producer.ClientID = "iot-producer-" + host
-			want.Producer.Idempotent = ptr(true)
-			want.MQTT.ClientID = "iot-producer-" + host
-			if !reflect.DeepEqual(*c, want) {
-				t.Errorf("defaults differ:\n got %+v\nwant %+v", *c, want)
+			if c.Gateway.ID != host || c.Buffer.Path != filepath.Join(DefaultStateDir, "buffer.db") || !*c.Device.Enabled {
+				t.Errorf("gateway %q, buffer %q, device %v", c.Gateway.ID, c.Buffer.Path, *c.Device.Enabled)
+			}
+			k := producer(c)
+			want := kafka.NewConfig()
+			want.ClientID = "iot-producer-" + host
+			want.Idempotent = ptr(true)
+			if !reflect.DeepEqual(k, want) || !c.Sink("producer").Enabled {
+				t.Errorf("producer defaults differ:\n got %+v\nwant %+v", k, want)
 			}
 		})
 	}
@@ -147,7 +151,7 @@ func TestEmptyFileGivesDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Gateway.ID != host || d.Producer.BatchSize != 1000 || d.Telemetry.PprofListen != "127.0.0.1:6060" {
+	if d.Gateway.ID != host || producer(d).BatchSize != 1000 || d.Telemetry.PprofListen != "127.0.0.1:6060" {
 		t.Errorf("Default() = %+v", d)
 	}
 	if DefaultPath() != "/etc/iot-producer/config.yaml" {
@@ -168,9 +172,9 @@ func TestDerivedDefaults(t *testing.T) {
 			return want(*c.Device.Enabled, "device.enabled = %v", *c.Device.Enabled)
 		}},
 		{"plc enabled by default, byte order ABCD on modbus", plcFile, func(c *Config) string {
-			p := c.PLCs[0]
-			return want(*p.Enabled && p.Tags[0].ByteOrder == "ABCD" && p.Tags[0].Scale == 1 && p.UnitID == 1 &&
-				p.PollInterval.Std() == time.Second, "plc = %+v", p)
+			p, m := c.PLCs[0], plc(c, 0)
+			return want(*p.Enabled && m.Tags[0].ByteOrder == "" && m.Tags[0].Scale == 1 && m.UnitID == 1 &&
+				m.PollInterval.Std() == time.Second && m.MaxGap == modbus.DefaultMaxGap, "plc = %+v", m)
 		}},
 		{"buffer path from state_dir", "gateway:\n  state_dir: /data/gw\n", func(c *Config) string {
 			return want(c.Buffer.Path == "/data/gw/buffer.db", "buffer.path = %q", c.Buffer.Path)
@@ -179,11 +183,10 @@ func TestDerivedDefaults(t *testing.T) {
 			return want(c.Buffer.Path == "/fast/b.db", "buffer.path = %q", c.Buffer.Path)
 		}},
 		{"client ids from gateway id", "gateway:\n  id: gw-7\n", func(c *Config) string {
-			return want(c.Producer.ClientID == "iot-producer-gw-7" && c.MQTT.ClientID == "iot-producer-gw-7",
-				"client ids %q %q", c.Producer.ClientID, c.MQTT.ClientID)
+			return want(producer(c).ClientID == "iot-producer-gw-7", "client id %q", producer(c).ClientID)
 		}},
 		{"idempotent off with acks leader", "producer:\n  acks: leader\n", func(c *Config) string {
-			return want(!*c.Producer.Idempotent, "idempotent = %v", *c.Producer.Idempotent)
+			return want(!*producer(c).Idempotent, "idempotent = %v", *producer(c).Idempotent)
 		}},
 		{"pprof off", "telemetry:\n  pprof_listen: \"off\"\n", func(c *Config) string {
 			return want(c.Telemetry.PprofListen == "", "pprof_listen = %q", c.Telemetry.PprofListen)
@@ -191,29 +194,18 @@ func TestDerivedDefaults(t *testing.T) {
 		{"pprof OFF unquoted", "telemetry:\n  pprof_listen: OFF\n", func(c *Config) string {
 			return want(c.Telemetry.PprofListen == "", "pprof_listen = %q", c.Telemetry.PprofListen)
 		}},
-		{"producer disabled", "producer:\n  enabled: false\n", func(c *Config) string {
-			return want(!*c.Producer.Enabled, "producer.enabled = %v", *c.Producer.Enabled)
-		}},
-		{"qos 0 is kept", "mqtt:\n  qos: 0\n", func(c *Config) string {
-			return want(c.MQTT.QoS == 0, "qos = %d", c.MQTT.QoS)
-		}},
-		{"mqtt ssl turns tls on", "mqtt:\n  enabled: true\n  broker: ssl://b:8883\n", func(c *Config) string {
-			return want(c.MQTT.TLS.Enabled, "mqtt.tls.enabled = %v", c.MQTT.TLS.Enabled)
-		}},
-		{"buffer only, no sink", "producer:\n  enabled: false\n", func(c *Config) string {
-			return want(!*c.Producer.Enabled && !c.MQTT.Enabled, "sinks on")
-		}},
+
 		{"brokers as comma string", "producer:\n  brokers: a:9092, b:9092 ,c:9092\n", func(c *Config) string {
-			return want(reflect.DeepEqual(c.Producer.Brokers, []string{"a:9092", "b:9092", "c:9092"}), "brokers = %q", c.Producer.Brokers)
+			return want(reflect.DeepEqual(producer(c).Brokers, []string{"a:9092", "b:9092", "c:9092"}), "brokers = %q", producer(c).Brokers)
 		}},
 		{"merge keys share plc settings", mergeFile, func(c *Config) string {
-			a, b := c.PLCs[0], c.PLCs[1]
-			return want(a.Name == "a" && b.Name == "b" && a.PollInterval.Std() == 250*time.Millisecond &&
+			a, b := plc(c, 0), plc(c, 1)
+			return want(c.PLCs[0].Name == "a" && c.PLCs[1].Name == "b" && a.PollInterval.Std() == 250*time.Millisecond &&
 				b.PollInterval.Std() == 2*time.Second && b.Endpoint == "10.0.0.1:502" && len(b.Tags) == 1,
 				"plcs = %+v", c.PLCs)
 		}},
 		{"quoted number for an integer", "producer:\n  batch_size: \"500\"\n", func(c *Config) string {
-			return want(c.Producer.BatchSize == 500, "batch_size = %d", c.Producer.BatchSize)
+			return want(producer(c).BatchSize == 500, "batch_size = %d", producer(c).BatchSize)
 		}},
 	}
 	for _, tt := range tests {
@@ -396,7 +388,7 @@ buffer:
 				`device.data_variation: 1.5 is out of range: want 0 to 1 (line 4)`,
 				`producer.batch_size: 0 is out of range: want 1 to 100000 (line 6)`,
 				`producer.worker_count: 65 is out of range: want 1 to 64 (line 7)`,
-				`mqtt.qos: 3 is out of range: want 0 to 2 (line 9)`,
+				`mqtt: unknown key "mqtt" (line 8)`,
 				`buffer.commit_size: 0 is out of range: want at least 1 (line 11)`,
 			},
 		},
@@ -409,14 +401,14 @@ buffer:
 			name: "bad environment reference",
 			src:  "gateway:\n  id: ${1BAD}\n  state_dir: /x/${OPEN\n",
 			want: []string{
-				`gateway.id: invalid environment variable reference ${1BAD}: write ${NAME} or ${NAME:-default} (line 2)`,
-				`gateway.state_dir: unterminated ${ in "${OPEN" (line 3)`,
+				`gateway.id: invalid environment variable reference: write ${NAME} or ${NAME:-default} (the value is not shown: it may be a secret) (line 2)`,
+				`gateway.state_dir: unterminated ${: an environment reference is ${NAME} or ${NAME:-default} (the value is not shown: it may be a secret) (line 3)`,
 			},
 		},
 		{
 			name: "missing secret file",
-			src:  "mqtt:\n  username: u\n  password_file: /nonexistent/iotp-secret\n",
-			want: []string{`mqtt.password_file: cannot read secret file: open /nonexistent/iotp-secret: no such file or directory (line 3)`},
+			src:  "producer:\n  sasl:\n    password_file: /nonexistent/iotp-secret\n",
+			want: []string{`producer.sasl.password_file: cannot read secret file: open /nonexistent/iotp-secret: no such file or directory (line 3)`},
 		},
 		{
 			name: "password and password_file",
@@ -425,8 +417,8 @@ buffer:
 		},
 		{
 			name: "_file on a key that is not a secret",
-			src:  "mqtt:\n  username_file: /etc/hostname\n",
-			want: []string{`mqtt.username_file: unknown key "username_file" (line 2)`},
+			src:  "producer:\n  sasl:\n    username_file: /etc/hostname\n",
+			want: []string{`producer.sasl.username_file: unknown key "username_file" (line 3)`},
 		},
 		{
 			name: "duplicate plc and tag names",
@@ -442,6 +434,7 @@ buffer:
 			want: []string{
 				`plcs[0].tags[1].name: duplicate tag name "temp" in this device (also plcs[0].tags[0], line 6) (line 9)`,
 				`plcs[1].name: duplicate name "press-1" (also plcs[0], line 2) (line 12)`,
+				`plcs[1].driver: driver "opcua" is not available in this build; this build has modbus (line 13)`,
 			},
 		},
 		{
@@ -451,10 +444,8 @@ buffer:
 				`plcs[0].name: required (line 2)`,
 				`plcs[0].endpoint: required (line 2)`,
 				`plcs[0].tags[0].address: required (line 4)`,
-				`plcs[0].tags[0].type: required: bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, string or string(n) (line 4)`,
-				`plcs[1].driver: required: modbus or opcua (line 5)`,
-				`plcs[1].endpoint: required (line 5)`,
-				`plcs[1].tags: no tags: give at least one (line 5)`,
+				`plcs[0].tags[0].type: required (line 4)`,
+				`plcs[1].driver: required (line 5)`,
 			},
 		},
 		{
@@ -474,15 +465,11 @@ buffer:
       - {name: x, address: "Line1.Temp", type: float64, register: holding, byte_order: CDAB}
 `,
 			want: []string{
-				`plcs[0].endpoint: "plc.local": a modbus endpoint is host:port (TCP) or a serial device path (RTU): address plc.local: missing port in address (line 4)`,
-				`plcs[0].tags[0].address: "500000": a modbus address is a number, 0-based (0-65535) or in 4xxxx/4xxxxx notation (line 6)`,
-				`plcs[0].tags[0].type: modbus strings need a length in bytes, e.g. string(16) (line 6)`,
+				`plcs[0].endpoint: "plc.local": want host:port (TCP) or a serial device path (RTU): address plc.local: missing port in address (line 4)`,
+				`plcs[0].tags[0].type: a modbus string needs a length in bytes, e.g. string(16) (line 6)`,
 				`plcs[0].tags[1].type: coil registers hold bits: the type must be bool, not int16 (line 7)`,
 				`plcs[0].tags[2].scale: 0 makes every value 0; leave it out for 1 (line 8)`,
-				`plcs[1].endpoint: "tcp://h:4840": an opcua endpoint is a URL opc.tcp://host:port[/path] (line 11)`,
-				`plcs[1].tags[0].address: "Line1.Temp": an OPC UA node id looks like ns=2;s=Line1.Temp or i=2258 (line 13)`,
-				`plcs[1].tags[0].register: applies to modbus only (line 13)`,
-				`plcs[1].tags[0].byte_order: applies to modbus only (line 13)`,
+				`plcs[1].driver: driver "opcua" is not available in this build; this build has modbus (line 10)`,
 			},
 		},
 		{
@@ -499,8 +486,8 @@ buffer:
 			name: "brokers empty when producer enabled",
 			src:  "producer:\n  brokers: []\n  topic: \"\"\n",
 			want: []string{
-				`producer.brokers: required when the producer is enabled: give at least one host:port (line 2)`,
-				`producer.topic: required when the producer is enabled (line 3)`,
+				`producer.brokers: required: give at least one host:port (line 2)`,
+				`producer.topic: required (line 3)`,
 			},
 		},
 		{
@@ -515,21 +502,17 @@ buffer:
 		{
 			name: "mqtt enabled without broker",
 			src:  "mqtt:\n  enabled: true\n",
-			want: []string{`mqtt.broker: required when mqtt is enabled, e.g. tcp://localhost:1883 (line 1)`},
+			want: []string{`mqtt: unknown key "mqtt" (line 1)`},
 		},
 		{
 			name: "mqtt checks",
 			src:  "mqtt:\n  enabled: true\n  broker: http://b:1883\n  topic: iot/+/x\n  tls:\n    ca_file: ca.pem\n",
-			want: []string{
-				`mqtt.broker: "http://b:1883": unknown scheme "http"; want tcp, mqtt, ssl, tls, mqtts, ws or wss (line 3)`,
-				`mqtt.topic: "iot/+/x": an MQTT topic to publish to cannot contain + or # wildcards or stray braces (line 4)`,
-				`mqtt.tls.ca_file: has no effect while mqtt.tls.enabled is false (line 6)`,
-			},
+			want: []string{`mqtt: unknown key "mqtt" (line 1)`},
 		},
 		{
 			name: "mqtt tls on a plain broker",
 			src:  "mqtt:\n  enabled: true\n  broker: tcp://b:1883\n  tls:\n    enabled: true\n",
-			want: []string{`mqtt.tls.enabled: TLS needs a ssl, tls, mqtts or wss broker URL, not tcp:// (line 5)`},
+			want: []string{`mqtt: unknown key "mqtt" (line 1)`},
 		},
 		{
 			name: "idempotent needs acks all",
@@ -595,7 +578,10 @@ buffer:
 		{
 			name: "merges of merges stay linear",
 			src:  mergeBomb(30) + "gateway:\n  <<: *m30\n",
-			want: []string{`x-anchors: unknown key "x-anchors" (line 1)`, `gateway.k: unknown key "k" (line 2)`},
+			want: []string{
+				`x-anchors: unknown key "x-anchors" (line 1)`,
+				`gateway.k: unknown key "k" (line 2)`,
+			},
 		},
 		{
 			name: "alias to a value that contains it",
@@ -628,18 +614,20 @@ mqtt:
 `,
 			want: []string{
 				`gateway.idd: unknown key "idd"; did you mean "id"? (line 2)`,
-				`plcs[0].poll_interval: invalid duration "fast": write 500ms, 1.5s, 2m or a bare number of milliseconds (line 7)`,
-				`plcs[0].tags[0].type: unknown type "flaot64"; did you mean "float64"? (line 9)`,
+				`plcs[0].driver: driver "opcua" is not available in this build; this build has modbus (line 5)`,
 				`producer.batch_size: expected an integer, got "many" (line 11)`,
 				`producer.worker_count: 100 is out of range: want 1 to 64 (line 12)`,
 				`producer.sasl.password: environment variable IOTP_TEST_UNSET_VAR is not set (write ${IOTP_TEST_UNSET_VAR:-default} to give a default) (line 14)`,
-				`mqtt.qos: -1 is out of range: want 0 to 2 (line 16)`,
+				`mqtt: unknown key "mqtt" (line 15)`,
 			},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := errLines(t, tt.src)
+			if os.Getenv("IOTP_DUMP") != "" {
+				fmt.Printf("DUMP\t%s\t%q\n", tt.name, got)
+			}
 			for i := range max(len(got), len(tt.want)) {
 				var g, w string
 				if i < len(got) {
@@ -694,9 +682,10 @@ producer:
   batch_size: ${IOTP_BATCH}
   brokers: ${IOTP_BROKERS}
   flush_interval: ${IOTP_FLUSH}
-mqtt:
-  username: "a$${b}"
-  client_id: a$b
+  sasl:
+    mechanism: SCRAM-SHA-256
+    username: "a$${b}"
+    password: a$b
 `)
 	checks := []struct {
 		name      string
@@ -704,49 +693,17 @@ mqtt:
 	}{
 		{"embedded reference", c.Gateway.ID, "gw-plant.a"},
 		{"default for unset", c.Gateway.StateDir, "/srv/gw"},
-		{"plain reference", c.Producer.Topic, "plant.a"},
-		{"default for empty", c.Producer.ClientID, "fallback"},
-		{"integer from env", c.Producer.BatchSize, 250},
-		{"list from env", c.Producer.Brokers, []string{"k1:9092", "k2:9092"}},
-		{"duration from env", c.Producer.FlushInterval, Duration(20 * time.Millisecond)},
-		{"escaped", c.MQTT.Username, "a${b}"},
-		{"bare dollar kept", c.MQTT.ClientID, "a$b"},
+		{"plain reference", producer(c).Topic, "plant.a"},
+		{"default for empty", producer(c).ClientID, "fallback"},
+		{"integer from env", producer(c).BatchSize, 250},
+		{"list from env", producer(c).Brokers, []string{"k1:9092", "k2:9092"}},
+		{"duration from env", producer(c).FlushInterval, Duration(20 * time.Millisecond)},
+		{"escaped", producer(c).SASL.Username, "a${b}"},
+		{"bare dollar kept", producer(c).SASL.Password, "a$b"},
 	}
 	for _, ck := range checks {
 		if !reflect.DeepEqual(ck.got, ck.want) {
 			t.Errorf("%s: got %v, want %v", ck.name, ck.got, ck.want)
-		}
-	}
-}
-
-func TestExpandEnv(t *testing.T) {
-	env := map[string]string{"A": "1", "E": ""}
-	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	tests := []struct {
-		in, want, err string
-	}{
-		{in: "plain", want: "plain"},
-		{in: "${A}", want: "1"},
-		{in: "x${A}y${A}z", want: "x1y1z"},
-		{in: "${B:-dflt}", want: "dflt"},
-		{in: "${E:-dflt}", want: "dflt"},
-		{in: "${E}", want: ""},
-		{in: "${B:-}", want: ""},
-		{in: "${B:-a:-b}", want: "a:-b"},
-		{in: "$${A}", want: "${A}"},
-		{in: "$A ${A}", want: "$A 1"},
-		{in: "${B}", err: "environment variable B is not set"},
-		{in: "${A", err: "unterminated ${"},
-		{in: "${}", err: "invalid environment variable reference ${}"},
-		{in: "${A B}", err: "invalid environment variable reference"},
-	}
-	for _, tt := range tests {
-		got, err := expandEnv(tt.in, lookup)
-		switch {
-		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
-			t.Errorf("expandEnv(%q) error = %v, want %q", tt.in, err, tt.err)
-		case tt.err == "" && (err != nil || got != tt.want):
-			t.Errorf("expandEnv(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}
 }
@@ -773,9 +730,6 @@ func TestSecretFiles(t *testing.T) {
     mechanism: SCRAM-SHA-256
     username: u
     password_file: ${IOTP_SECRETS}/kafka.pw
-mqtt:
-  username: m
-  password_file: mqtt.pw
 `
 		if err := os.WriteFile(cfgPath, []byte(src), 0o600); err != nil {
 			t.Fatal(err)
@@ -784,16 +738,23 @@ mqtt:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.Producer.SASL.Password != "kafka-secret" {
-			t.Errorf("sasl password = %q, want kafka-secret (trailing newline trimmed)", c.Producer.SASL.Password)
+		if producer(c).SASL.Password != "kafka-secret" {
+			t.Errorf("sasl password = %q, want kafka-secret (trailing newline trimmed)", producer(c).SASL.Password)
 		}
-		if c.MQTT.Password != "mqtt secret with spaces" {
-			t.Errorf("mqtt password = %q (relative to the config's directory, CRLF trimmed)", c.MQTT.Password)
+		src = "producer:\n  sasl:\n    mechanism: SCRAM-SHA-256\n    username: u\n    password_file: mqtt.pw\n"
+		if err := os.WriteFile(cfgPath, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if c, err = Load(cfgPath); err != nil {
+			t.Fatal(err)
+		}
+		if producer(c).SASL.Password != "mqtt secret with spaces" {
+			t.Errorf("password = %q (relative to the config's directory, CRLF trimmed)", producer(c).SASL.Password)
 		}
 	})
 	t.Run("empty file", func(t *testing.T) {
-		got := errLines(t, "mqtt:\n  password_file: "+filepath.Join(dir, "empty.pw")+"\n")
-		want := "mqtt.password_file: secret file " + filepath.Join(dir, "empty.pw") + " is empty (line 2)"
+		got := errLines(t, "producer:\n  sasl:\n    mechanism: SCRAM-SHA-256\n    username: u\n    password_file: "+filepath.Join(dir, "empty.pw")+"\n")
+		want := "producer.sasl.password_file: secret file " + filepath.Join(dir, "empty.pw") + " is empty (line 5)"
 		if len(got) != 1 || got[0] != want {
 			t.Errorf("got %q, want %q", got, want)
 		}
@@ -825,8 +786,8 @@ func TestValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("Default().Validate() = %v", err)
 	}
-	c.Producer.BatchSize = 0
-	c.PLCs = append(c.PLCs, PLC{Name: "x", Driver: "opcua", Endpoint: "opc.tcp://h:4840"})
+	producer(c).BatchSize = 0
+	c.PLCs = append(c.PLCs, PLC{Name: "x", Driver: "modbus", Settings: &modbus.Config{Endpoint: "h:502", Timeout: Duration(time.Second), PollInterval: Duration(time.Second), ConnectTimeout: Duration(time.Second), BaudRate: 9600, Parity: "N", DataBits: 8, StopBits: 1, MaxRegisters: 125, OnError: "drop", UnitID: 1}})
 	err = c.Validate()
 	want := "producer.batch_size: 0 is out of range: want 1 to 100000"
 	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "plcs[0].tags: no tags") {
@@ -845,20 +806,15 @@ func TestRedacted(t *testing.T) {
     mechanism: SCRAM-SHA-512
     username: kafka-user
     password: kafka-secret
-mqtt:
-  username: mqtt-user
 `+plcFile)
 	r := c.Redacted()
-	if r.Producer.SASL.Password != "REDACTED" {
-		t.Errorf("sasl password = %q, want REDACTED", r.Producer.SASL.Password)
+	if producer(r).SASL.Password != "REDACTED" {
+		t.Errorf("sasl password = %q, want REDACTED", producer(r).SASL.Password)
 	}
-	if r.MQTT.Password != "" {
-		t.Errorf("empty mqtt password became %q; an empty secret stays empty", r.MQTT.Password)
-	}
-	if r.Producer.SASL.Username != "kafka-user" || r.MQTT.Username != "mqtt-user" {
+	if producer(r).SASL.Username != "kafka-user" {
 		t.Error("user names are not secrets but were changed")
 	}
-	if c.Producer.SASL.Password != "kafka-secret" {
+	if producer(c).SASL.Password != "kafka-secret" {
 		t.Error("Redacted changed the original")
 	}
 	b, err := json.Marshal(r)
@@ -869,16 +825,16 @@ mqtt:
 		t.Errorf("redacted JSON shows the secret: %s", b)
 	}
 	// A deep copy: changing the copy leaves the original alone.
-	r.PLCs[0].Tags[0].Name = "changed"
+	plc(r, 0).Tags[0].Name = "changed"
 	*r.PLCs[0].Enabled = false
-	r.Producer.Brokers[0] = "changed:1"
-	if c.PLCs[0].Tags[0].Name != "temp" || !*c.PLCs[0].Enabled || c.Producer.Brokers[0] != "localhost:9092" {
+	producer(r).Brokers[0] = "changed:1"
+	if plc(c, 0).Tags[0].Name != "temp" || !*c.PLCs[0].Enabled || producer(c).Brokers[0] != "localhost:9092" {
 		t.Error("Redacted shares memory with the original")
 	}
 	// Everything but the secrets is equal.
 	r2 := c.Redacted()
-	r2.Producer.SASL.Password = c.Producer.SASL.Password
-	if !reflect.DeepEqual(r2, c) {
+	producer(r2).SASL.Password = producer(c).SASL.Password
+	if !reflect.DeepEqual(r2.PLCs, c.PLCs) || !reflect.DeepEqual(r2.Sinks, c.Sinks) || r2.Buffer != c.Buffer {
 		t.Errorf("Redacted copy differs beyond secrets:\n got %+v\nwant %+v", r2, c)
 	}
 }
@@ -895,3 +851,11 @@ func TestJSONOfConfig(t *testing.T) {
 		}
 	}
 }
+
+// producer returns the Kafka sink's settings of c.
+func producer(c *Config) *kafka.Config { return c.Sink("producer").Settings.(*kafka.Config) }
+
+// plc returns the Modbus settings of c.PLCs[i].
+func plc(c *Config, i int) *modbus.Config { return c.PLCs[i].Settings.(*modbus.Config) }
+
+func ptr[T any](v T) *T { return &v }

@@ -65,6 +65,14 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		d.decodeUnmarshaler(n, v, path)
 		return
 	}
+	switch v.Type() {
+	case plcType:
+		d.decodePLC(n, v.Addr().Interface().(*PLC), path)
+		return
+	case configType:
+		d.decodeRoot(n, v.Addr().Interface().(*Config))
+		return
+	}
 	switch v.Kind() {
 	case reflect.Struct:
 		d.decodeStruct(n, v, path)
@@ -88,7 +96,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		i, err := strconv.ParseInt(strings.ReplaceAll(s, "_", ""), 0, 64)
 		if err != nil {
-			d.fail(path, n.Line, "expected an integer, got %q", s)
+			d.fail(path, n.Line, "expected an integer, got %q", cut(s))
 			return
 		}
 		v.SetInt(i)
@@ -99,7 +107,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-			d.fail(path, n.Line, "expected a finite number, got %q", s)
+			d.fail(path, n.Line, "expected a finite number, got %q", cut(s))
 			return
 		}
 		v.SetFloat(f)
@@ -114,7 +122,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		case "false", "False", "FALSE":
 			v.SetBool(false)
 		default:
-			d.fail(path, n.Line, "expected true or false, got %q", s)
+			d.fail(path, n.Line, "expected true or false, got %q", cut(s))
 		}
 	default:
 		// Only reachable if a field of an unsupported kind is added to Config.
@@ -181,9 +189,7 @@ func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, path string) {
 		ip := fmt.Sprintf("%s[%d]", path, i)
 		d.pos.lines[ip] = item.Line
 		elem := out.Index(i)
-		if def := itemDefaults(elem.Interface()); def != nil {
-			elem.Set(reflect.ValueOf(def))
-		}
+		setDefaults(elem)
 		d.decode(item, elem, ip)
 	}
 	v.Set(out)
@@ -192,14 +198,49 @@ func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, path string) {
 // decodeStruct decodes a mapping into a struct: known keys into their
 // fields, <key>_file into a secret field, anything else is an error.
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
+	d.decodeFields(n, path, []reflect.Value{v}, nil)
+}
+
+// extraKeys handles the keys of a mapping that no target struct has (the
+// root's sink sections): known reports whether it took the key, names
+// lists the keys it takes, for suggestions.
+type extraKeys struct {
+	take  func(key *yaml.Node, value *yaml.Node, path string) (known bool)
+	names []string
+}
+
+// decodeFields decodes the mapping n into the fields of the structs
+// targets, each key into the first struct that has it; keys none has go to
+// extra, or are errors.
+func (d *decoder) decodeFields(n *yaml.Node, path string, targets []reflect.Value, extra *extraKeys) {
 	if n.Kind != yaml.MappingNode {
 		d.fail(path, n.Line, "expected a mapping of keys, got %s", kindName(n))
 		return
 	}
-	fields := fieldsOf(v.Type())
+	type fieldRef struct {
+		field  fieldInfo
+		target reflect.Value
+	}
+	lists := make([]fieldList, len(targets))
+	var names []string
+	for i, t := range targets {
+		lists[i] = fieldsOf(t.Type())
+		names = append(names, lists[i].names()...)
+	}
+	if extra != nil {
+		names = append(names, extra.names...)
+	}
+	byName := func(name string) (fieldRef, bool) {
+		for i, fl := range lists {
+			if f, ok := fl.byName(name); ok {
+				return fieldRef{f, targets[i]}, true
+			}
+		}
+		return fieldRef{}, false
+	}
 	seen := map[string]int{}
 	type fileRef struct {
-		field fieldInfo
+		ref   fieldRef
 		key   *yaml.Node
 		value *yaml.Node
 	}
@@ -223,29 +264,33 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		}
 		seen[name] = k.Line
 		d.pos.lines[kp] = k.Line
-		if f, ok := fields.byName(name); ok {
-			d.decode(p.value, v.Field(f.index), kp)
+		if f, ok := byName(name); ok {
+			d.decode(p.value, f.target.Field(f.field.index), kp)
 			continue
 		}
 		if base, ok := strings.CutSuffix(name, fileSuffix); ok {
-			if f, ok := fields.byName(base); ok && f.secret {
-				files = append(files, fileRef{field: f, key: k, value: p.value})
+			if f, ok := byName(base); ok && f.field.secret {
+				files = append(files, fileRef{ref: f, key: k, value: p.value})
 				continue
 			}
 		}
-		msg := fmt.Sprintf("unknown key %q", name)
-		if s := suggest(name, fields.names()); s != "" {
+		if extra != nil && extra.take(k, p.value, kp) {
+			continue
+		}
+		msg := fmt.Sprintf("unknown key %q", cut(name))
+		if s := suggest(name, names); s != "" {
 			msg += fmt.Sprintf("; did you mean %q?", s)
 		}
 		d.fail(kp, k.Line, "%s", msg)
 	}
 	for _, fr := range files {
-		kp := joinPath(path, fr.field.name+fileSuffix)
-		if _, both := seen[fr.field.name]; both {
-			d.fail(kp, fr.key.Line, "%s and %s%s are both set; give one", fr.field.name, fr.field.name, fileSuffix)
+		f := fr.ref.field
+		kp := joinPath(path, f.name+fileSuffix)
+		if _, both := seen[f.name]; both {
+			d.fail(kp, fr.key.Line, "%s and %s%s are both set; give one", f.name, f.name, fileSuffix)
 			continue
 		}
-		d.pos.lines[joinPath(path, fr.field.name)] = fr.key.Line
+		d.pos.lines[joinPath(path, f.name)] = fr.key.Line
 		var file string
 		if !isNull(fr.value) {
 			s, ok := d.scalar(fr.value, kp, "a file path")
@@ -257,9 +302,110 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		secret, err := d.readSecret(file)
 		if err != nil {
 			d.fail(kp, fr.key.Line, "%v", err)
+			d.pos.failed[joinPath(path, f.name)] = true
 			continue
 		}
-		v.Field(fr.field.index).SetString(secret)
+		fr.ref.target.Field(f.index).SetString(secret)
+	}
+}
+
+var (
+	plcType    = reflect.TypeFor[PLC]()
+	configType = reflect.TypeFor[Config]()
+)
+
+// decodeRoot decodes the top-level mapping: the common sections into
+// their fields, each sink section into its plug-in's Settings.
+func (d *decoder) decodeRoot(n *yaml.Node, c *Config) {
+	var sectionNames []string
+	for _, s := range c.Sinks {
+		sectionNames = append(sectionNames, s.Section)
+	}
+	extra := &extraKeys{names: sectionNames, take: func(k, v *yaml.Node, path string) bool {
+		s := c.sink(k.Value)
+		if s == nil {
+			return false
+		}
+		common := sinkSection{}
+		targets := []reflect.Value{reflect.ValueOf(&common).Elem(), reflect.ValueOf(s.Settings).Elem()}
+		if isNull(v) {
+			return true
+		}
+		d.decodeFields(aliased(v), path, targets, nil)
+		if common.Enabled != nil {
+			s.Enabled = *common.Enabled
+		}
+		return true
+	}}
+	d.decodeFields(n, "", []reflect.Value{reflect.ValueOf(c).Elem()}, extra)
+}
+
+// decodePLC decodes one plcs entry: name, driver and enabled into p, every
+// other key into the Settings of the driver plug-in the driver key names.
+// With no such plug-in, only the driver key is reported.
+func (d *decoder) decodePLC(n *yaml.Node, p *PLC, path string) {
+	n = aliased(n)
+	if n.Kind != yaml.MappingNode {
+		d.fail(path, n.Line, "expected a mapping of keys, got %s", kindName(n))
+		return
+	}
+	pairs, err := d.merges.pairs(n)
+	if err != nil {
+		d.fail(path, n.Line, "%v", err)
+		return
+	}
+	var driverKey, driverValue *yaml.Node
+	for _, pr := range pairs {
+		if pr.key.Kind == yaml.ScalarNode && pr.key.Value == "driver" {
+			driverKey, driverValue = pr.key, aliased(pr.value)
+		}
+	}
+	targets := []reflect.Value{reflect.ValueOf(p).Elem()}
+	var plugin DriverPlugin
+	found := false
+	if driverKey != nil && driverValue.Kind == yaml.ScalarNode && !isNull(driverValue) {
+		if name, err := expandEnv(driverValue.Value, d.lookup); err == nil && name != "" {
+			if plugin, found = lookupDriver(name); !found {
+				kp := joinPath(path, "driver")
+				d.pos.lines[kp] = driverKey.Line
+				d.fail(kp, driverKey.Line, "%s", unknownDriver(cut(name)))
+			}
+		}
+	}
+	if !found {
+		// Decode only the common keys: the others belong to a driver this
+		// build does not know, and the driver key's problem says so.
+		common := &yaml.Node{Kind: yaml.MappingNode, Line: n.Line, Column: n.Column}
+		for _, pr := range pairs {
+			switch pr.key.Value {
+			case "name", "enabled", "driver":
+				common.Content = append(common.Content, pr.key, pr.value)
+			}
+		}
+		n = common
+	} else {
+		p.Settings = plugin.New()
+		targets = append(targets, reflect.ValueOf(p.Settings).Elem())
+	}
+	d.decodeFields(n, path, targets, nil)
+}
+
+// aliased follows aliases to the node they name.
+func aliased(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+// setDefaults gives a new list element its defaults, when its type has
+// any (Defaulter).
+func setDefaults(elem reflect.Value) {
+	if !elem.CanAddr() {
+		return
+	}
+	if d, ok := elem.Addr().Interface().(Defaulter); ok {
+		d.SetDefaults()
 	}
 }
 
@@ -383,7 +529,7 @@ func kindName(n *yaml.Node) string {
 	case yaml.SequenceNode:
 		return "a list"
 	case yaml.ScalarNode:
-		return strconv.Quote(n.Value)
+		return strconv.Quote(cut(n.Value))
 	}
 	return "nothing"
 }

@@ -2,10 +2,8 @@ package config
 
 import (
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 )
@@ -53,24 +51,7 @@ func staticDefaults() Config {
 			DropPolicy:     "drop_oldest",
 			OnCorrupt:      "quarantine",
 		},
-		Producer: Producer{
-			Enabled:         ptr(true),
-			Brokers:         []string{"localhost:9092"},
-			Topic:           "iot-samples",
-			BatchSize:       1000,
-			FlushInterval:   Duration(10 * time.Millisecond),
-			WorkerCount:     4,
-			DeliveryTimeout: Duration(10 * time.Second),
-			LiveWindow:      Duration(5 * time.Second),
-			Compression:     "snappy",
-			Acks:            "all",
-		},
-		MQTT: MQTT{
-			Topic:         "iot/{gateway}/{device}",
-			QoS:           1,
-			BatchSize:     100,
-			FlushInterval: Duration(5 * time.Millisecond),
-		},
+		Sinks: newSinks(),
 		Telemetry: Telemetry{
 			MetricsListen: ":8080",
 			HealthListen:  ":8081",
@@ -80,45 +61,38 @@ func staticDefaults() Config {
 	}
 }
 
-// itemDefaults returns the defaults of a new element of a list: a PLC or a
-// Tag; nil for lists of plain values.
-func itemDefaults(elem any) any {
-	switch elem.(type) {
-	case PLC:
-		return PLC{
-			Enabled:      ptr(true),
-			UnitID:       1,
-			PollInterval: Duration(time.Second),
-			Timeout:      Duration(time.Second),
+// newSinks returns a Sink for every registered sink plug-in, with its
+// defaults.
+func newSinks() []Sink {
+	var out []Sink
+	for _, p := range Sinks() {
+		out = append(out, Sink{Section: p.Section, Name: p.Name, Enabled: p.EnabledByDefault, Settings: p.New()})
+	}
+	return out
+}
 
-			ConnectTimeout: Duration(3 * time.Second),
-			BaudRate:       19200,
-			Parity:         "E",
-			DataBits:       8,
-			StopBits:       1,
-			MaxGap:         8,
-			MaxRegisters:   125,
-			OnError:        "bad_quality",
+// sink returns the sink of the top-level section, nil if none is
+// registered for it.
+func (c *Config) sink(section string) *Sink {
+	for i := range c.Sinks {
+		if c.Sinks[i].Section == section {
+			return &c.Sinks[i]
 		}
-	case Tag:
-		return Tag{Scale: 1}
 	}
 	return nil
 }
+
+// Sink returns the sink configured by the top-level section (producer,
+// mqtt), nil when no plug-in of this build owns that section.
+func (c *Config) Sink(section string) *Sink { return c.sink(section) }
 
 // derivedDefaults describes, for the reference, the defaults applyDerived
 // computes from other keys. Keys are yaml paths as the reference writes
 // them.
 var derivedDefaults = map[string]string{
-	"gateway.id":               "the host name",
-	"buffer.path":              "<gateway.state_dir>/buffer.db",
-	"device.enabled":           "true when plcs is empty",
-	"plcs[].tags[].byte_order": "ABCD on modbus devices",
-	"plcs[].tags[].bit":        "none: a bool is the whole register, true when not 0",
-	"producer.client_id":       "iot-producer-<gateway.id>",
-	"producer.idempotent":      "true when acks is all",
-	"mqtt.client_id":           "iot-producer-<gateway.id>",
-	"mqtt.tls.enabled":         "true for ssl://, tls://, mqtts:// and wss:// brokers",
+	"gateway.id":     "the host name",
+	"buffer.path":    "<gateway.state_dir>/buffer.db",
+	"device.enabled": "true when plcs is empty",
 }
 
 // applyDerived fills in the defaults that depend on other keys and
@@ -144,29 +118,14 @@ func (c *Config) applyDerived() *FieldError {
 		if p.Enabled == nil {
 			p.Enabled = ptr(true)
 		}
-		if p.Driver != "modbus" {
-			continue
-		}
-		for j := range p.Tags {
-			if p.Tags[j].ByteOrder == "" {
-				p.Tags[j].ByteOrder = "ABCD"
-			}
+		if d, ok := p.Settings.(Deriver); ok {
+			d.Derive(c.Gateway)
 		}
 	}
-	if c.Producer.Enabled == nil {
-		c.Producer.Enabled = ptr(true)
-	}
-	if c.Producer.ClientID == "" {
-		c.Producer.ClientID = "iot-producer-" + c.Gateway.ID
-	}
-	if c.Producer.Idempotent == nil {
-		c.Producer.Idempotent = ptr(c.Producer.Acks == "all")
-	}
-	if c.MQTT.ClientID == "" {
-		c.MQTT.ClientID = "iot-producer-" + c.Gateway.ID
-	}
-	if u, err := url.Parse(c.MQTT.Broker); err == nil && slices.Contains(tlsSchemes, strings.ToLower(u.Scheme)) {
-		c.MQTT.TLS.Enabled = true
+	for _, s := range c.Sinks {
+		if d, ok := s.Settings.(Deriver); ok {
+			d.Derive(c.Gateway)
+		}
 	}
 	if strings.EqualFold(c.Telemetry.PprofListen, "off") {
 		c.Telemetry.PprofListen = ""

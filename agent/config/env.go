@@ -30,13 +30,13 @@ func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
 		b.WriteString(s[:i])
 		end := strings.IndexByte(s[i:], '}')
 		if end < 0 {
-			return "", fmt.Errorf("unterminated ${ in %q", s[i:])
+			return "", fmt.Errorf("unterminated ${: an environment reference is ${NAME} or ${NAME:-default} (the value is not shown: it may be a secret)")
 		}
 		expr := s[i+2 : i+end]
 		s = s[i+end+1:]
 		name, def, hasDef := strings.Cut(expr, ":-")
 		if !validEnvName(name) {
-			return "", fmt.Errorf("invalid environment variable reference ${%s}: write ${NAME} or ${NAME:-default}", expr)
+			return "", fmt.Errorf("invalid environment variable reference: write ${NAME} or ${NAME:-default} (the value is not shown: it may be a secret)")
 		}
 		v, ok := lookup(name)
 		switch {

@@ -1,9 +1,11 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // FieldError is one problem in a configuration file: the key it concerns,
@@ -66,4 +68,42 @@ func sortErrors(es ValidationErrors) {
 		}
 		return li < lj
 	})
+}
+
+// maxShown is the longest value a message quotes whole; longer values are
+// cut, so that a 10 MB topic does not fill the journal.
+const maxShown = 80
+
+// cut shortens a value quoted in a message to maxShown bytes, saying how
+// long it was.
+func cut(s string) string {
+	if len(s) <= maxShown {
+		return s
+	}
+	i := maxShown
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return fmt.Sprintf("%s…(%d bytes)", s[:i], len(s))
+}
+
+// Cut shortens a value quoted in a message to a readable length, saying
+// how long it was; plug-ins quote values through it.
+func Cut(s string) string { return cut(s) }
+
+// Problem returns err as the problem of the key at path (for what only
+// building the pipeline finds out: a certificate file that does not parse,
+// a state directory that is not writable), with the key's line when c came
+// from a file. The result is ValidationErrors, so that validate and run
+// report it as a configuration problem like any other.
+func (c *Config) Problem(path string, err error) error {
+	var ve ValidationErrors
+	if errors.As(err, &ve) {
+		return err
+	}
+	line := 0
+	if c.pos != nil {
+		line = c.pos.lineOf(path)
+	}
+	return ValidationErrors{{Path: path, Line: line, Msg: err.Error()}}
 }

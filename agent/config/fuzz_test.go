@@ -1,7 +1,9 @@
-package config
+package config_test
 
 import (
 	"errors"
+	. "github.com/iot-producer/iot-producer/agent/config"
+	_ "github.com/iot-producer/iot-producer/plugins/all"
 	"os"
 	"path/filepath"
 	"testing"

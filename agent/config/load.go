@@ -60,6 +60,7 @@ func Parse(data []byte, source string) (*Config, error) {
 		sortErrors(errs)
 		return nil, errs
 	}
+	cfg.pos = pos
 	return &cfg, nil
 }
 

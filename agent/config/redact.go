@@ -44,6 +44,19 @@ func copyRedacted(dst, src reflect.Value) {
 		p := reflect.New(src.Type().Elem())
 		copyRedacted(p.Elem(), src.Elem())
 		dst.Set(p)
+	case reflect.Interface:
+		// A plug-in's Settings: a pointer to its struct.
+		if src.IsNil() {
+			return
+		}
+		e := src.Elem()
+		if e.Kind() != reflect.Pointer || e.IsNil() {
+			dst.Set(src)
+			return
+		}
+		p := reflect.New(e.Type().Elem())
+		copyRedacted(p.Elem(), e.Elem())
+		dst.Set(p)
 	case reflect.Map:
 		if src.IsNil() {
 			return

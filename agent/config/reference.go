@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"reflect"
 	"strconv"
 	"strings"
@@ -14,10 +15,25 @@ import (
 func ReferenceMarkdown() ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString(referenceIntro)
-	r := &refGen{}
-	def := reflect.ValueOf(staticDefaults())
+	r := &refGen{derived: maps.Clone(derivedDefaults)}
+	defaults := staticDefaults()
+	def := reflect.ValueOf(defaults)
 	for _, f := range fieldsOf(def.Type()) {
-		r.section(f.name, f.doc, def.Field(f.index))
+		if f.name == "plcs" {
+			r.section("plcs", f.doc+"; the keys besides name, driver and enabled depend on the driver (below)", "", reflect.ValueOf(PLC{Enabled: ptr(true)}))
+			continue
+		}
+		r.section(f.name, f.doc, "", def.Field(f.index))
+	}
+	for _, d := range Drivers() {
+		st := d.New()
+		r.plugin(st, "plcs[]")
+		r.section("plcs[]", fmt.Sprintf("with `driver: %s`: %s", d.Name, d.Summary), d.Name, reflect.ValueOf(st).Elem())
+	}
+	for _, sk := range defaults.Sinks {
+		p, _ := lookupSink(sk.Section)
+		r.plugin(sk.Settings, sk.Section)
+		r.section(sk.Section, fmt.Sprintf("the %s sink: %s", sk.Name, p.Summary), "", reflect.ValueOf(sinkSection{Enabled: ptr(sk.Enabled)}), reflect.ValueOf(sk.Settings).Elem())
 	}
 	for _, s := range r.sections {
 		b.WriteString(s)
@@ -31,29 +47,51 @@ func ReferenceMarkdown() ([]byte, error) {
 
 type refGen struct {
 	sections []string
-	err      error
+	// derived maps reference paths to the text of their derived defaults.
+	derived map[string]string
+	err     error
 }
 
-// section writes the table of the key named path whose value (and default)
-// is v: a struct's keys, or a list element's keys under path[].
-func (r *refGen) section(path, doc string, v reflect.Value) {
+// plugin adds a plug-in's derived defaults, whose paths are relative to
+// its part of the file at path.
+func (r *refGen) plugin(s Settings, path string) {
+	d, ok := s.(DerivedDocs)
+	if !ok {
+		return
+	}
+	if r.derived == nil {
+		r.derived = map[string]string{}
+	}
+	for k, v := range d.DerivedDefaults() {
+		r.derived[path+"."+k] = v
+	}
+}
+
+// section writes the table of the key named path whose values (and
+// defaults) are vs: a struct's keys, or a list element's keys under
+// path[]. variant, when set, names the driver whose keys these are.
+func (r *refGen) section(path, doc, variant string, vs ...reflect.Value) {
 	// Reserve this section's place first so that the sections of nested
 	// lists come after it.
 	idx := len(r.sections)
 	r.sections = append(r.sections, "")
 	var rows [][4]string
 	head := path
-	if v.Kind() == reflect.Slice {
-		head = path + "[]"
-		item := reflect.New(v.Type().Elem()).Elem()
-		if d := itemDefaults(item.Interface()); d != nil {
-			item = reflect.ValueOf(d)
+	for _, v := range vs {
+		if v.Kind() == reflect.Slice {
+			head = path + "[]"
+			item := reflect.New(v.Type().Elem()).Elem()
+			setDefaults(item)
+			v = item
 		}
-		v = item
+		rows = r.rows(head, v, rows)
 	}
-	rows = r.rows(head, v, rows)
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n### `%s`\n\n", head)
+	if variant != "" {
+		fmt.Fprintf(&b, "\n### `%s` (driver: %s)\n\n", head, variant)
+	} else {
+		fmt.Fprintf(&b, "\n### `%s`\n\n", head)
+	}
 	if doc != "" {
 		fmt.Fprintf(&b, "%s.\n\n", capitalize(doc))
 	}
@@ -71,25 +109,28 @@ func (r *refGen) rows(path string, v reflect.Value, rows [][4]string) [][4]strin
 	for _, f := range fieldsOf(t) {
 		fv := v.Field(f.index)
 		fp := path + "." + f.name
-		key := t.Name() + "." + f.field.Name
+		rule := ruleOf(t, f.index)
 		ft := f.field.Type
 		switch {
 		case ft.Kind() == reflect.Struct && ft != durationType && ft != byteSizeType:
 			rows = r.rows(fp, fv, rows)
 			continue
+		case ft == reflect.TypeFor[[]PLC]():
+			rows = append(rows, [4]string{code(fp), "list", "", mdEscape(sentence(f.doc)) + fmt.Sprintf(" See [`%s[]`](#%s).", fp, anchor(fp+"[]"))})
+			continue
 		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
 			rows = append(rows, [4]string{code(fp), "list", "", mdEscape(sentence(f.doc)) + fmt.Sprintf(" See [`%s[]`](#%s).", fp, anchor(fp+"[]"))})
-			r.section(fp, f.doc, fv)
+			r.section(fp, f.doc, "", fv)
 			continue
 		}
 		desc := []string{sentence(f.doc)}
-		if c := constraintText(key, f.name); c != "" {
+		if c := constraintText(rule); c != "" {
 			desc = append(desc, c)
 		}
 		if f.secret {
 			desc = append(desc, fmt.Sprintf("*Secret*: shown as %s by /config.", RedactedValue))
 		}
-		rows = append(rows, [4]string{code(fp), typeText(ft), r.defaultText(key, fp, fv), mdEscape(strings.Join(desc, " "))})
+		rows = append(rows, [4]string{code(fp), typeText(ft), r.defaultText(rule, fp, fv), mdEscape(strings.Join(desc, " "))})
 		if f.secret {
 			rows = append(rows, [4]string{code(fp + fileSuffix), "string (path)", "",
 				mdEscape(fmt.Sprintf("file holding %s instead: read at load, trailing newline trimmed, relative to the config file's directory. Not together with %s.", f.name, f.name))})
@@ -98,31 +139,28 @@ func (r *refGen) rows(path string, v reflect.Value, rows [][4]string) [][4]strin
 	return rows
 }
 
-// constraintText states the value set, range or bound validation applies.
-func constraintText(key, name string) string {
-	if key == tagTypeField {
-		return fmt.Sprintf("One of %s, or string(n) with n from 1 to %d.", codeList(tagBaseTypes), maxStringLen)
-	}
+// constraintText states the value set, range or bound a rule applies.
+func constraintText(r rule) string {
 	var parts []string
-	if e, ok := enums[key]; ok {
-		s := "One of " + codeList(e.values)
-		if e.emptyOK {
+	if r.enum != nil {
+		s := "One of " + codeList(r.enum)
+		if r.emptyOK {
 			s += ", or empty"
 		}
 		parts = append(parts, s+".")
 	}
-	if rg, ok := ranges[key]; ok {
-		if rg.hasMax {
-			parts = append(parts, fmt.Sprintf("From %s to %s.", fmtNum(rg.min), fmtNum(rg.max)))
+	if r.rng != nil {
+		if r.rng.hasMax {
+			parts = append(parts, fmt.Sprintf("From %s to %s.", fmtNum(r.rng.min), fmtNum(r.rng.max)))
 		} else {
-			parts = append(parts, fmt.Sprintf("At least %s.", fmtNum(rg.min)))
+			parts = append(parts, fmt.Sprintf("At least %s.", fmtNum(r.rng.min)))
 		}
 	}
-	if m, ok := durationMins[key]; ok {
-		parts = append(parts, capitalize(durationMin(m))+".")
+	if r.minDur > 0 {
+		parts = append(parts, capitalize(durationMin(r.minDur))+".")
 	}
-	if m, ok := byteSizeMins[key]; ok {
-		parts = append(parts, fmt.Sprintf("At least %s.", m))
+	if r.minBytes > 0 {
+		parts = append(parts, fmt.Sprintf("At least %s.", r.minBytes))
 	}
 	return strings.Join(parts, " ")
 }
@@ -147,13 +185,13 @@ func typeText(t reflect.Type) string {
 	return t.Kind().String()
 }
 
-// defaultText formats the default of the field key (Type.Field) at path
+// defaultText formats the default of the field with rule at path
 // (as the reference writes paths) whose static default is v.
-func (r *refGen) defaultText(key, path string, v reflect.Value) string {
-	if required[key] {
+func (r *refGen) defaultText(rule rule, path string, v reflect.Value) string {
+	if rule.required {
 		return "*required*"
 	}
-	if d, ok := derivedDefaults[path]; ok {
+	if d, ok := r.derived[path]; ok {
 		return "*" + mdEscape(d) + "*"
 	}
 	if v.Kind() == reflect.Pointer {

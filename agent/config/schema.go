@@ -49,6 +49,13 @@ func JSONSchema() ([]byte, error) {
 	}}
 	defaults := staticDefaults()
 	root := g.object(reflect.ValueOf(defaults))
+	props := root["properties"].(map[string]any)
+	for _, sk := range defaults.Sinks {
+		sec := g.object(reflect.ValueOf(sinkSection{Enabled: ptr(sk.Enabled)}), reflect.ValueOf(sk.Settings).Elem())
+		sec["description"] = "the " + sk.Name + " sink"
+		props[sk.Section] = sec
+	}
+
 	root["$schema"] = "https://json-schema.org/draft/2020-12/schema"
 	root["$id"] = schemaID
 	root["title"] = "iot-producer configuration"
@@ -74,30 +81,32 @@ type schemaGen struct {
 	err error
 }
 
-// object returns the schema of the struct value def, whose field values are
-// the defaults.
-func (g *schemaGen) object(def reflect.Value) map[string]any {
-	t := def.Type()
+// object returns the schema of an object whose keys are the fields of the
+// struct values defs (their field values are the defaults).
+func (g *schemaGen) object(defs ...reflect.Value) map[string]any {
 	props := map[string]any{}
 	var notBoth []any
 	var req []string
-	for _, f := range fieldsOf(t) {
-		key := t.Name() + "." + f.field.Name
-		if required[key] {
-			req = append(req, f.name)
-		}
-		s := g.field(f.field.Type, key, def.Field(f.index))
-		if f.doc != "" {
-			s["description"] = f.doc
-		}
-		props[f.name] = s
-		if f.secret {
-			s["description"] = f.doc + "; secret: redacted in /config"
-			props[f.name+fileSuffix] = map[string]any{
-				"type":        "string",
-				"description": fmt.Sprintf("file holding %s instead (trailing newline trimmed; relative to the config file's directory); not together with %s", f.name, f.name),
+	for _, def := range defs {
+		t := def.Type()
+		for _, f := range fieldsOf(t) {
+			r := ruleOf(t, f.index)
+			if r.required {
+				req = append(req, f.name)
 			}
-			notBoth = append(notBoth, map[string]any{"not": map[string]any{"required": []string{f.name, f.name + fileSuffix}}})
+			s := g.field(f.field.Type, t.Name()+"."+f.field.Name, r, def.Field(f.index))
+			if f.doc != "" {
+				s["description"] = f.doc
+			}
+			props[f.name] = s
+			if f.secret {
+				s["description"] = f.doc + "; secret: redacted in /config"
+				props[f.name+fileSuffix] = map[string]any{
+					"type":        "string",
+					"description": fmt.Sprintf("file holding %s instead (trailing newline trimmed; relative to the config file's directory); not together with %s", f.name, f.name),
+				}
+				notBoth = append(notBoth, map[string]any{"not": map[string]any{"required": []string{f.name, f.name + fileSuffix}}})
+			}
 		}
 	}
 	o := map[string]any{
@@ -114,10 +123,34 @@ func (g *schemaGen) object(def reflect.Value) map[string]any {
 	return o
 }
 
+// plcItem returns the schema of a plcs entry: name, driver and enabled,
+// and for each registered driver the keys of its plug-in.
+func (g *schemaGen) plcItem() map[string]any {
+	common := reflect.ValueOf(PLC{Enabled: ptr(true)})
+	names := driverNames()
+	var cases []any
+	for _, d := range Drivers() {
+		then := g.object(common, reflect.ValueOf(d.New()).Elem())
+		then["properties"].(map[string]any)["driver"] = map[string]any{"const": d.Name, "description": d.Summary}
+		cases = append(cases, map[string]any{
+			"if":   map[string]any{"properties": map[string]any{"driver": map[string]any{"const": d.Name}}, "required": []string{"driver"}},
+			"then": then,
+		})
+	}
+	return map[string]any{
+		"type":     "object",
+		"required": []string{"name", "driver"},
+		"properties": map[string]any{
+			"driver": map[string]any{"enum": names, "description": "the protocol driver that polls it"},
+		},
+		"allOf": cases,
+	}
+}
+
 // ref returns a $ref to the definition of the struct type of def, adding
 // the definition on first use.
 func (g *schemaGen) ref(def reflect.Value) map[string]any {
-	name := def.Type().Name()
+	name := def.Type().String() // package-qualified: plug-ins may reuse a name
 	if _, ok := g.defs[name]; !ok {
 		g.defs[name] = nil // reserve the name before recursing
 		g.defs[name] = g.object(def)
@@ -125,9 +158,9 @@ func (g *schemaGen) ref(def reflect.Value) map[string]any {
 	return map[string]any{"$ref": "#/$defs/" + name}
 }
 
-// field returns the schema of one field of type t registered under key
-// (Type.Field) with default value def.
-func (g *schemaGen) field(t reflect.Type, key string, def reflect.Value) map[string]any {
+// field returns the schema of one field of type t (key names it in
+// errors, as Type.Field) with rule r and default value def.
+func (g *schemaGen) field(t reflect.Type, key string, r rule, def reflect.Value) map[string]any {
 	var s map[string]any
 	switch {
 	case t == durationType:
@@ -135,14 +168,14 @@ func (g *schemaGen) field(t reflect.Type, key string, def reflect.Value) map[str
 	case t == byteSizeType:
 		s = map[string]any{"$ref": "#/$defs/ByteSize"}
 	case t.Kind() == reflect.Pointer:
-		return g.field(t.Elem(), key, def)
+		return g.field(t.Elem(), key, r, def)
+	case t == reflect.TypeFor[[]PLC]():
+		return map[string]any{"type": "array", "items": g.plcItem()}
 	case t.Kind() == reflect.Struct:
 		return g.ref(def)
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
 		item := reflect.New(t.Elem()).Elem()
-		if d := itemDefaults(item.Interface()); d != nil {
-			item = reflect.ValueOf(d)
-		}
+		setDefaults(item)
 		return map[string]any{"type": "array", "items": g.ref(item)}
 	case t.Kind() == reflect.Slice:
 		s = map[string]any{"anyOf": []any{
@@ -161,23 +194,20 @@ func (g *schemaGen) field(t reflect.Type, key string, def reflect.Value) map[str
 		g.err = fmt.Errorf("config schema: field %s of kind %s has no schema", key, t.Kind())
 		return map[string]any{}
 	}
-	if key == tagTypeField {
-		s = map[string]any{"anyOf": []any{
-			map[string]any{"enum": tagBaseTypes},
-			map[string]any{"type": "string", "pattern": tagTypePattern},
-		}}
+	if r.pattern != "" {
+		s["pattern"] = r.pattern
 	}
-	if e, ok := enums[key]; ok {
-		vals := slices.Clone(e.values)
-		if e.emptyOK {
+	if r.enum != nil {
+		vals := slices.Clone(r.enum)
+		if r.emptyOK {
 			vals = append(vals, "")
 		}
 		s["enum"] = vals
 	}
-	if r, ok := ranges[key]; ok {
-		s["minimum"] = r.min
-		if r.hasMax {
-			s["maximum"] = r.max
+	if r.rng != nil {
+		s["minimum"] = r.rng.min
+		if r.rng.hasMax {
+			s["maximum"] = r.rng.max
 		}
 	}
 	if def.IsValid() && !def.IsZero() && !(def.Kind() == reflect.Pointer && def.IsNil()) {

@@ -1,9 +1,11 @@
-package config
+package config_test
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	. "github.com/iot-producer/iot-producer/agent/config"
+	_ "github.com/iot-producer/iot-producer/plugins/all"
 	"math"
 	"os"
 	"path/filepath"
@@ -40,96 +42,90 @@ func TestGeneratedFilesUpToDate(t *testing.T) {
 	}
 }
 
-// TestRulesNameRealFields keeps rules.go and derivedDefaults in step with
-// the structs: a rule for a renamed field would otherwise silently stop
-// applying.
-func TestRulesNameRealFields(t *testing.T) {
-	fields := map[string]reflect.Type{}
-	paths := map[string]bool{}
-	var walk func(typ reflect.Type, path string)
-	walk = func(typ reflect.Type, path string) {
-		for _, f := range fieldsOf(typ) {
-			fields[typ.Name()+"."+f.field.Name] = f.field.Type
-			fp := joinPath(path, f.name)
-			paths[fp] = true
-			ft := f.field.Type
-			switch {
-			case ft.Kind() == reflect.Struct:
-				walk(ft, fp)
-			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
-				walk(ft.Elem(), fp+"[]")
-			}
-		}
-	}
-	walk(reflect.TypeFor[Config](), "")
-	check := func(what, key string, kind ...reflect.Kind) {
-		ft, ok := fields[key]
-		if !ok {
-			t.Errorf("%s names %s, which is not a field", what, key)
-			return
-		}
-		if !slices.Contains(kind, ft.Kind()) {
-			t.Errorf("%s: %s is a %s, want %v", what, key, ft.Kind(), kind)
-		}
-	}
-	for k := range enums {
-		check("enums", k, reflect.String)
-	}
-	check("tagTypeField", tagTypeField, reflect.String)
-	for k := range ranges {
-		check("ranges", k, reflect.Int, reflect.Int64, reflect.Float64)
-	}
-	for k := range durationMins {
-		check("durationMins", k, reflect.Int64)
-		if fields[k] != durationType {
-			t.Errorf("durationMins: %s is not a Duration", k)
-		}
-	}
-	for k := range byteSizeMins {
-		if fields[k] != byteSizeType {
-			t.Errorf("byteSizeMins: %s is not a ByteSize", k)
-		}
-	}
-	for k := range required {
-		check("required", k, reflect.String)
-	}
-	for p := range derivedDefaults {
-		if !paths[p] {
-			t.Errorf("derivedDefaults names %s, which is not a key", p)
-		}
-	}
-}
-
-// TestEveryKeyDocumented makes the reference complete: every key has a doc
-// tag.
-func TestEveryKeyDocumented(t *testing.T) {
+// settingsTypes returns the struct types of the file: the common
+// sections and every registered plug-in's settings, with what they hold.
+func settingsTypes() []reflect.Type {
+	var out []reflect.Type
 	seen := map[reflect.Type]bool{}
-	var walk func(typ reflect.Type)
-	walk = func(typ reflect.Type) {
-		if seen[typ] {
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		if seen[t] {
 			return
 		}
-		seen[typ] = true
-		for _, f := range fieldsOf(typ) {
-			if strings.TrimSpace(f.doc) == "" {
-				t.Errorf("%s.%s (%s) has no doc tag", typ.Name(), f.field.Name, f.name)
-			}
-			ft := f.field.Type
-			if ft.Kind() == reflect.Slice {
+		seen[t] = true
+		out = append(out, t)
+		for i := range t.NumField() {
+			ft := t.Field(i).Type
+			for ft.Kind() == reflect.Slice || ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()
 			}
-			if ft.Kind() == reflect.Struct {
+			if ft.Kind() == reflect.Struct && ft != reflect.TypeFor[Duration]() && t.Field(i).Tag.Get("yaml") != "-" {
 				walk(ft)
 			}
 		}
 	}
 	walk(reflect.TypeFor[Config]())
+	for _, d := range Drivers() {
+		walk(reflect.TypeOf(d.New()).Elem())
+	}
+	for _, s := range Sinks() {
+		walk(reflect.TypeOf(s.New()).Elem())
+	}
+	return out
+}
+
+// TestRuleTagsParse keeps the rule tags of every section and plug-in
+// well-formed, and derivedDefaults naming real keys.
+func TestRuleTagsParse(t *testing.T) {
+	types := settingsTypes()
+	if len(types) < 10 {
+		t.Fatalf("found %d settings types; the plug-ins are not registered?", len(types))
+	}
+	for _, typ := range types {
+		if err := ParseRules(typ); err != nil {
+			t.Errorf("%s: %v", typ, err)
+		}
+	}
+	keys := map[string]bool{}
+	root := reflect.TypeFor[Config]()
+	for i := range root.NumField() {
+		sec := root.Field(i)
+		name := strings.Split(sec.Tag.Get("yaml"), ",")[0]
+		if sec.Type.Kind() != reflect.Struct {
+			continue
+		}
+		for j := range sec.Type.NumField() {
+			keys[name+"."+strings.Split(sec.Type.Field(j).Tag.Get("yaml"), ",")[0]] = true
+		}
+	}
+	for p := range DerivedPaths {
+		if !keys[p] {
+			t.Errorf("derivedDefaults names %s, which is not a key", p)
+		}
+	}
+}
+
+// TestEveryKeyDocumented makes the reference complete: every key of every
+// section and plug-in has a doc tag.
+func TestEveryKeyDocumented(t *testing.T) {
+	for _, typ := range settingsTypes() {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			name := strings.Split(f.Tag.Get("yaml"), ",")[0]
+			if name == "" || name == "-" || !f.IsExported() {
+				continue
+			}
+			if strings.TrimSpace(f.Tag.Get("doc")) == "" {
+				t.Errorf("%s.%s (%s) has no doc tag", typ, f.Name, name)
+			}
+		}
+	}
 }
 
 // TestSchemaPatternsMatchParsers checks that the schema's patterns accept
 // exactly what ParseDuration and ParseByteSize accept, on typical input.
 func TestSchemaPatternsMatchParsers(t *testing.T) {
-	dur := regexp.MustCompile(durationPattern)
+	dur := regexp.MustCompile(DurationPattern)
 	for _, s := range []string{"500", "0", "500ms", "1.5s", "2m", "1h30m", "168h", ".5s", "10us", "1µs",
 		"", "1.5", "-1", "-2s", "2 s", "soon", "1d", "ms", "5sec"} {
 		_, err := ParseDuration(s)
@@ -137,20 +133,12 @@ func TestSchemaPatternsMatchParsers(t *testing.T) {
 			t.Errorf("duration %q: schema pattern matches %v, ParseDuration error %v", s, ok, err)
 		}
 	}
-	size := regexp.MustCompile(byteSizePattern)
+	size := regexp.MustCompile(ByteSizePattern)
 	for _, s := range []string{"0", "4096", "100B", "1KB", "1KiB", "512MiB", "1.5GiB", "512 MiB", "1gib", "2TB",
 		"", "-1", "1.5", "1G", "MiB", "1Gb/s", "1 PB", "1e3"} {
 		_, err := ParseByteSize(s)
 		if ok := size.MatchString(s); ok != (err == nil) {
 			t.Errorf("size %q: schema pattern matches %v, ParseByteSize error %v", s, ok, err)
-		}
-	}
-	typ := regexp.MustCompile(tagTypePattern)
-	for _, s := range []string{"string(1)", "string(16)", "string(99)", "string(100)", "string(199)", "string(249)", "string(250)",
-		"string(251)", "string(300)", "string(0)", "string(016)", "string()", "string(16 )", "str(4)"} {
-		_, err := parseTagType(s)
-		if ok := typ.MatchString(s); ok != (err == nil) {
-			t.Errorf("type %q: schema pattern matches %v, parseTagType error %v", s, ok, err)
 		}
 	}
 }
@@ -190,7 +178,7 @@ func TestExampleConfigsMatchSchema(t *testing.T) {
 		"out of range":     "producer:\n  worker_count: 65\n",
 		"bad duration":     "producer:\n  flush_interval: 5 seconds\n",
 		"bad size":         "buffer:\n  max_bytes: 10 gigs\n",
-		"both secrets":     "mqtt:\n  password: a\n  password_file: /x\n",
+		"both secrets":     "producer:\n  sasl:\n    password: a\n    password_file: /x\n",
 		"wrong type":       "device:\n  count: many\n",
 	}
 	for name, src := range bad {
@@ -226,7 +214,8 @@ func yamlDoc(t *testing.T, b []byte) any {
 
 // schemaCheck validates v against the subset of JSON Schema that
 // JSONSchema emits: $ref, type, properties, additionalProperties, required,
-// enum, minimum, maximum, pattern, items, anyOf, allOf and not.
+// enum, const, minimum, maximum, pattern, items, anyOf, allOf, if/then and
+// not.
 func schemaCheck(root, s map[string]any, v any, path string) []string {
 	var errs []string
 	fail := func(format string, args ...any) { errs = append(errs, path+": "+fmt.Sprintf(format, args...)) }
@@ -299,6 +288,14 @@ func schemaCheck(root, s map[string]any, v any, path string) []string {
 	if all, ok := s["allOf"].([]any); ok {
 		for _, sub := range all {
 			errs = append(errs, schemaCheck(root, sub.(map[string]any), v, path)...)
+		}
+	}
+	if c, ok := s["const"]; ok && c != v {
+		fail("%v is not %v", v, c)
+	}
+	if cond, ok := s["if"].(map[string]any); ok && len(schemaCheck(root, cond, v, path)) == 0 {
+		if then, ok := s["then"].(map[string]any); ok {
+			errs = append(errs, schemaCheck(root, then, v, path)...)
 		}
 	}
 	if not, ok := s["not"].(map[string]any); ok && len(schemaCheck(root, not, v, path)) == 0 {

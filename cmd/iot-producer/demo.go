@@ -24,6 +24,7 @@ import (
 	"github.com/iot-producer/iot-producer/configs"
 	"github.com/iot-producer/iot-producer/drivers"
 	"github.com/iot-producer/iot-producer/telemetry"
+	"github.com/iot-producer/iot-producer/uplink/kafka"
 )
 
 // cmdDemo runs the whole pipeline on the embedded demo configuration: the
@@ -40,6 +41,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	duration := fs.Duration("duration", 0, "stop after this long (0: run until Ctrl-C)")
 	metricsAddr := fs.String("metrics-listen", "", "override telemetry.metrics_listen (default :8080)")
 	healthAddr := fs.String("health-listen", "", "override telemetry.health_listen (default :8081)")
+	pprofAddr := fs.String("pprof-listen", "", "override telemetry.pprof_listen (default 127.0.0.1:6060; off disables it)")
 	plain := fs.Bool("plain", false, "print plain lines even on a terminal")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -71,6 +73,19 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	if *healthAddr != "" {
 		cfg.Telemetry.HealthListen = *healthAddr
 	}
+	switch *pprofAddr {
+	case "":
+	case "off":
+		cfg.Telemetry.PprofListen = ""
+	default:
+		cfg.Telemetry.PprofListen = *pprofAddr
+	}
+	producer := cfg.Sink("producer")
+	if producer == nil || !producer.Enabled {
+		fmt.Fprintln(stderr, "demo: the configuration has no enabled producer (Kafka) section")
+		return exitConfig
+	}
+	kc := producer.Settings.(*kafka.Config)
 
 	dir, err := os.MkdirTemp("", "iot-producer-demo-")
 	if err != nil {
@@ -85,7 +100,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 
 	brokerNote := ""
 	if *brokers != "" {
-		cfg.Producer.Brokers = strings.Split(*brokers, ",")
+		kc.Brokers = strings.Split(*brokers, ",")
 		brokerNote = "Kafka at " + *brokers
 	} else {
 		cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(3))
@@ -94,8 +109,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 			return exitFailure
 		}
 		defer cluster.Close()
-		cfg.Producer.Brokers = cluster.ListenAddrs()
-		brokerNote = "embedded dev broker (kfake) at " + strings.Join(cfg.Producer.Brokers, ",") +
+		kc.Brokers = cluster.ListenAddrs()
+		brokerNote = "embedded dev broker (kfake) at " + strings.Join(kc.Brokers, ",") +
 			" — for trying things out only; it is not Apache Kafka and keeps nothing"
 	}
 
@@ -127,7 +142,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	header := []string{
 		"iot-producer demo — Ctrl-C stops it",
 		fmt.Sprintf("simulator: %d devices × %d tags every %s", cfg.Device.Count, cfg.Device.TagsPerDevice, cfg.Device.SampleInterval),
-		"sink:      " + brokerNote + ", topic " + cfg.Producer.Topic,
+		"sink:      " + brokerNote + ", topic " + kc.Topic,
 		"buffer:    " + cfg.Buffer.Path,
 		fmt.Sprintf("telemetry: http://%s/metrics  http://%s/config  http://%s/ready", hostPort(addrs.Metrics), hostPort(addrs.Metrics), hostPort(addrs.Health)),
 	}

@@ -8,16 +8,22 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+
+	// Every driver and sink of this build.
+	_ "github.com/iot-producer/iot-producer/plugins/all"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// Exit codes.
+// Exit codes. systemd's unit prevents restarts on exitConfig only: a
+// refused configuration will not get better by restarting, while a panic
+// or a watchdog abort (Go exits 2 for both) must be restarted.
 const (
 	exitOK      = 0
-	exitFailure = 1
-	exitUsage   = 2 // bad arguments or an invalid configuration
+	exitFailure = 1  // a failure at run time
+	exitUsage   = 2  // bad arguments; validate: an invalid file
+	exitConfig  = 78 // EX_CONFIG: the configuration file is refused
 )
 
 // gcPercent is the garbage collector's target unless GOGC is set: a

@@ -47,7 +47,7 @@ func TestValidate(t *testing.T) {
 			},
 		},
 		{
-			name: "missing file", code: exitUsage,
+			name: "missing file", code: exitFailure,
 			body:   "",
 			stderr: []string{"no such file"},
 		},

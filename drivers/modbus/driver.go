@@ -30,6 +30,28 @@ type Tag struct {
 	Offset float64
 }
 
+// check applies the rules every tag follows: the type its table can hold,
+// a bit only of a register, and the value within the address space and
+// within one request of maxRegisters (0 means 125).
+func (t *Tag) check(maxRegisters int) error {
+	if maxRegisters <= 0 || maxRegisters > 125 {
+		maxRegisters = 125
+	}
+	if t.Register.IsBit() && t.Type.Base != Bool {
+		return &fieldError{"type", fmt.Errorf("%s registers hold bits: the type must be bool, not %s", t.Register, t.Type)}
+	}
+	if t.Bit >= 0 && (t.Bit > 15 || t.Type.Base != Bool || t.Register.IsBit()) {
+		return &fieldError{"bit", fmt.Errorf("bit %d needs type bool on a holding or input register and a bit from 0 to 15", t.Bit)}
+	}
+	if n := span(t); n > maxRegisters && !t.Register.IsBit() {
+		return &fieldError{"type", fmt.Errorf("%s needs %d registers, more than one request may read (%d)", t.Type, n, maxRegisters)}
+	}
+	if int(t.Address)+span(t) > 65536 {
+		return &fieldError{"address", fmt.Errorf("%s at %s %d runs past address 65535", t.Type, t.Register, t.Address)}
+	}
+	return nil
+}
+
 // Options configures one Driver: one device, one unit id.
 type Options struct {
 	// Name is the device name, carried by every sample.
@@ -42,8 +64,9 @@ type Options struct {
 	// Timeout bounds each request; default 1s.
 	Timeout time.Duration
 	// MaxGap is the largest run of unused registers (or bits) a request may
-	// read to join two tags; default 0 (only adjacent tags are joined).
-	// Negative disables joining.
+	// read to join two tags: 0 joins only adjacent tags, negative disables
+	// joining. A configured device gets DefaultMaxGap unless its max_gap
+	// says otherwise.
 	MaxGap int
 	// MaxRegisters caps the registers of one request for devices that
 	// accept fewer than 125; 0 means 125.
@@ -114,17 +137,8 @@ func New(opts Options) (*Driver, error) {
 		if t.Scale == 0 {
 			t.Scale = 1
 		}
-		if t.Register.IsBit() && t.Type.Base != Bool {
-			return nil, fmt.Errorf("modbus %s: tag %s: %s registers hold bits: the type must be bool, not %s", name, t.Name, t.Register, t.Type)
-		}
-		if t.Bit >= 0 && (t.Bit > 15 || t.Type.Base != Bool || t.Register.IsBit()) {
-			return nil, fmt.Errorf("modbus %s: tag %s: bit %d needs type bool on a holding or input register and a bit from 0 to 15", name, t.Name, t.Bit)
-		}
-		if n := span(t); n > opts.MaxRegisters && !t.Register.IsBit() {
-			return nil, fmt.Errorf("modbus %s: tag %s: %s needs %d registers, more than one request may read (%d)", name, t.Name, t.Type, n, opts.MaxRegisters)
-		}
-		if int(t.Address)+span(t) > 65536 {
-			return nil, fmt.Errorf("modbus %s: tag %s: %s at %d runs past address 65535", name, t.Name, t.Type, t.Address)
+		if err := t.check(opts.MaxRegisters); err != nil {
+			return nil, fmt.Errorf("modbus %s: tag %s: %w", name, t.Name, err)
 		}
 	}
 	gap := opts.MaxGap

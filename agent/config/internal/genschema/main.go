@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"github.com/iot-producer/iot-producer/agent/config"
+	// The reference and schema cover every plug-in of the build.
+	_ "github.com/iot-producer/iot-producer/plugins/all"
 )
 
 func main() {
