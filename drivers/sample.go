@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 )
 
@@ -15,6 +16,7 @@ import (
 type Quality uint8
 
 // Qualities, from OPC UA status classes and Modbus exceptions or timeouts.
+// A sample of QualityBad has no reading (see Sample).
 const (
 	QualityGood Quality = iota
 	QualityUncertain
@@ -79,6 +81,27 @@ type Value struct {
 // Float returns a float Value.
 func Float(f float64) Value { return Value{Kind: KindFloat, F: f} }
 
+// Float32 returns the float Value of a float32 reading: the float64
+// nearest to the shortest decimal that reads back as f, so that records,
+// the CLI and /ready show the number the device holds (3.14159, not
+// 3.141590118408203). float32(v.F) is f, bit for bit; NaN and the
+// infinities are kept as they are. It does not allocate.
+func Float32(f float32) Value {
+	w := float64(f)
+	if math.IsNaN(w) || math.IsInf(w, 0) || w == 0 {
+		return Float(w)
+	}
+	var buf [32]byte
+	if d, err := strconv.ParseFloat(string(strconv.AppendFloat(buf[:0], w, 'g', -1, 32)), 64); err == nil && float32(d) == f {
+		w = d
+	}
+	return Float(w)
+}
+
+// NoValue returns the Value of a sample without reading (quality bad): it
+// gives only the kind of the tag.
+func NoValue(k Kind) Value { return Value{Kind: k} }
+
 // Int returns a signed integer Value.
 func Int(i int64) Value { return Value{Kind: KindInt, I: i} }
 
@@ -132,8 +155,11 @@ func (v Value) Equal(o Value) bool {
 
 // Sample is one reading of one tag of one device.
 type Sample struct {
-	Device  string
-	Tag     string
+	Device string
+	Tag    string
+	// Value is the reading. A sample of QualityBad has none (a failed
+	// read): only Value.Kind, the type of the tag, is meaningful, and the
+	// record leaves the value out (HasValue).
 	Value   Value
 	Quality Quality
 	// SourceTime is the time the PLC gives for the value; zero when it
@@ -142,6 +168,10 @@ type Sample struct {
 	// ReadTime is the gateway's clock when the value was read.
 	ReadTime time.Time
 }
+
+// HasValue reports whether the sample carries a reading: every quality
+// but QualityBad.
+func (s *Sample) HasValue() bool { return s.Quality != QualityBad }
 
 // Emit hands a batch of samples to the ingest stage. It never blocks the
 // caller for long and takes ownership of the slice.

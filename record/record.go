@@ -1,5 +1,5 @@
 // Package record owns the encoded form of a sample: the JSON value that
-// consumers read (schema version 1, documented in the README and in
+// consumers read (schema version 2, documented in the README and in
 // record.schema.json) and the envelope that the buffer stores for every sink
 // (key, timestamp, value). It knows nothing of drivers, the buffer or sinks.
 package record
@@ -16,14 +16,16 @@ import (
 
 // SchemaVersion is the version of the JSON value written by AppendJSON. It
 // is carried in every value ("schema") and in the record header
-// HeaderSchema.
-const SchemaVersion = 1
+// HeaderSchema. Version 2 added "epoch" and leaves "value" out of a bad
+// sample; Decode reads both.
+const SchemaVersion = 2
 
 // Header names set on every Kafka record (and as MQTT v5 user properties
 // where available).
 const (
 	HeaderGateway = "iot-gateway" // the gateway id
-	HeaderSchema  = "iot-schema"  // SchemaVersion in decimal
+	HeaderEpoch   = "iot-epoch"   // the stream epoch (schema 2; absent for schema 1)
+	HeaderSchema  = "iot-schema"  // the value's schema version in decimal
 	HeaderLane    = "iot-lane"    // "live" or "backlog"
 )
 
@@ -44,19 +46,32 @@ const (
 	NegInfinity = "-Infinity"
 )
 
+// Quality names, as written in the "quality" field.
+const (
+	QualityGood      = "good"
+	QualityUncertain = "uncertain"
+	QualityBad       = "bad"
+)
+
 // Fields is one sample as it appears in a record's JSON value. Exactly one
-// of the value fields is meaningful, selected by Type.
+// of the value fields is meaningful, selected by Type, unless NoValue is
+// set.
 type Fields struct {
-	Gateway    string
-	Device     string
-	Tag        string
-	Seq        uint64
-	Type       string
-	Float      float64
-	Int        int64
-	Uint       uint64
-	Bool       bool
-	String     string
+	Gateway string
+	// Epoch is the stream epoch: sequence numbers count within it.
+	Epoch  string
+	Device string
+	Tag    string
+	Seq    uint64
+	Type   string
+	Float  float64
+	Int    int64
+	Uint   uint64
+	Bool   bool
+	String string
+	// NoValue leaves "value" out: a sample whose read failed (quality
+	// bad) has no reading, only the Type of its tag.
+	NoValue    bool
 	Quality    string
 	ReadTime   time.Time
 	SourceTime time.Time // zero: omitted
@@ -64,12 +79,18 @@ type Fields struct {
 
 // AppendJSON appends the JSON value of f to dst and returns the extended
 // slice. The output is compact, has a fixed key order and exact integers:
-// an int64 or uint64 is written digit for digit, never through a float.
+// an int64 or uint64 is written digit for digit, never through a float. A
+// float is written in the shortest decimal that reads back as the same
+// float64 (a float32 reading widened by the drivers reads back as its own
+// shortest decimal, 3.14159 rather than 3.141590118408203). It does not
+// allocate when dst has room.
 func AppendJSON(dst []byte, f *Fields) []byte {
 	dst = append(dst, `{"schema":`...)
 	dst = strconv.AppendInt(dst, SchemaVersion, 10)
 	dst = append(dst, `,"gateway":`...)
 	dst = appendString(dst, f.Gateway)
+	dst = append(dst, `,"epoch":`...)
+	dst = appendString(dst, f.Epoch)
 	dst = append(dst, `,"device":`...)
 	dst = appendString(dst, f.Device)
 	dst = append(dst, `,"tag":`...)
@@ -78,18 +99,20 @@ func AppendJSON(dst []byte, f *Fields) []byte {
 	dst = strconv.AppendUint(dst, f.Seq, 10)
 	dst = append(dst, `,"type":`...)
 	dst = appendString(dst, f.Type)
-	dst = append(dst, `,"value":`...)
-	switch f.Type {
-	case TypeFloat:
-		dst = appendFloat(dst, f.Float)
-	case TypeInt:
-		dst = strconv.AppendInt(dst, f.Int, 10)
-	case TypeUint:
-		dst = strconv.AppendUint(dst, f.Uint, 10)
-	case TypeBool:
-		dst = strconv.AppendBool(dst, f.Bool)
-	default:
-		dst = appendString(dst, f.String)
+	if !f.NoValue {
+		dst = append(dst, `,"value":`...)
+		switch f.Type {
+		case TypeFloat:
+			dst = appendFloat(dst, f.Float)
+		case TypeInt:
+			dst = strconv.AppendInt(dst, f.Int, 10)
+		case TypeUint:
+			dst = strconv.AppendUint(dst, f.Uint, 10)
+		case TypeBool:
+			dst = strconv.AppendBool(dst, f.Bool)
+		default:
+			dst = appendString(dst, f.String)
+		}
 	}
 	dst = append(dst, `,"quality":`...)
 	dst = appendString(dst, f.Quality)
@@ -187,45 +210,76 @@ type Envelope struct {
 	// Time is the sample's read time: the Kafka record timestamp and the
 	// start of iot_sample_delivery_seconds.
 	Time time.Time
+	// Schema is the schema version of Value: 1 for records buffered by a
+	// build before epochs, SchemaVersion otherwise.
+	Schema int
+	// Epoch is the stream epoch written into Value (empty for schema 1).
+	// It aliases the decoded bytes.
+	Epoch []byte
 	// Value is the JSON value written by AppendJSON.
 	Value []byte
 }
 
-const envelopeVersion = 1
+// Envelope versions. Version 1 (schema 1 values) had no epoch; version 2
+// carries the epoch of a schema 2 value so that a sink can set its header
+// without decoding the JSON.
+const (
+	envelopeV1      = 1
+	envelopeVersion = 2
+)
 
 // ErrMalformed is wrapped by every error of DecodeEnvelope.
 var ErrMalformed = errors.New("malformed record envelope")
 
-// AppendEnvelope appends the binary form of an envelope: a version byte,
-// the key length as a uvarint, the key, the time in Unix nanoseconds as a
-// varint, then the value to the end.
-func AppendEnvelope(dst []byte, key string, t time.Time, value []byte) []byte {
+// AppendEnvelope appends the binary form of an envelope: a version byte
+// (2), the key length as a uvarint, the key, the time in Unix nanoseconds
+// as a varint, the epoch's length as a uvarint, the epoch, then the value
+// (written by AppendJSON with the same epoch) to the end.
+func AppendEnvelope(dst []byte, key string, t time.Time, epoch string, value []byte) []byte {
 	dst = append(dst, envelopeVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(key)))
 	dst = append(dst, key...)
 	dst = binary.AppendVarint(dst, t.UnixNano())
+	dst = binary.AppendUvarint(dst, uint64(len(epoch)))
+	dst = append(dst, epoch...)
 	return append(dst, value...)
 }
 
-// DecodeEnvelope parses b. Key and Value alias b.
+// DecodeEnvelope parses b, of version 1 or 2. Key is a copy; Epoch and
+// Value alias b.
 func DecodeEnvelope(b []byte) (Envelope, error) {
 	if len(b) == 0 {
 		return Envelope{}, fmt.Errorf("%w: empty", ErrMalformed)
 	}
-	if b[0] != envelopeVersion {
-		return Envelope{}, fmt.Errorf("%w: version %d, want %d", ErrMalformed, b[0], envelopeVersion)
+	if b[0] != envelopeVersion && b[0] != envelopeV1 {
+		return Envelope{}, fmt.Errorf("%w: version %d, want %d or %d", ErrMalformed, b[0], envelopeV1, envelopeVersion)
 	}
+	env := Envelope{Schema: int(b[0])}
 	rest := b[1:]
-	keyLen, n := binary.Uvarint(rest)
-	if n <= 0 || keyLen > uint64(len(rest)-n) {
+	key, rest, ok := cutBytes(rest)
+	if !ok {
 		return Envelope{}, fmt.Errorf("%w: bad key length", ErrMalformed)
 	}
-	rest = rest[n:]
-	key := rest[:keyLen]
-	rest = rest[keyLen:]
 	nanos, n := binary.Varint(rest)
 	if n <= 0 {
 		return Envelope{}, fmt.Errorf("%w: bad timestamp", ErrMalformed)
 	}
-	return Envelope{Key: string(key), Time: time.Unix(0, nanos), Value: rest[n:]}, nil
+	rest = rest[n:]
+	if env.Schema == envelopeVersion {
+		if env.Epoch, rest, ok = cutBytes(rest); !ok {
+			return Envelope{}, fmt.Errorf("%w: bad epoch length", ErrMalformed)
+		}
+	}
+	env.Key, env.Time, env.Value = string(key), time.Unix(0, nanos), rest
+	return env, nil
+}
+
+// cutBytes splits a uvarint length and that many bytes off the front of b.
+func cutBytes(b []byte) (field, rest []byte, ok bool) {
+	l, n := binary.Uvarint(b)
+	if n <= 0 || l > uint64(len(b)-n) {
+		return nil, nil, false
+	}
+	b = b[n:]
+	return b[:l:l], b[l:], true
 }

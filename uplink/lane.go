@@ -27,6 +27,7 @@ type lane struct {
 	inflight sync.WaitGroup
 	cursor   buffer.Pos // live lane: last record handed to the sink
 	nextSeq  uint64     // order of batches, for retries
+	epoch    string     // the last epoch read, kept to share its string
 	failures atomic.Int64
 
 	mu     sync.Mutex
@@ -113,7 +114,10 @@ func (ln *lane) next(ctx context.Context) (*batch, error) {
 			continue
 		}
 		kept = append(kept, r)
-		b.msgs = append(b.msgs, Message{Key: env.Key, Time: env.Time, Value: env.Value})
+		if string(env.Epoch) != ln.epoch {
+			ln.epoch = string(env.Epoch)
+		}
+		b.msgs = append(b.msgs, Message{Key: env.Key, Time: env.Time, Schema: env.Schema, Epoch: ln.epoch, Value: env.Value})
 	}
 	b.recs = kept
 	if len(malformed) > 0 {

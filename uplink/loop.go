@@ -50,6 +50,11 @@ type Message struct {
 	Key string
 	// Time is the sample's read time.
 	Time time.Time
+	// Schema is the schema version of Value (record.SchemaVersion, or 1
+	// for a record buffered by an earlier build).
+	Schema int
+	// Epoch is the stream epoch the record carries; empty for schema 1.
+	Epoch string
 	// Value is the record's JSON value.
 	Value []byte
 }

@@ -64,13 +64,16 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{buf: buf, cluster: cluster, sink: sink, brokers: cluster.ListenAddrs()}
 }
 
+// testEpoch is the stream epoch of the records the tests append.
+const testEpoch = "0123456789abcdef"
+
 // appendRecords commits n records for one device with seq 1..n in groups.
 func (f *fixture) appendRecords(t *testing.T, device string, from, n int) {
 	t.Helper()
 	var batch [][]byte
 	for i := from; i < from+n; i++ {
-		fl := record.Fields{Gateway: "gw", Device: device, Tag: "t", Seq: uint64(i), Type: record.TypeInt, Int: int64(i), Quality: "good", ReadTime: time.Now()}
-		batch = append(batch, record.AppendEnvelope(nil, device, fl.ReadTime, record.AppendJSON(nil, &fl)))
+		fl := record.Fields{Gateway: "gw", Epoch: testEpoch, Device: device, Tag: "t", Seq: uint64(i), Type: record.TypeInt, Int: int64(i), Quality: "good", ReadTime: time.Now()}
+		batch = append(batch, record.AppendEnvelope(nil, device, fl.ReadTime, testEpoch, record.AppendJSON(nil, &fl)))
 		if len(batch) == 100 {
 			if err := f.buf.Append(batch, nil); err != nil {
 				t.Fatal(err)
@@ -293,8 +296,8 @@ func TestRefusedRecordsGoToTheDeadLetterQueue(t *testing.T) {
 	f.appendRecords(t, "a", 1, 50)
 	// One record far larger than a produce request may be: Kafka refuses it
 	// for good (MESSAGE_TOO_LARGE), it must not block the queue.
-	huge := record.Fields{Gateway: "gw", Device: "a", Tag: "t", Seq: 51, Type: record.TypeString, String: strings.Repeat("x", 2<<20), Quality: "good", ReadTime: time.Now()}
-	if err := f.buf.Append([][]byte{record.AppendEnvelope(nil, "a", huge.ReadTime, record.AppendJSON(nil, &huge))}, nil); err != nil {
+	huge := record.Fields{Gateway: "gw", Epoch: testEpoch, Device: "a", Tag: "t", Seq: 51, Type: record.TypeString, String: strings.Repeat("x", 2<<20), Quality: "good", ReadTime: time.Now()}
+	if err := f.buf.Append([][]byte{record.AppendEnvelope(nil, "a", huge.ReadTime, testEpoch, record.AppendJSON(nil, &huge))}, nil); err != nil {
 		t.Fatal(err)
 	}
 	f.appendRecords(t, "a", 52, 49)

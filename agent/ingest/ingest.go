@@ -26,6 +26,9 @@ type Store interface {
 	Append(records [][]byte, meta map[string][]byte) error
 	// Meta calls fn for every metadata entry.
 	Meta(fn func(key, value []byte) error) error
+	// Epoch is the stream epoch of the store: the sequence numbers in its
+	// metadata count within it, and every record carries it.
+	Epoch() string
 }
 
 // Metrics receives the ingest stage's counts. Any field may be nil.
@@ -101,6 +104,9 @@ type Ingest struct {
 	wake     chan struct{}
 	stopping bool
 
+	// epoch is the store's stream epoch, written into every record.
+	epoch string
+
 	// Owned by Run.
 	seqs map[Series]seriesState
 	held *commit // a commit that failed and is retried before anything else
@@ -128,7 +134,8 @@ type commit struct {
 	samples int
 }
 
-// New loads the last sequence number of every series from store.
+// New loads the stream epoch and the last sequence number of every series
+// from store.
 func New(store Store, opts Options) (*Ingest, error) {
 	if opts.CommitInterval <= 0 {
 		opts.CommitInterval = 10 * time.Millisecond
@@ -157,6 +164,10 @@ func New(store Store, opts Options) (*Ingest, error) {
 		log:   opts.Logger.With("component", "ingest"),
 		wake:  make(chan struct{}, 1),
 		seqs:  make(map[Series]seriesState),
+		epoch: store.Epoch(),
+	}
+	if in.epoch == "" {
+		return nil, fmt.Errorf("ingest: the store has no stream epoch")
 	}
 	seqs, err := LastSeqs(store)
 	if err != nil {
@@ -375,6 +386,7 @@ func (in *Ingest) encode(batches [][]drivers.Sample) *commit {
 	arena := in.arena[:0]
 	var fields record.Fields
 	fields.Gateway = in.opts.GatewayID
+	fields.Epoch = in.epoch
 	var offsets []int // record starts; the arena may move while it grows
 	for _, batch := range batches {
 		for i := range batch {
@@ -390,7 +402,7 @@ func (in *Ingest) encode(batches [][]drivers.Sample) *commit {
 			fillFields(&fields, s, st.seq)
 			offsets = append(offsets, len(arena))
 			// An envelope's value runs to its end: the header, then the JSON.
-			arena = record.AppendEnvelope(arena, s.Device, s.ReadTime, nil)
+			arena = record.AppendEnvelope(arena, s.Device, s.ReadTime, in.epoch, nil)
 			arena = record.AppendJSON(arena, &fields)
 		}
 		c.samples += len(batch)
@@ -425,6 +437,8 @@ func fillFields(f *record.Fields, s *drivers.Sample, seq uint64) {
 	f.ReadTime = s.ReadTime
 	f.SourceTime = s.SourceTime
 	f.Type = s.Value.Kind.String()
+	// A bad sample has no reading: whatever its Value holds is left out.
+	f.NoValue = !s.HasValue()
 	switch s.Value.Kind {
 	case drivers.KindFloat:
 		f.Float = s.Value.F

@@ -152,9 +152,56 @@ func TestSequenceNumbersContinueAcrossReopen(t *testing.T) {
 		if f.Seq != next[k] {
 			t.Fatalf("%s: seq %d at position %d", k, f.Seq, next[k])
 		}
-		if f.Gateway != "gw" {
-			t.Fatalf("gateway %q", f.Gateway)
+		if f.Gateway != "gw" || f.Epoch != b.Epoch() {
+			t.Fatalf("gateway %q epoch %q, want gw and the file's epoch %q", f.Gateway, f.Epoch, b.Epoch())
 		}
+	}
+}
+
+// TestFreshBufferFileStartsANewEpoch: the sequence numbers of a new buffer
+// file (a re-imaged gateway, a new volume) start again at 1, under a new
+// epoch, so that consumers never take them for numbers already seen.
+func TestFreshBufferFileStartsANewEpoch(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
+	type seen struct {
+		epoch string
+		seq   uint64
+	}
+	runOn := func(path string) []seen {
+		b := openBuffer(t, path)
+		in, err := ingest.New(b, ingest.Options{GatewayID: "gw", Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := run(t, in)
+		in.Emit(samples(1, 1, t0))
+		in.Emit(samples(1, 1, t0.Add(time.Second)))
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		var out []seen
+		for _, f := range readAll(t, b) {
+			out = append(out, seen{f.Epoch, f.Seq})
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	first := runOn(filepath.Join(dir, "a.db"))
+	again := runOn(filepath.Join(dir, "a.db")) // a restart: same file
+	fresh := runOn(filepath.Join(dir, "b.db")) // a restart on a fresh file
+	if len(first) != 2 || len(again) != 4 || len(fresh) != 2 {
+		t.Fatalf("records: %v, %v, %v", first, again, fresh)
+	}
+	e := first[0].epoch
+	if first[0] != (seen{e, 1}) || first[1] != (seen{e, 2}) || again[3] != (seen{e, 4}) {
+		t.Errorf("same file: %v then %v, want one epoch and seq 1 to 4", first, again)
+	}
+	f := fresh[0].epoch
+	if f == e || len(f) != 16 || fresh[0] != (seen{f, 1}) || fresh[1] != (seen{f, 2}) {
+		t.Errorf("fresh file: %v, want a new epoch (not %s) and seq 1, 2", fresh, e)
 	}
 }
 
@@ -195,8 +242,15 @@ func TestEncodesEveryKind(t *testing.T) {
 		case record.TypeString:
 			v = drivers.String(f.String)
 		}
-		if !v.Equal(want.Value) || f.Quality != want.Quality.String() || !f.ReadTime.Equal(at) || !f.SourceTime.Equal(src) || f.Seq != 1 {
-			t.Errorf("record %d: %+v, want %+v", i, f, want)
+		if want.Quality == drivers.QualityBad {
+			// A bad sample has no reading: its value is left out.
+			v, want.Value = drivers.NoValue(v.Kind), drivers.NoValue(want.Value.Kind)
+			if !f.NoValue {
+				t.Errorf("record %d: bad sample with a value: %+v", i, f)
+			}
+		}
+		if !v.Equal(want.Value) || f.Quality != want.Quality.String() || !f.ReadTime.Equal(at) || !f.SourceTime.Equal(src) || f.Seq != 1 || f.Epoch != b.Epoch() {
+			t.Errorf("record %d: %+v, want %+v (epoch %s)", i, f, want, b.Epoch())
 		}
 	}
 }

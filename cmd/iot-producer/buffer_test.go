@@ -79,8 +79,8 @@ func makeBufferFile(t *testing.T, rounds, acked int) string {
 			t.Fatal(err)
 		}
 	}
-	big := record.Fields{Gateway: "gw", Device: "dev-9", Tag: "blob", Seq: 1, Type: "string", String: "x", Quality: "good", ReadTime: t0}
-	env := record.AppendEnvelope(nil, "dev-9", t0, record.AppendJSON(nil, &big))
+	big := record.Fields{Gateway: "gw", Epoch: "0123456789abcdef", Device: "dev-9", Tag: "blob", Seq: 1, Type: "string", String: "x", Quality: "good", ReadTime: t0}
+	env := record.AppendEnvelope(nil, "dev-9", t0, big.Epoch, record.AppendJSON(nil, &big))
 	dead := [][]byte{
 		record.AppendDeadLetter(nil, "MESSAGE_TOO_LARGE", t0.Add(time.Hour), env),
 		record.AppendDeadLetter(nil, "malformed", t0.Add(2*time.Hour), []byte("not an envelope")),

@@ -75,7 +75,7 @@ func Decode(regs []byte, t Type, o ByteOrder) (drivers.Value, error) {
 	case Uint64:
 		return drivers.Uint(binary.BigEndian.Uint64(b)), nil
 	case Float32:
-		return drivers.Float(float64(math.Float32frombits(binary.BigEndian.Uint32(b)))), nil
+		return drivers.Float32(math.Float32frombits(binary.BigEndian.Uint32(b))), nil
 	case Float64:
 		return drivers.Float(math.Float64frombits(binary.BigEndian.Uint64(b))), nil
 	}

@@ -63,7 +63,7 @@ func TestDecodeKnownVectors(t *testing.T) {
 		{"int32", "f8a432eb", drivers.Int(-123456789)},
 		{"int32", "01020304", drivers.Int(0x01020304)},
 		{"uint32", "deadbeef", drivers.Uint(0xdeadbeef)},
-		{"float32", "42f6e979", drivers.Float(float64(float32(123.456)))},
+		{"float32", "42f6e979", drivers.Float(123.456)}, // the shortest decimal of the float32
 		{"float32", "bf800000", drivers.Float(-1)},
 		{"float32", "7fc00000", drivers.Float(math.NaN())},
 		{"float32", "ff800000", drivers.Float(math.Inf(-1))},
@@ -117,7 +117,7 @@ func TestDecodeRandomVectors(t *testing.T) {
 			{Type{Base: Uint16}, binary.BigEndian.AppendUint16(nil, uint16(u)), drivers.Uint(uint64(uint16(u)))},
 			{Type{Base: Int32}, binary.BigEndian.AppendUint32(nil, uint32(u)), drivers.Int(int64(int32(u)))},
 			{Type{Base: Uint32}, binary.BigEndian.AppendUint32(nil, uint32(u)), drivers.Uint(uint64(uint32(u)))},
-			{Type{Base: Float32}, binary.BigEndian.AppendUint32(nil, uint32(u)), drivers.Float(float64(math.Float32frombits(uint32(u))))},
+			{Type{Base: Float32}, binary.BigEndian.AppendUint32(nil, uint32(u)), drivers.Float32(math.Float32frombits(uint32(u)))},
 			{Type{Base: Int64}, binary.BigEndian.AppendUint64(nil, u), drivers.Int(int64(u))},
 			{Type{Base: Uint64}, binary.BigEndian.AppendUint64(nil, u), drivers.Uint(u)},
 			{Type{Base: Float64}, binary.BigEndian.AppendUint64(nil, u), drivers.Float(math.Float64frombits(u))},

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"sync/atomic"
 	"time"
 
@@ -285,7 +284,7 @@ func (p *poller) poll(ctx context.Context, start time.Time) []drivers.Sample {
 			pollFailed = true
 			if !o.DropOnError {
 				for _, ti := range r.tags {
-					out = append(out, drivers.Sample{Device: o.Name, Tag: o.Tags[ti].Name, Quality: drivers.QualityBad, ReadTime: now, Value: zeroValue(&o.Tags[ti])})
+					out = append(out, drivers.Sample{Device: o.Name, Tag: o.Tags[ti].Name, Quality: drivers.QualityBad, ReadTime: now, Value: noValue(&o.Tags[ti])})
 				}
 			}
 			if timedOut && kind == KindTimeout {
@@ -312,7 +311,7 @@ func (p *poller) failRest(out []drivers.Sample, i int, now time.Time) []drivers.
 	}
 	for _, r := range p.reqs[i:] {
 		for _, ti := range r.tags {
-			out = append(out, drivers.Sample{Device: o.Name, Tag: o.Tags[ti].Name, Quality: drivers.QualityBad, ReadTime: now, Value: zeroValue(&o.Tags[ti])})
+			out = append(out, drivers.Sample{Device: o.Name, Tag: o.Tags[ti].Name, Quality: drivers.QualityBad, ReadTime: now, Value: noValue(&o.Tags[ti])})
 		}
 	}
 	return out
@@ -354,13 +353,13 @@ func extract(raw []byte, r request, t *Tag) (drivers.Value, drivers.Quality) {
 	if t.Bit >= 0 {
 		bit, err := DecodeBit(b, t.Order, t.Bit)
 		if err != nil {
-			return zeroValue(t), drivers.QualityBad
+			return noValue(t), drivers.QualityBad
 		}
 		return drivers.Bool(bit), drivers.QualityGood
 	}
 	v, err := Decode(b, t.Type, t.Order)
 	if err != nil {
-		return zeroValue(t), drivers.QualityBad
+		return noValue(t), drivers.QualityBad
 	}
 	return scale(v, t), drivers.QualityGood
 }
@@ -381,17 +380,18 @@ func scale(v drivers.Value, t *Tag) drivers.Value {
 	return v
 }
 
-// zeroValue is the value of a bad sample: the zero of the tag's kind.
-func zeroValue(t *Tag) drivers.Value {
+// noValue is the value of a bad sample: no reading, only the kind the tag's
+// readings have.
+func noValue(t *Tag) drivers.Value {
 	switch {
 	case t.Type.Base == Bool:
-		return drivers.Bool(false)
+		return drivers.NoValue(drivers.KindBool)
 	case t.Type.Base == String:
-		return drivers.String("")
+		return drivers.NoValue(drivers.KindString)
 	case t.Type.Base == Float32 || t.Type.Base == Float64 || t.Scale != 1 || t.Offset != 0:
-		return drivers.Float(math.NaN())
+		return drivers.NoValue(drivers.KindFloat)
 	case t.Type.Base == Int16 || t.Type.Base == Int32 || t.Type.Base == Int64:
-		return drivers.Int(0)
+		return drivers.NoValue(drivers.KindInt)
 	}
-	return drivers.Uint(0)
+	return drivers.NoValue(drivers.KindUint)
 }

@@ -37,7 +37,7 @@ func matrix(t *testing.T) ([]sim.Point, []mb.Tag, map[string]drivers.Value) {
 		{"uint32", drivers.Uint(3000000000)},
 		{"int64", drivers.Int(-1234567890123456789)},
 		{"uint64", drivers.Uint(18000000000000000000)},
-		{"float32", drivers.Float(float64(float32(123.456)))},
+		{"float32", drivers.Float(123.456)}, // read back as its shortest decimal
 		{"float64", drivers.Float(-9876.54321)},
 		{"string(10)", drivers.String("PLC-Line-1")},
 		{"string(5)", drivers.String("odd")},

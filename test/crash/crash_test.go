@@ -201,7 +201,7 @@ type sample struct {
 // encode makes a record of about 200 bytes: an envelope (the device as key)
 // whose value is "<tag> <seq> " and padding.
 func encode(s ingest.Series, seq uint64, now time.Time) []byte {
-	r := record.AppendEnvelope(make([]byte, 0, 200), s.Device, now, nil)
+	r := record.AppendEnvelope(make([]byte, 0, 200), s.Device, now, "0123456789abcdef", nil)
 	r = fmt.Appendf(r, "%s %d ", s.Tag, seq)
 	for len(r) < 200 {
 		r = append(r, 'x')

@@ -70,9 +70,13 @@ type Options struct {
 type Sink struct {
 	clients [2]*kgo.Client // by uplink.Lane
 	topic   func(device string) string
-	headers [2][3]kgo.RecordHeader // gateway, schema, lane; by lane
-	log     *slog.Logger
-	timeout time.Duration
+	gateway string
+	// headerSets holds the header slices shared by the records of one
+	// lane, schema and epoch: gateway, epoch, schema, lane.
+	headersMu  sync.Mutex
+	headerSets map[headerKey][]kgo.RecordHeader
+	log        *slog.Logger
+	timeout    time.Duration
 	// trackers recycles the per-batch bookkeeping and its records: at
 	// thousands of records a second they are most of the sink's garbage.
 	trackers sync.Pool
@@ -139,7 +143,8 @@ func New(opts Options) (*Sink, error) {
 	if opts.SASL != nil {
 		kopts = append(kopts, kgo.SASL(opts.SASL))
 	}
-	s := &Sink{topic: topicFunc(opts.Topic, opts.GatewayID), log: opts.Logger, timeout: opts.DeliveryTimeout}
+	s := &Sink{topic: topicFunc(opts.Topic, opts.GatewayID), gateway: opts.GatewayID, log: opts.Logger, timeout: opts.DeliveryTimeout,
+		headerSets: make(map[headerKey][]kgo.RecordHeader)}
 	s.trackers.New = newTracker
 	kopts = append(kopts, kgo.WithHooks(connHooks{onConnect: opts.OnConnect, onDisconnect: opts.OnDisconnect, lastErr: &s.lastConnErr}))
 	if opts.OnBatchWritten != nil {
@@ -156,13 +161,46 @@ func New(opts Options) (*Sink, error) {
 			return nil, fmt.Errorf("kafka sink: %w", err)
 		}
 		s.clients[lane] = cl
-		s.headers[lane] = [3]kgo.RecordHeader{
-			{Key: record.HeaderGateway, Value: []byte(opts.GatewayID)},
-			{Key: record.HeaderSchema, Value: []byte(strconv.Itoa(record.SchemaVersion))},
-			{Key: record.HeaderLane, Value: []byte(lane.String())},
-		}
 	}
 	return s, nil
+}
+
+// headerKey selects a set of record headers.
+type headerKey struct {
+	lane   uplink.Lane
+	schema int
+	epoch  string
+}
+
+// maxHeaderSets bounds the header sets kept: a process sees one epoch per
+// buffer file, so the bound is only reached by a misuse.
+const maxHeaderSets = 64
+
+// headers returns the headers of records of k: iot-gateway, iot-epoch
+// (when the record has one), iot-schema and iot-lane. The slice is shared
+// and must not be modified.
+func (s *Sink) headers(k headerKey) []kgo.RecordHeader {
+	if k.schema == 0 {
+		k.schema = record.SchemaVersion
+	}
+	s.headersMu.Lock()
+	defer s.headersMu.Unlock()
+	if h, ok := s.headerSets[k]; ok {
+		return h
+	}
+	h := make([]kgo.RecordHeader, 0, 4)
+	h = append(h, kgo.RecordHeader{Key: record.HeaderGateway, Value: []byte(s.gateway)})
+	if k.epoch != "" {
+		h = append(h, kgo.RecordHeader{Key: record.HeaderEpoch, Value: []byte(k.epoch)})
+	}
+	h = append(h,
+		kgo.RecordHeader{Key: record.HeaderSchema, Value: []byte(strconv.Itoa(k.schema))},
+		kgo.RecordHeader{Key: record.HeaderLane, Value: []byte(k.lane.String())})
+	if len(s.headerSets) >= maxHeaderSets {
+		clear(s.headerSets)
+	}
+	s.headerSets[k] = h
+	return h
 }
 
 // Name returns "kafka".
@@ -181,9 +219,14 @@ func (s *Sink) Produce(ctx context.Context, lane uplink.Lane, batch []uplink.Mes
 	t.remaining.Store(int64(len(batch)))
 	t.recs = slices.Grow(t.recs[:0], len(batch))[:len(batch)]
 	cl := s.clients[lane]
-	hdrs := s.headers[lane][:]
+	var hk headerKey
+	var hdrs []kgo.RecordHeader
 	for i := range batch {
 		m := &batch[i]
+		if hdrs == nil || m.Schema != hk.schema || m.Epoch != hk.epoch {
+			hk = headerKey{lane: lane, schema: m.Schema, epoch: m.Epoch}
+			hdrs = s.headers(hk)
+		}
 		r := &t.recs[i]
 		r.Topic = s.topic(m.Key)
 		r.Key = []byte(m.Key)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -87,8 +88,10 @@ func TestRecordsCarryKeyTimestampAndHeaders(t *testing.T) {
 	c := cluster(t)
 	s := newSink(t, kafka.Options{Brokers: c.ListenAddrs(), Topic: "iot.{gateway}.{device}", GatewayID: "gw-7", Idempotent: true})
 	at := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
-	live := []uplink.Message{{Key: "press-01", Time: at, Value: []byte(`{"a":1}`)}}
-	backlog := []uplink.Message{{Key: "oven-02", Time: at.Add(time.Second), Value: []byte(`{"b":2}`)}}
+	const epoch = "0f1e2d3c4b5a6978"
+	live := []uplink.Message{{Key: "press-01", Time: at, Schema: record.SchemaVersion, Epoch: epoch, Value: []byte(`{"a":1}`)}}
+	// A record buffered by an earlier build, sent after the upgrade.
+	backlog := []uplink.Message{{Key: "oven-02", Time: at.Add(time.Second), Schema: 1, Value: []byte(`{"b":2}`)}}
 	if err := send(s, uplink.Live, live); err != nil {
 		t.Fatal(err)
 	}
@@ -112,13 +115,12 @@ func TestRecordsCarryKeyTimestampAndHeaders(t *testing.T) {
 		if string(r.Value) != string(m.Value) || !r.Timestamp.Equal(m.Time) {
 			t.Errorf("record %s: value %s at %s", m.Key, r.Value, r.Timestamp)
 		}
-		h := headers(r)
-		lane := "live"
+		want := map[string]string{record.HeaderGateway: "gw-7", record.HeaderEpoch: epoch, record.HeaderSchema: "2", record.HeaderLane: "live"}
 		if m.Key == "oven-02" {
-			lane = "backlog"
+			want = map[string]string{record.HeaderGateway: "gw-7", record.HeaderSchema: "1", record.HeaderLane: "backlog"}
 		}
-		if h[record.HeaderGateway] != "gw-7" || h[record.HeaderSchema] != "1" || h[record.HeaderLane] != lane {
-			t.Errorf("record %s: headers %v", m.Key, h)
+		if h := headers(r); !maps.Equal(h, want) {
+			t.Errorf("record %s: headers %v, want %v", m.Key, h, want)
 		}
 	}
 }
