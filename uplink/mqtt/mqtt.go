@@ -135,9 +135,11 @@ type codec interface {
 	will() *publish
 	// cleanSession reports whether sessions must be clean.
 	cleanSession() bool
-	// commands returns the topic to subscribe to and a handler returning
-	// what to publish in answer, or "" for none.
-	commands() (string, func(topic string, payload []byte) []publish)
+	// commands returns the topic to subscribe to and a handler that
+	// reports whether a command asks for the session to be opened again
+	// (a Sparkplug rebirth), or "" for none. The handler runs outside the
+	// publish lock and must not touch the codec's state.
+	commands() (string, func(topic string, payload []byte) bool)
 }
 
 // Sink publishes messages to an MQTT broker.
@@ -468,7 +470,10 @@ func (s *Sink) connect(ctx context.Context) (paho.Client, error) {
 	if s.opts.TLS != nil {
 		o.SetTLSConfig(s.opts.TLS)
 	}
-	if w := s.codec.will(); w != nil {
+	s.pubMu.Lock()
+	w := s.codec.will()
+	s.pubMu.Unlock()
+	if w != nil {
 		o.SetBinaryWill(w.topic, w.payload, w.qos, w.retain)
 	}
 	var cl paho.Client
@@ -488,8 +493,8 @@ func (s *Sink) connect(ctx context.Context) (paho.Client, error) {
 	// flight) before returning: new publishes follow them.
 	if topic, handle := s.codec.commands(); topic != "" {
 		st := cl.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) {
-			if ans := handle(m.Topic(), m.Payload()); len(ans) > 0 {
-				s.publishUntracked(cl, ans)
+			if handle(m.Topic(), m.Payload()) {
+				s.restartSession(cl)
 			}
 		})
 		if !st.WaitTimeout(s.opts.ConnectTimeout) || st.Error() != nil {
@@ -519,14 +524,15 @@ func (s *Sink) connect(ctx context.Context) (paho.Client, error) {
 	return cl, nil
 }
 
-// publishUntracked sends ps on cl if cl is still the current client.
-func (s *Sink) publishUntracked(cl paho.Client, ps []publish) {
+// restartSession publishes what opens the session again (a Sparkplug
+// NBIRTH and the DBIRTHs) on cl, if cl is still the current client.
+func (s *Sink) restartSession(cl paho.Client) {
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
 	if s.client != cl {
 		return
 	}
-	for _, p := range ps {
+	for _, p := range s.codec.sessionStart() {
 		if _, err := s.publishLocked(p, ref{}); err != nil {
 			s.log.Warn("mqtt publish failed", "topic", p.topic, "err", err)
 			return
