@@ -150,14 +150,21 @@ func New(cfg *config.Config, opts Options) (_ *Agent, err error) {
 		return nil, err
 	}
 	a.server = telemetry.NewServer(telemetry.ServerOptions{
-		MetricsAddr: cfg.Telemetry.MetricsListen,
-		HealthAddr:  cfg.Telemetry.HealthListen,
-		PprofAddr:   cfg.Telemetry.PprofListen,
-		Metrics:     a.metrics,
-		Health:      a.health,
-		Config:      func() any { return cfg.Redacted() },
-		Logger:      a.log,
+		MetricsAddr:       cfg.Telemetry.MetricsListen,
+		HealthAddr:        cfg.Telemetry.HealthListen,
+		PprofAddr:         cfg.Telemetry.PprofListen,
+		Metrics:           a.metrics,
+		Health:            a.health,
+		Config:            func() any { return cfg.Redacted() },
+		Logger:            a.log,
+		ConfigAllowRemote: cfg.Telemetry.ConfigAllowRemote,
+		PprofAllowRemote:  cfg.Telemetry.PprofAllowRemote,
 	})
+	warnings := cfg.Warnings()
+	for _, w := range warnings {
+		a.log.Warn("insecure setting in the configuration", "setting", w)
+	}
+	a.health.SetWarnings(warnings)
 	return a, nil
 }
 
@@ -204,7 +211,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		})
 	}
-	a.health.Set("buffer", telemetry.StateOK, a.buf.Path())
+	a.health.Set("buffer", telemetry.StateOK, "open")
 	a.health.Set("ingest", telemetry.StateOK, "committing")
 	var ingestErr error
 	ingestDone.Go(func() { ingestErr = a.ingest.Run(ingestCtx) })

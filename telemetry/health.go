@@ -48,8 +48,9 @@ type ComponentStatus struct {
 // readiness from them. The zero value is ready to use; it is safe for
 // concurrent use and must not be copied after first use.
 type Health struct {
-	mu    sync.Mutex
-	comps map[string]ComponentStatus
+	mu       sync.Mutex
+	comps    map[string]ComponentStatus
+	warnings []string
 	// now is the clock; nil means time.Now. Tests replace it.
 	now func() time.Time
 }
@@ -71,6 +72,22 @@ func (h *Health) Set(component string, state State, detail string) {
 	}
 	cur.Detail = detail
 	h.comps[component] = cur
+}
+
+// SetWarnings replaces the configuration's security warnings that /ready
+// shows (for example "producer.tls.insecure_skip_verify: server
+// certificates are not verified"). They do not change readiness.
+func (h *Health) SetWarnings(warnings []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.warnings = slices.Clone(warnings)
+}
+
+// Warnings returns the warnings set by SetWarnings; nil when there are none.
+func (h *Health) Warnings() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.warnings)
 }
 
 // Remove forgets component, for example a PLC removed by a reload. It does

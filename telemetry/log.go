@@ -20,7 +20,7 @@ func NewLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	if w == nil {
 		w = os.Stderr
 	}
-	opts := &slog.HandlerOptions{Level: lvl}
+	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: redactURLAttr}
 	switch strings.ToLower(strings.TrimSpace(format)) {
 	case "", "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
@@ -29,6 +29,29 @@ func NewLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	default:
 		return nil, fmt.Errorf("telemetry: log format %q: want text or json", format)
 	}
+}
+
+// redactURLAttr replaces the credentials of URLs in string and error
+// values ("tcp://user:pw@host" logs as "tcp://REDACTED@host"), so a
+// broker address or an error quoting it never puts a password in the log.
+func redactURLAttr(_ []string, a slog.Attr) slog.Attr {
+	var s string
+	switch a.Value.Kind() {
+	case slog.KindString:
+		s = a.Value.String()
+	case slog.KindAny:
+		err, ok := a.Value.Any().(error)
+		if !ok {
+			return a
+		}
+		s = err.Error()
+	default:
+		return a
+	}
+	if strings.Contains(s, "://") && strings.Contains(s, "@") {
+		a.Value = slog.StringValue(urlUserinfo.ReplaceAllString(s, "${1}REDACTED@"))
+	}
+	return a
 }
 
 // parseLevel maps a configured level name to a slog.Level.

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -73,5 +74,20 @@ func TestNewLoggerRejects(t *testing.T) {
 func TestNewLoggerNilWriter(t *testing.T) {
 	if log, err := NewLogger("error", "text", nil); err != nil || log == nil {
 		t.Errorf("NewLogger with nil writer = %v, %v", log, err)
+	}
+}
+
+func TestLoggerRedactsURLCredentials(t *testing.T) {
+	for _, format := range []string{"text", "json"} {
+		var b strings.Builder
+		log, err := NewLogger("info", format, &b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info("connecting", "broker", "tcp://plant:CANARY@broker:1883",
+			"error", errors.New(`dial "ssl://plant:CANARY@broker:8883": refused`))
+		if strings.Contains(b.String(), "CANARY") || !strings.Contains(b.String(), "tcp://REDACTED@broker:1883") {
+			t.Errorf("%s log: %s", format, b.String())
+		}
 	}
 }

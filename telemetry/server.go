@@ -30,13 +30,29 @@ const (
 // PprofOff as ServerOptions.PprofAddr disables pprof, like an empty address.
 const PprofOff = "off"
 
-// Timeouts of the HTTP servers. Profiles and traces run for as long as the
-// client asks (30 s by default), so the pprof server has no write timeout.
+// Bounds of the HTTP servers, so that no client can hold memory, a
+// descriptor or a goroutine for long: request headers of at most
+// maxHeaderBytes arrive within readHeaderTimeout (the whole request within
+// DefaultReadTimeout; bodies are refused), a keep-alive connection waits
+// idleTimeout for its next request, and each listener keeps at most
+// DefaultMaxConns connections (pprofMaxConns for pprof), shedding the
+// oldest idle one for a newcomer. A profile or trace runs for as long as the
+// client asks (30 s by default) but no longer than pprofWriteTimeout.
 const (
+	maxHeaderBytes    = 16 << 10
 	readHeaderTimeout = 5 * time.Second
-	idleTimeout       = 60 * time.Second
+	idleTimeout       = 30 * time.Second
 	writeTimeout      = 30 * time.Second
+	pprofWriteTimeout = 2 * time.Minute
+	pprofMaxConns     = 8
 )
+
+// DefaultReadTimeout bounds the time to read a whole request.
+const DefaultReadTimeout = 10 * time.Second
+
+// DefaultMaxConns is the number of connections each of the metrics and
+// health listeners keeps open at most.
+const DefaultMaxConns = 256
 
 // ServerOptions configures a Server. The zero value serves /health and /ready
 // on the default ports, with pprof off.
@@ -61,6 +77,20 @@ type ServerOptions struct {
 	Config func() any
 	// Logger receives the servers' errors; nil discards them.
 	Logger *slog.Logger
+
+	// ConfigAllowRemote serves /config to any client; by default only
+	// loopback clients get it (403 for others), since it shows the PLCs,
+	// the brokers and user names.
+	ConfigAllowRemote bool
+	// PprofAllowRemote lets PprofAddr be other than a loopback address;
+	// by default Start refuses one.
+	PprofAllowRemote bool
+	// ReadTimeout bounds the reading of a request (and of its headers);
+	// zero means DefaultReadTimeout.
+	ReadTimeout time.Duration
+	// MaxConns caps the connections of the metrics and health listeners
+	// each; zero means DefaultMaxConns. pprof keeps at most 8.
+	MaxConns int
 }
 
 // ListenAddrs are the addresses a started Server actually listens on.
@@ -78,16 +108,21 @@ type endpoint struct {
 	name         string // "metrics", "health" or "pprof", for errors and logs
 	addr         string // configured address
 	handler      http.Handler
+	bodyOK       func(*http.Request) bool // requests that may carry a (bounded) body
 	writeTimeout time.Duration
-	ln           net.Listener // set by Start
-	srv          *http.Server // set by Start
+	maxConns     int
+	ln           *connLimitListener // set by Start
+	srv          *http.Server       // set by Start
 }
 
 // Server serves the telemetry endpoints on up to three listeners. Build it
 // with NewServer, then Start it once and Shutdown it once.
 type Server struct {
-	log       *slog.Logger
-	endpoints []*endpoint // metrics, health, then pprof if enabled
+	log         *slog.Logger
+	endpoints   []*endpoint // metrics, health, then pprof if enabled
+	readTimeout time.Duration
+	// pprofRemote allows a non-loopback pprof address.
+	pprofRemote bool
 
 	mu      sync.Mutex
 	started bool
@@ -111,7 +146,13 @@ func NewServer(opts ServerOptions) *Server {
 	if opts.Health == nil {
 		opts.Health = NewHealth()
 	}
-	s := &Server{log: log}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = DefaultReadTimeout
+	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = DefaultMaxConns
+	}
+	s := &Server{log: log, readTimeout: opts.ReadTimeout, pprofRemote: opts.PprofAllowRemote}
 
 	metricsMux := http.NewServeMux()
 	if opts.Metrics != nil {
@@ -121,10 +162,11 @@ func NewServer(opts ServerOptions) *Server {
 		}))
 	}
 	if opts.Config != nil {
-		metricsMux.Handle("GET /config", configHandler(opts.Config, log))
+		metricsMux.Handle("GET /config", configHandler(opts.Config, opts.ConfigAllowRemote, log))
 	}
 	s.endpoints = append(s.endpoints, &endpoint{
-		name: "metrics", addr: opts.MetricsAddr, handler: metricsMux, writeTimeout: writeTimeout,
+		name: "metrics", addr: opts.MetricsAddr, handler: metricsMux,
+		writeTimeout: writeTimeout, maxConns: opts.MaxConns,
 	})
 
 	healthMux := http.NewServeMux()
@@ -133,12 +175,17 @@ func NewServer(opts ServerOptions) *Server {
 	})
 	healthMux.Handle("GET /ready", readyHandler(opts.Health, log))
 	s.endpoints = append(s.endpoints, &endpoint{
-		name: "health", addr: opts.HealthAddr, handler: healthMux, writeTimeout: writeTimeout,
+		name: "health", addr: opts.HealthAddr, handler: healthMux,
+		writeTimeout: writeTimeout, maxConns: opts.MaxConns,
 	})
 
 	if opts.PprofAddr != "" && opts.PprofAddr != PprofOff {
 		s.endpoints = append(s.endpoints, &endpoint{
 			name: "pprof", addr: opts.PprofAddr, handler: pprofMux(),
+			bodyOK: func(r *http.Request) bool {
+				return r.Method == http.MethodPost && r.URL.Path == "/debug/pprof/symbol"
+			},
+			writeTimeout: pprofWriteTimeout, maxConns: pprofMaxConns,
 		})
 	}
 	return s
@@ -160,6 +207,11 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.checkDistinctAddrs(); err != nil {
 		return err
 	}
+	for _, ep := range s.endpoints {
+		if ep.name == "pprof" && !s.pprofRemote && !loopbackAddr(ep.addr) {
+			return fmt.Errorf("telemetry: pprof on %q: not a loopback address (profiles show memory contents and the command line); allow it explicitly", ep.addr)
+		}
+	}
 
 	var lc net.ListenConfig
 	for i, ep := range s.endpoints {
@@ -171,15 +223,18 @@ func (s *Server) Start(ctx context.Context) error {
 			}
 			return fmt.Errorf("telemetry: listen for %s on %q: %w", ep.name, ep.addr, err)
 		}
-		ep.ln = ln
+		ep.ln = newConnLimitListener(ln, ep.name, ep.maxConns, s.log)
 	}
 
 	for _, ep := range s.endpoints {
 		ep.srv = &http.Server{
-			Handler:           ep.handler,
-			ReadHeaderTimeout: readHeaderTimeout,
+			Handler:           guard(ep.handler, ep.bodyOK),
+			ReadHeaderTimeout: min(readHeaderTimeout, s.readTimeout),
+			ReadTimeout:       s.readTimeout,
 			WriteTimeout:      ep.writeTimeout,
 			IdleTimeout:       idleTimeout,
+			MaxHeaderBytes:    maxHeaderBytes,
+			ConnContext:       withConn,
 			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		}
 		s.wg.Go(func() {
@@ -259,25 +314,36 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // readyHandler answers 200 when h is ready and 503 otherwise, with the
-// state of every component.
+// state of every component (details without file paths or URL
+// credentials) and the configuration's security warnings, if any.
 func readyHandler(h *Health, log *slog.Logger) http.Handler {
 	type body struct {
 		Status     string            `json:"status"`
 		Components []ComponentStatus `json:"components"`
+		Warnings   []string          `json:"warnings,omitempty"`
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		ready, comps := h.status()
-		if ready {
-			writeJSON(w, http.StatusOK, body{Status: "ready", Components: comps}, log)
-			return
+		for i := range comps {
+			comps[i].Detail = scrubDetail(comps[i].Detail)
 		}
-		writeJSON(w, http.StatusServiceUnavailable, body{Status: "not ready", Components: comps}, log)
+		b := body{Status: "not ready", Components: comps, Warnings: h.Warnings()}
+		status := http.StatusServiceUnavailable
+		if ready {
+			b.Status, status = "ready", http.StatusOK
+		}
+		writeJSON(w, status, b, log)
 	})
 }
 
-// configHandler serves the JSON encoding of config().
-func configHandler(config func() any, log *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+// configHandler serves the JSON encoding of config(), to loopback clients
+// only unless allowRemote.
+func configHandler(config func() any, allowRemote bool, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !allowRemote && !remoteIsLoopback(r) {
+			http.Error(w, "/config answers loopback clients only (telemetry.config_allow_remote)", http.StatusForbidden)
+			return
+		}
 		writeJSON(w, http.StatusOK, config(), log)
 	})
 }
@@ -299,13 +365,16 @@ func writeJSON(w http.ResponseWriter, status int, v any, log *slog.Logger) {
 
 // pprofMux serves net/http/pprof's handlers on a private mux: the package's
 // own registration on http.DefaultServeMux is never served.
+// Only GET (and HEAD) are served, and POST for the symbol lookup of
+// `go tool pprof`, whose body guard bounds.
 func pprofMux() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index) // heap, goroutine, allocs, block, mutex, ...
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index) // heap, goroutine, allocs, block, mutex, ...
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(hostileServerEnv) == "1" {
+		os.Exit(runHostileServer())
+	}
 	goleak.VerifyTestMain(m)
 }
 

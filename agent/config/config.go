@@ -107,7 +107,7 @@ type TLS struct {
 	KeyFile    string `yaml:"key_file" json:"key_file" doc:"client key for mutual TLS"`
 	ServerName string `yaml:"server_name" json:"server_name" doc:"name to verify in the server certificate"`
 	// InsecureSkipVerify disables certificate checks; for tests only.
-	InsecureSkipVerify bool `yaml:"insecure_skip_verify" json:"insecure_skip_verify" doc:"skip certificate verification; for tests only"`
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify" json:"insecure_skip_verify" warn:"server certificates are not verified" doc:"skip certificate verification; for tests only (warned at start and shown in /ready)"`
 }
 
 // SASL configures Kafka authentication.
@@ -125,7 +125,11 @@ type Telemetry struct {
 	MetricsListen string `yaml:"metrics_listen" json:"metrics_listen" doc:"/metrics and /config; default :8080"`
 	HealthListen  string `yaml:"health_listen" json:"health_listen" doc:"/health and /ready; default :8081"`
 	// PprofListen is empty to disable pprof.
-	PprofListen string `yaml:"pprof_listen" json:"pprof_listen" doc:"pprof; default 127.0.0.1:6060; \"off\" disables it"`
+	PprofListen string `yaml:"pprof_listen" json:"pprof_listen" doc:"pprof; default 127.0.0.1:6060; \"off\" disables it; loopback only unless pprof_allow_remote"`
+	// PprofAllowRemote lets pprof_listen be a non-loopback address.
+	PprofAllowRemote bool `yaml:"pprof_allow_remote" json:"pprof_allow_remote" warn:"pprof is reachable from other hosts" doc:"allow a non-loopback pprof_listen (profiles show memory contents and the command line); default false"`
+	// ConfigAllowRemote lets clients other than loopback read /config.
+	ConfigAllowRemote bool `yaml:"config_allow_remote" json:"config_allow_remote" doc:"serve /config to clients other than loopback; default false (403)"`
 }
 
 // Log configures logging.

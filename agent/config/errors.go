@@ -17,7 +17,8 @@ type FieldError struct {
 	// Line is the 1-based line of the key, or of the enclosing section when
 	// the key is missing; 0 when unknown (a Config built in code).
 	Line int
-	// Msg says what is wrong. It never contains a secret's value.
+	// Msg says what is wrong. It never contains a secret's value; Error
+	// also redacts the credentials of any URL it quotes.
 	Msg string
 }
 
@@ -28,7 +29,7 @@ func (e *FieldError) Error() string {
 		b.WriteString(e.Path)
 		b.WriteString(": ")
 	}
-	b.WriteString(e.Msg)
+	b.WriteString(RedactURLs(e.Msg))
 	if e.Line > 0 {
 		fmt.Fprintf(&b, " (line %d)", e.Line)
 	}

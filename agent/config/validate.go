@@ -223,6 +223,19 @@ func (ck *checker) telemetry(t *Telemetry) {
 			ck.add("telemetry."+l.key, "%q: want [host]:port: %v", l.addr, err)
 		}
 	}
+	if host, _, err := net.SplitHostPort(t.PprofListen); err == nil && !t.PprofAllowRemote && !loopbackHost(host) {
+		ck.add("telemetry.pprof_listen", "%q is not a loopback address: profiles show memory contents and the command line; use 127.0.0.1:6060, or set telemetry.pprof_allow_remote: true", t.PprofListen)
+	}
+}
+
+// loopbackHost reports whether a listen host is only reachable from this
+// machine: "localhost" or a loopback IP. An empty host is every interface.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // sources requires at least one source of samples and at least one sink:
