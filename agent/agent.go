@@ -34,6 +34,8 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// OnReady is called once everything has started.
 	OnReady func()
+	// ConfigFile names the configuration file in the startup log.
+	ConfigFile string
 }
 
 // Agent is one running pipeline.
@@ -228,9 +230,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		})
 	}
-	a.log.Info("agent started", "gateway", a.cfg.Gateway.ID, "buffer", a.buf.Path(),
-		"sources", len(a.sources), "sinks", len(a.sinks),
-		"metrics", a.server.Addrs().Metrics, "health", a.server.Addrs().Health)
+	a.logStart()
 	if a.opts.OnReady != nil {
 		a.opts.OnReady()
 	}
@@ -266,6 +266,26 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("agent stopped")
 	return errors.Join(errs...)
+}
+
+// logStart says what runs: version and file, each source, each sink with
+// where it sends, and the telemetry addresses.
+func (a *Agent) logStart() {
+	for _, d := range a.sources {
+		a.log.Info("source", "name", d.Name())
+	}
+	for _, s := range a.sinks {
+		args := []any{"name", s.name, "section", s.section}
+		if sc := a.cfg.Sink(s.section); sc != nil {
+			if d, ok := sc.Settings.(interface{ Describe() []any }); ok {
+				args = append(args, d.Describe()...)
+			}
+		}
+		a.log.Info("sink", args...)
+	}
+	a.log.Info("agent started", "version", a.opts.Version, "config", a.opts.ConfigFile, "gateway", a.cfg.Gateway.ID,
+		"buffer", a.buf.Path(), "sources", len(a.sources), "sinks", len(a.sinks),
+		"metrics", a.server.Addrs().Metrics, "health", a.server.Addrs().Health, "pprof", a.server.Addrs().Pprof)
 }
 
 // emitter counts a source's samples and passes them to the ingest stage.

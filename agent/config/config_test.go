@@ -122,15 +122,31 @@ func TestExampleConfigValues(t *testing.T) {
 	})
 }
 
-func TestEmptyFileGivesDefaults(t *testing.T) {
+func TestEmptyFileRefusedSectionsDefault(t *testing.T) {
 	host, err := os.Hostname()
 	if err != nil {
 		t.Skipf("no host name: %v", err)
 	}
 	for name, src := range map[string]string{
 		"empty":         "",
+		"blank":         "  \n \n",
 		"comments only": "# nothing here\n\n",
 		"null document": "~\n",
+	} {
+		t.Run("refused: "+name, func(t *testing.T) {
+			if got := errLines(t, src); len(got) != 1 || !strings.Contains(got[0], "holds no configuration") {
+				t.Errorf("got %q", got)
+			}
+		})
+	}
+	empty, list := errLines(t, "producer:\n  brokers:\n"), errLines(t, "producer:\n  brokers: []\n")
+	if len(empty) != 1 || !strings.Contains(empty[0], "producer.brokers: required") || empty[0] != list[0] {
+		t.Errorf("brokers: with no value gives %q, brokers: [] gives %q; want the same", empty, list)
+	}
+	if got := errLines(t, "device:\n  count: 2\n\tseed: 3\n"); len(got) != 1 || got[0] != "test.yaml is not valid YAML: a tab indents line 3; YAML indents with spaces only (line 3)" {
+		t.Errorf("a tab: got %q", got)
+	}
+	for name, src := range map[string]string{
 		"empty section": "producer:\n",
 	} {
 		t.Run(name, func(t *testing.T) {

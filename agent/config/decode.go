@@ -59,7 +59,12 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	if isNull(n) {
-		return // an empty value keeps the default
+		// An empty value keeps the default, but for a list: `brokers:`
+		// means what `brokers: []` means, no element.
+		if v.Kind() == reflect.Slice {
+			v.Set(reflect.Zero(v.Type()))
+		}
+		return
 	}
 	if v.CanAddr() && v.Addr().Type().Implements(unmarshalerType) {
 		d.decodeUnmarshaler(n, v, path)

@@ -17,7 +17,7 @@ const DefaultStateDir = "/var/lib/iot-producer"
 // Default returns the configuration of an empty file: every default filled
 // in, the simulator as the only source and Kafka on localhost:9092. It
 // fails only when gateway.id cannot default to the host name.
-func Default() (*Config, error) { return Parse(nil, "<defaults>") }
+func Default() (*Config, error) { return parse(nil, "<defaults>", true) }
 
 func ptr[T any](v T) *T { return &v }
 

@@ -30,11 +30,16 @@ func Load(path string) (*Config, error) {
 // Unknown keys are errors; ${NAME} and ${NAME:-default} are expanded in
 // every value from the environment; a secret key such as password may be
 // given as password_file instead, read from that file (relative paths are
-// relative to the directory of source). Empty data gives the defaults.
+// relative to the directory of source). Data without a document (empty,
+// blank or only comments) is refused: use Default for the defaults.
 //
 // source names the data (normally its file path). Every problem is reported
 // at once, in file order, as ValidationErrors.
 func Parse(data []byte, source string) (*Config, error) {
+	return parse(data, source, false)
+}
+
+func parse(data []byte, source string, allowEmpty bool) (*Config, error) {
 	cfg := staticDefaults()
 	pos := newPositions()
 	d := &decoder{baseDir: filepath.Dir(source), lookup: os.LookupEnv, pos: pos}
@@ -42,6 +47,10 @@ func Parse(data []byte, source string) (*Config, error) {
 	root, err := parseNode(data, source)
 	if err != nil {
 		return nil, ValidationErrors{err}
+	}
+	if (root == nil || isNull(root)) && !allowEmpty {
+		return nil, ValidationErrors{{Msg: fmt.Sprintf(
+			"%s holds no configuration (empty, or only comments): give at least one section; an empty file is refused so that a truncated file cannot start a gateway on the defaults", source)}}
 	}
 	if root != nil {
 		if root.Kind != yaml.MappingNode && !isNull(root) {
@@ -85,13 +94,13 @@ func parseNode(data []byte, source string) (*yaml.Node, *FieldError) {
 		if errors.Is(err, io.EOF) {
 			return nil, nil
 		}
-		return nil, syntaxError(err, source)
+		return nil, syntaxError(err, source, data)
 	}
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
 	case errors.Is(err, io.EOF):
 	case err != nil:
-		return nil, syntaxError(err, source)
+		return nil, syntaxError(err, source, data)
 	default:
 		return nil, &FieldError{Line: extra.Line, Msg: fmt.Sprintf("%s holds more than one YAML document; give one", source)}
 	}
@@ -105,7 +114,7 @@ func parseNode(data []byte, source string) (*yaml.Node, *FieldError) {
 }
 
 // syntaxError turns a YAML parser error into a FieldError with its line.
-func syntaxError(err error, source string) *FieldError {
+func syntaxError(err error, source string, data []byte) *FieldError {
 	msg := err.Error()
 	line := 0
 	if m := yamlLineErr.FindStringSubmatch(msg); m != nil {
@@ -113,6 +122,14 @@ func syntaxError(err error, source string) *FieldError {
 		msg = m[2]
 	}
 	msg = strings.TrimPrefix(msg, "yaml: ")
+	if strings.Contains(msg, "cannot start any token") || strings.Contains(msg, "found a tab") {
+		// The parser's words for a tab; say it, on the tab's own line.
+		for i, l := range strings.Split(string(data), "\n") {
+			if strings.Contains(l[:len(l)-len(strings.TrimLeft(l, " \t"))], "\t") {
+				return &FieldError{Line: i + 1, Msg: fmt.Sprintf("%s is not valid YAML: a tab indents line %d; YAML indents with spaces only", source, i+1)}
+			}
+		}
+	}
 	return &FieldError{Line: line, Msg: fmt.Sprintf("%s is not valid YAML: %s", source, msg)}
 }
 

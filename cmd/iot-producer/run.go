@@ -9,32 +9,49 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/fsnotify/fsnotify"
 
 	"github.com/iot-producer/iot-producer/agent"
 	"github.com/iot-producer/iot-producer/agent/config"
 	"github.com/iot-producer/iot-producer/telemetry"
 )
 
+const runUsage = `Usage: iot-producer run [-c FILE]
+
+Runs the agent with the configuration file (default %s).
+SIGTERM or SIGINT stop it in order; SIGHUP, or a change of the file (a
+Kubernetes ConfigMap update included), reloads it: a file that cannot be
+built is refused and the running configuration kept.
+
+Exit status: 0 after a clean stop, 78 (EX_CONFIG) when the configuration
+is refused at start, 1 for any other failure.
+`
+
 func cmdRun(args []string, _, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintf(fs.Output(), runUsage, config.DefaultPath()); fs.PrintDefaults() }
 	path := fs.String("c", config.DefaultPath(), "configuration file")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
 		return exitUsage
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", *path, err)
-		return exitUsage
+		fmt.Fprintf(stderr, "%s: configuration refused:\n%v\n", *path, err)
+		return exitConfig
 	}
 	log, err := telemetry.NewLogger(cfg.Log.Level, cfg.Log.Format, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: log: %v\n", *path, err)
-		return exitUsage
+		return exitConfig
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -42,72 +59,185 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	sv := supervisor{path: *path, log: log, stderr: stderr}
-	if err := sv.run(ctx, cfg, hup); err != nil {
-		log.Error("agent failed", "err", err)
-		return exitFailure
+	sv := supervisor{path: *path, log: log}
+	err = sv.run(ctx, cfg, hup)
+	var verrs config.ValidationErrors
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &verrs):
+		log.Error("configuration refused", "file", *path, "err", err)
+		return exitConfig
 	}
-	return exitOK
+	log.Error("agent failed", "err", err)
+	return exitFailure
 }
 
-// supervisor runs one agent at a time: on SIGHUP it validates the file
-// again and, when it is good, stops the running agent in order and starts
-// one with the new configuration. A bad file is logged and ignored.
+// supervisor runs one agent at a time and reloads its configuration on
+// SIGHUP or when the file changes: the new file is read and everything it
+// describes built (agent.Check) while the running agent goes on; a file
+// that cannot be built is refused and the agent keeps running. Only then
+// is the running agent stopped and one with the new configuration
+// started; if that one cannot start (a port in use), the previous
+// configuration is started again.
 type supervisor struct {
-	path   string
-	log    *slog.Logger
-	stderr io.Writer
+	path string
+	log  *slog.Logger
+}
+
+// running is one started agent.
+type running struct {
+	cfg  *config.Config
+	stop context.CancelFunc
+	done chan error
 }
 
 func (s *supervisor) run(ctx context.Context, cfg *config.Config, hup <-chan os.Signal) error {
 	stopWatchdog := startWatchdog(ctx, s.log)
 	defer stopWatchdog()
-	first := true
+	changes := s.watch(ctx)
+
+	cur, err := s.start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	notify(s.log, daemon.SdNotifyReady)
 	for {
-		a, err := agent.New(cfg, agent.Options{
-			Logger:  s.log,
-			Version: version,
-			OnReady: func() { notify(s.log, daemon.SdNotifyReady) },
-		})
+		var why string
+		select {
+		case err := <-cur.done:
+			cur.stop()
+			notify(s.log, daemon.SdNotifyStopping)
+			if ctx.Err() == nil && err == nil {
+				err = errors.New("agent stopped unexpectedly")
+			}
+			return err
+		case <-hup:
+			why = "SIGHUP"
+		case <-changes:
+			why = "file changed"
+		}
+		next, err := s.reload(ctx, cur, why)
 		if err != nil {
 			return err
 		}
-		if !first {
-			s.log.Info("config reloaded", "file", s.path)
-		}
-		first = false
-		agentCtx, stopAgent := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- a.Run(agentCtx) }()
+		cur = next
+	}
+}
 
-		var next *config.Config
-	wait:
+// reload loads and builds the file; when it is good and differs from the
+// running configuration it replaces the running agent, or starts the
+// previous configuration again if the new one does not start. It returns
+// the agent now running; an error only when neither configuration runs.
+func (s *supervisor) reload(ctx context.Context, cur *running, why string) (*running, error) {
+	next, err := config.Load(s.path)
+	if err == nil {
+		err = agent.Check(next)
+	}
+	if err != nil {
+		s.log.Error("config reload refused; the running configuration is kept", "file", s.path, "trigger", why, "err", err)
+		return cur, nil
+	}
+	changed := agent.Changes(cur.cfg, next)
+	if len(changed) == 0 {
+		s.log.Info("config unchanged; nothing to reload", "file", s.path, "trigger", why)
+		return cur, nil
+	}
+	notify(s.log, daemon.SdNotifyReloading)
+	defer notify(s.log, daemon.SdNotifyReady)
+	s.log.Info("reloading config", "file", s.path, "trigger", why, "changed", changed)
+	cur.stop()
+	if err := <-cur.done; err != nil {
+		s.log.Error("stopping the running configuration for the reload", "err", err)
+	}
+	started, err := s.start(ctx, next)
+	if err == nil {
+		s.log.Info("config reloaded", "file", s.path, "changed", changed)
+		return started, nil
+	}
+	s.log.Error("config reload refused: the new configuration did not start; starting the previous one again", "file", s.path, "err", err)
+	prev, perr := s.start(ctx, cur.cfg)
+	if perr != nil {
+		return nil, fmt.Errorf("the previous configuration did not start again either: %w", perr)
+	}
+	return prev, nil
+}
+
+// start builds and starts an agent and waits until it runs; an agent that
+// stops before it is ready (a port in use) is an error.
+func (s *supervisor) start(ctx context.Context, cfg *config.Config) (*running, error) {
+	ready := make(chan struct{})
+	a, err := agent.New(cfg, agent.Options{
+		Logger:     s.log,
+		Version:    version,
+		ConfigFile: s.path,
+		OnReady:    func() { close(ready) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	actx, stop := context.WithCancel(ctx)
+	r := &running{cfg: cfg, stop: stop, done: make(chan error, 1)}
+	go func() { r.done <- a.Run(actx) }()
+	select {
+	case <-ready:
+		return r, nil
+	case err := <-r.done:
+		stop()
+		if err == nil {
+			err = errors.New("the agent stopped while starting")
+		}
+		return nil, err
+	}
+}
+
+// watch reports changes of the configuration file: its directory is
+// watched, so that an editor's rename and a Kubernetes ConfigMap update
+// (which swaps the ..data symlink) are seen. Events within 250ms are
+// reported once. Without a watch (no inotify), SIGHUP still works.
+func (s *supervisor) watch(ctx context.Context) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		s.log.Warn("config file not watched; reload with SIGHUP", "err", err)
+		return out
+	}
+	dir := filepath.Dir(s.path)
+	if err := w.Add(dir); err != nil {
+		s.log.Warn("config file not watched; reload with SIGHUP", "dir", dir, "err", err)
+		w.Close()
+		return out
+	}
+	name := filepath.Base(s.path)
+	go func() {
+		defer w.Close()
+		var debounce <-chan time.Time
 		for {
 			select {
-			case err := <-done:
-				stopAgent()
-				if ctx.Err() == nil && err == nil {
-					err = errors.New("agent stopped unexpectedly")
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
 				}
-				notify(s.log, daemon.SdNotifyStopping)
-				return err
-			case <-hup:
-				c, err := config.Load(s.path)
-				if err != nil {
-					s.log.Error("config reload refused; keeping the running configuration", "file", s.path, "err", err)
-					continue
+				if b := filepath.Base(ev.Name); b == name || b == "..data" {
+					debounce = time.After(250 * time.Millisecond)
 				}
-				next = c
-				break wait
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				s.log.Warn("watching the config file", "err", err)
+			case <-debounce:
+				debounce = nil
+				select {
+				case out <- struct{}{}:
+				default:
+				}
 			}
 		}
-		notify(s.log, daemon.SdNotifyReloading)
-		stopAgent()
-		if err := <-done; err != nil {
-			s.log.Error("stopping for reload", "err", err)
-		}
-		cfg = next
-	}
+	}()
+	return out
 }
 
 func notify(log *slog.Logger, state string) {

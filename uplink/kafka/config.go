@@ -135,6 +135,11 @@ func (c *Config) Check(ck *config.Checker) {
 	}
 }
 
+// Describe returns the brokers and topic, for the agent's startup log.
+func (c *Config) Describe() []any {
+	return []any{"brokers", strings.Join(c.Brokers, ","), "topic", c.Topic, "tls", c.TLS.Enabled, "sasl", c.SASL.Mechanism}
+}
+
 // Loop implements uplink.Builder.
 func (c *Config) Loop() uplink.LoopSettings {
 	return uplink.LoopSettings{
