@@ -381,35 +381,23 @@ func mountOf(c *container, dir string) *mounted {
 	return nil
 }
 
-// TestConfigReloader checks what the config-reloader container needs to
-// signal the agent, when the Deployment has one.
-func TestConfigReloader(t *testing.T) {
+// TestNoSidecarReloader checks that the pod is the agent alone: it
+// reloads its configuration when the mounted file changes, so no container
+// shares its process namespace (one that could read its secrets through
+// /proc), and the configuration is mounted as a directory (no subPath), so
+// the kubelet's updates reach it.
+func TestNoSidecarReloader(t *testing.T) {
 	m := loadManifests(t)
 	d, agent := theDeployment(t, m)
 	pod := &d.Spec.Template.Spec
-	var r *container
-	for i := range pod.Containers {
-		if pod.Containers[i].Name == "config-reloader" {
-			r = &pod.Containers[i]
-		}
+	if len(pod.Containers) != 1 {
+		t.Errorf("the pod has %d containers, want the agent alone", len(pod.Containers))
 	}
-	if r == nil {
-		t.Skip("no config-reloader container: configuration changes need `kubectl rollout restart`")
+	if pod.ShareProcessNamespace != nil && *pod.ShareProcessNamespace {
+		t.Error("shareProcessNamespace is set: another container could read the agent's secrets through /proc")
 	}
-	if pod.ShareProcessNamespace == nil || !*pod.ShareProcessNamespace {
-		t.Error("shareProcessNamespace must be true: the reloader signals the agent's process")
-	}
-	if pod.SecurityContext.RunAsUser == nil {
-		t.Error("the pod needs one runAsUser for both containers: only the same user may signal the agent")
-	}
-	if ra, rr := mountOf(agent, configDir), mountOf(r, configDir); ra == nil || rr == nil || ra.name != rr.name {
-		t.Errorf("the reloader must mount the agent's configuration volume at %s", configDir)
-	}
-	script := strings.Join(r.Command, " ")
-	for _, want := range []string{path.Join(configDir, configKey), "-HUP", "iot-producer"} {
-		if !strings.Contains(script, want) {
-			t.Errorf("reloader script does not mention %q:\n%s", want, script)
-		}
+	if mountOf(agent, configDir) == nil {
+		t.Errorf("the agent does not mount its configuration directory %s", configDir)
 	}
 	if d.Spec.Template.Metadata.Annotations["kubectl.kubernetes.io/default-container"] != manualContainer {
 		t.Errorf("annotation kubectl.kubernetes.io/default-container should be %q, so that "+
