@@ -46,9 +46,12 @@
 // shared by every unit id and every Driver that reads through it, with one
 // request in flight at a time. A connection is closed and opened again
 // after any error other than a Modbus exception, so a late reply is never
-// read as the answer to a later request. A unit that times out three times
-// in a row is demoted: it is polled at most every 2^k poll intervals (up to
-// one minute) with a quarter of its timeout (at least 100ms), so that a
-// dead unit behind a gateway costs its neighbours little; its first good
-// answer restores it.
+// read as the answer to a later request. A request the unit does not
+// answer (a timeout, or a gateway's exception 0x0A or 0x0B for it) ends
+// its poll: the rest of the poll's requests are not sent and their tags
+// get bad samples. A unit with three such polls in a row is demoted: it is
+// polled at most every 2^k poll intervals (k growing with each further such
+// poll, up to one minute) with a quarter of its timeout (at least 100ms),
+// so that a dead unit behind a gateway costs its neighbours little; its
+// first answer restores it.
 package modbus

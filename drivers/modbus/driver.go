@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -224,7 +225,10 @@ type poller struct {
 // sent again; it doubles while the poll interval lasts.
 const busyRetryMin = 20 * time.Millisecond
 
-// poll reads every request once and returns the samples.
+// poll reads every request once and returns the samples. After a request
+// the unit does not answer (a timeout, or a gateway's exception 0x0A or
+// 0x0B) the rest of the poll is skipped: the unit would not answer those
+// either. The poll, not each request, counts towards the unit's demotion.
 func (p *poller) poll(ctx context.Context, start time.Time) []drivers.Sample {
 	o := &p.d.opts
 	ready, timeout := p.ep.unitReady(o.Unit, start, o.Timeout)
@@ -234,12 +238,11 @@ func (p *poller) poll(ctx context.Context, start time.Time) []drivers.Sample {
 	deadline := start.Add(o.Interval)
 	out := make([]drivers.Sample, 0, len(o.Tags))
 	pollFailed := false
-	defer func() {
-		if p.failing && !pollFailed && ctx.Err() == nil {
-			p.failing = false
-			o.Logger.Info("modbus device answers again", "device", o.Name, "endpoint", o.Endpoint.String(), "unit", o.Unit)
-		}
-	}()
+	// answered: some request got an answer from the unit (data, an
+	// exception of its own, or a broken answer); silent: the error that
+	// ended the poll because the unit did not answer.
+	answered := false
+	var silent *ReadError
 	for i := 0; i < len(p.reqs); i++ {
 		if ctx.Err() != nil {
 			return out
@@ -260,45 +263,59 @@ func (p *poller) poll(ctx context.Context, start time.Time) []drivers.Sample {
 			i--
 			continue
 		}
-		timedOut := kind == KindTimeout || (kind == KindException &&
-			(ExceptionCode(err) == ExceptionGatewayTarget || ExceptionCode(err) == ExceptionGatewayPath))
-		if err == nil || kind == KindException || kind == KindTimeout || kind == KindMalformed || kind == KindIO {
-			if p.ep.unitResult(o.Unit, timedOut, o.Interval) {
-				o.Logger.Warn("modbus unit demoted: it stopped answering", "device", o.Name, "endpoint", o.Endpoint.String(), "unit", o.Unit)
-			}
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return out
-			}
-			rerr := &ReadError{Device: o.Name, Endpoint: o.Endpoint.String(), Unit: o.Unit, Register: r.reg, Address: r.addr, Quantity: r.qty, Kind: kind, Err: err}
-			if o.OnError != nil {
-				o.OnError(kind)
-			}
-			if p.failing {
-				o.Logger.Debug("modbus read failed", "err", rerr)
-			} else {
-				p.failing = true
-				o.Logger.Warn("modbus read failed; further failures are logged at debug until the device recovers", "err", rerr)
-			}
-			pollFailed = true
-			if !o.DropOnError {
-				for _, ti := range r.tags {
-					out = append(out, drivers.Sample{Device: o.Name, Tag: o.Tags[ti].Name, Quality: drivers.QualityBad, ReadTime: now, Value: noValue(&o.Tags[ti])})
-				}
-			}
-			if timedOut && kind == KindTimeout {
-				// The unit is not answering: the rest of this poll would
-				// only wait as long again.
-				return p.failRest(out, i+1, now)
+		if err == nil {
+			answered = true
+			for _, ti := range r.tags {
+				t := &o.Tags[ti]
+				v, q := extract(raw, r, t)
+				out = append(out, drivers.Sample{Device: o.Name, Tag: t.Name, Value: v, Quality: q, ReadTime: now})
 			}
 			continue
 		}
-		for _, ti := range r.tags {
-			t := &o.Tags[ti]
-			v, q := extract(raw, r, t)
-			out = append(out, drivers.Sample{Device: o.Name, Tag: t.Name, Value: v, Quality: q, ReadTime: now})
+		if ctx.Err() != nil {
+			return out
 		}
+		rerr := &ReadError{Device: o.Name, Endpoint: o.Endpoint.String(), Unit: o.Unit, Register: r.reg, Address: r.addr, Quantity: r.qty, Kind: kind, Err: err}
+		if o.OnError != nil {
+			o.OnError(kind)
+		}
+		if p.failing {
+			o.Logger.Debug("modbus read failed", "err", rerr)
+		} else {
+			p.failing = true
+			o.Logger.Warn("modbus read failed; further failures are logged at debug until the device recovers", "err", rerr)
+		}
+		pollFailed = true
+		if !o.DropOnError {
+			for _, ti := range r.tags {
+				out = append(out, drivers.Sample{Device: o.Name, Tag: o.Tags[ti].Name, Quality: drivers.QualityBad, ReadTime: now, Value: noValue(&o.Tags[ti])})
+			}
+		}
+		if unitSilent(kind, err) {
+			silent = rerr
+			out = p.failRest(out, i+1, now)
+			break
+		}
+		if kind == KindException || kind == KindMalformed || kind == KindIO {
+			answered = true
+		}
+	}
+	switch {
+	case silent != nil:
+		if p.ep.unitResult(o.Unit, true, o.Interval) {
+			reason := "it did not answer"
+			if silent.Kind == KindException {
+				reason = "the gateway in front of it answered for it"
+			}
+			o.Logger.Warn("modbus unit demoted: "+reason+" in "+strconv.Itoa(demoteAfter)+" polls in a row; it is polled less often until it answers",
+				"device", o.Name, "endpoint", o.Endpoint.String(), "unit", o.Unit, "err", silent)
+		}
+	case answered:
+		p.ep.unitResult(o.Unit, false, o.Interval)
+	}
+	if p.failing && !pollFailed {
+		p.failing = false
+		o.Logger.Info("modbus device answers again", "device", o.Name, "endpoint", o.Endpoint.String(), "unit", o.Unit)
 	}
 	return out
 }

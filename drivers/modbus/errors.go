@@ -40,7 +40,7 @@ const (
 
 // ErrUnavailable is returned, wrapped, for requests not sent because the
 // endpoint waits before it connects again.
-var ErrUnavailable = errors.New("endpoint unavailable: waiting to reconnect")
+var ErrUnavailable = errors.New("not sent: the connection failed and waits to be opened again")
 
 // malformedError is an answer that broke the protocol.
 type malformedError struct{ msg string }
@@ -49,6 +49,72 @@ func (e *malformedError) Error() string { return e.msg }
 
 func malformedf(format string, args ...any) error {
 	return &malformedError{msg: fmt.Sprintf(format, args...)}
+}
+
+// ExceptionError is a Modbus exception answer: the device, or a gateway in
+// front of it, refused a request. Its text names the code and the function
+// and says what to check, as in
+//
+//	exception 0x0B gateway target device failed to respond (function 0x03 read holding registers): check the unit id, ...
+type ExceptionError struct {
+	// Function is the function code of the request (0x01 to 0x04).
+	Function byte
+	// Code is the exception code (0x01 to 0x0B).
+	Code byte
+}
+
+func (e *ExceptionError) Error() string {
+	s := fmt.Sprintf("exception 0x%02X %s (function 0x%02X %s)", e.Code, exceptionName(e.Code), e.Function, functionName(e.Function))
+	if h := exceptionHints[e.Code]; h != "" {
+		s += ": " + h
+	}
+	return s
+}
+
+// exceptionNames are the names the Modbus specification gives the codes.
+var exceptionNames = map[byte]string{
+	0x01: "illegal function",
+	0x02: "illegal data address",
+	0x03: "illegal data value",
+	0x04: "server device failure",
+	0x05: "acknowledge",
+	0x06: "server device busy",
+	0x08: "memory parity error",
+	0x0A: "gateway path unavailable",
+	0x0B: "gateway target device failed to respond",
+}
+
+// exceptionHints say what an operator should check.
+var exceptionHints = map[byte]string{
+	0x01: "the device does not offer this register table: check the tag's register",
+	0x02: "the device has no register at this address: check the address and its notation (0-based or 40001-style)",
+	0x03: "the device refuses this quantity: lower max_registers",
+	0x04: "the device failed while reading: check the device",
+	0x06: "the device stayed busy for the whole poll interval",
+	0x0A: "the gateway has no path to the unit: check the gateway's configuration for this unit id",
+	0x0B: "check the unit id, and the serial line and power of the device behind the gateway",
+}
+
+func exceptionName(code byte) string {
+	if n, ok := exceptionNames[code]; ok {
+		return n
+	}
+	return "unknown exception"
+}
+
+// functionName names the read functions the driver sends.
+func functionName(fc byte) string {
+	switch fc {
+	case 0x01:
+		return "read coils"
+	case 0x02:
+		return "read discrete inputs"
+	case 0x03:
+		return "read holding registers"
+	case 0x04:
+		return "read input registers"
+	}
+	return "unknown function"
 }
 
 // ReadError is a failed read of one request: it names the device, the
@@ -70,8 +136,12 @@ func (e *ReadError) Error() string {
 	if dev == "" {
 		dev = "modbus"
 	}
-	return fmt.Sprintf("%s (%s unit %d): read %s %d (quantity %d): %s: %v",
-		dev, e.Endpoint, e.Unit, e.Register, e.Address, e.Quantity, e.Kind, e.Err)
+	what := e.Kind + ": " + e.Err.Error()
+	if e.Kind == KindException || e.Kind == KindUnavailable {
+		what = e.Err.Error() // it says what it is
+	}
+	return fmt.Sprintf("%s (%s unit %d): read %s %d (quantity %d): %s",
+		dev, e.Endpoint, e.Unit, e.Register, e.Address, e.Quantity, what)
 }
 
 func (e *ReadError) Unwrap() error { return e.Err }
@@ -79,21 +149,41 @@ func (e *ReadError) Unwrap() error { return e.Err }
 // ExceptionCode returns the Modbus exception code of err, or 0 when err is
 // not an exception.
 func ExceptionCode(err error) byte {
-	if me, ok := asException(err); ok {
-		return me.ExceptionCode
+	if ee, ok := asException(err); ok {
+		return ee.Code
 	}
 	return 0
 }
 
-// asException reports whether err is a genuine exception answer: goburrow
-// also reports an answer with an unexpected function code as a
-// ModbusError, which is a malformed answer, not an exception.
-func asException(err error) (*gmodbus.ModbusError, bool) {
+// asException returns the exception answer err holds, if it is one: an
+// *ExceptionError, or goburrow's ModbusError for a genuine exception
+// (goburrow also reports an answer with an unexpected function code as a
+// ModbusError, which is a malformed answer, not an exception).
+func asException(err error) (*ExceptionError, bool) {
+	var ee *ExceptionError
+	if errors.As(err, &ee) {
+		return ee, true
+	}
 	var me *gmodbus.ModbusError
 	if errors.As(err, &me) && me.FunctionCode&0x80 != 0 {
-		return me, true
+		return &ExceptionError{Function: me.FunctionCode &^ 0x80, Code: me.ExceptionCode}, true
 	}
 	return nil, false
+}
+
+// unitSilent reports whether a failed request says the unit is not
+// answering: a timeout, or a gateway answering 0x0A or 0x0B for it. The
+// rest of the unit's poll is skipped, and the poll counts towards its
+// demotion.
+func unitSilent(kind string, err error) bool {
+	switch kind {
+	case KindTimeout:
+		return true
+	case KindException:
+		c := ExceptionCode(err)
+		return c == ExceptionGatewayPath || c == ExceptionGatewayTarget
+	}
+	return false
 }
 
 // classify returns the kind of a request error.

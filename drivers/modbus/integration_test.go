@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -641,10 +642,40 @@ func TestNewRejectsBadTags(t *testing.T) {
 }
 
 func TestReadErrorNamesEverything(t *testing.T) {
-	e := &mb.ReadError{Device: "press-1", Endpoint: "tcp://10.0.0.5:502", Unit: 3, Register: mb.Input, Address: 100, Quantity: 4, Kind: mb.KindTimeout, Err: errors.New("i/o timeout")}
-	want := "press-1 (tcp://10.0.0.5:502 unit 3): read input 100 (quantity 4): timeout: i/o timeout"
-	if e.Error() != want {
-		t.Fatalf("%q\nwant %q", e.Error(), want)
+	cases := []struct {
+		kind string
+		err  error
+		want string
+	}{
+		{mb.KindTimeout, errors.New("i/o timeout"), "press-1 (tcp://10.0.0.5:502 unit 3): read input 100 (quantity 4): timeout: i/o timeout"},
+		{mb.KindException, &mb.ExceptionError{Function: 0x04, Code: 0x0B},
+			"press-1 (tcp://10.0.0.5:502 unit 3): read input 100 (quantity 4): exception 0x0B gateway target device failed to respond (function 0x04 read input registers): check the unit id, and the serial line and power of the device behind the gateway"},
+		{mb.KindException, &mb.ExceptionError{Function: 0x04, Code: 0x02},
+			"press-1 (tcp://10.0.0.5:502 unit 3): read input 100 (quantity 4): exception 0x02 illegal data address (function 0x04 read input registers): the device has no register at this address: check the address and its notation (0-based or 40001-style)"},
+		{mb.KindUnavailable, fmt.Errorf("%w (next attempt in 3s; last: dial tcp 10.0.0.5:502: connect: connection refused)", mb.ErrUnavailable),
+			"press-1 (tcp://10.0.0.5:502 unit 3): read input 100 (quantity 4): not sent: the connection failed and waits to be opened again (next attempt in 3s; last: dial tcp 10.0.0.5:502: connect: connection refused)"},
+	}
+	for _, c := range cases {
+		e := &mb.ReadError{Device: "press-1", Endpoint: "tcp://10.0.0.5:502", Unit: 3, Register: mb.Input, Address: 100, Quantity: 4, Kind: c.kind, Err: c.err}
+		if e.Error() != c.want {
+			t.Errorf("%q\nwant %q", e.Error(), c.want)
+		}
+	}
+}
+
+// TestConnectErrorSaysItOnce: a refused connection reads "connect: dial
+// tcp ...", not "connect: connect: dial tcp ...".
+func TestConnectErrorSaysItOnce(t *testing.T) {
+	addr := freePort(t)
+	pool := mb.NewPool(mb.PoolOptions{BackoffMin: time.Hour, BackoffMax: time.Hour})
+	ep := mb.Endpoint{Address: addr, ConnectTimeout: time.Second}
+	_, err := pool.Read(context.Background(), ep, 1, mb.Holding, 0, 1, time.Second)
+	if err == nil {
+		t.Fatal("read from a closed port succeeded")
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, ": connect: dial tcp "+addr) || strings.Contains(msg, "connect: connect: dial") {
+		t.Errorf("connect error %q: want the kind once, then the dial error", msg)
 	}
 }
 

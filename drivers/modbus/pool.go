@@ -184,9 +184,10 @@ const (
 	demotedWaitMax    = time.Minute
 )
 
-// unitHealth tracks the timeouts of one unit id behind an endpoint.
+// unitHealth tracks the polls without answer of one unit id behind an
+// endpoint.
 type unitHealth struct {
-	timeouts int
+	timeouts int // polls in a row without answer
 	level    int
 	until    time.Time
 }
@@ -237,7 +238,7 @@ func (e *endpoint) connectedLocked(ctx context.Context) error {
 	}
 	now := time.Now()
 	if now.Before(e.nextDial) {
-		return fmt.Errorf("%w (next attempt in %s): %v", ErrUnavailable, e.nextDial.Sub(now).Round(time.Millisecond), e.lastError)
+		return fmt.Errorf("%w (next attempt in %s; last: %v)", ErrUnavailable, e.nextDial.Sub(now).Round(time.Millisecond), e.lastError)
 	}
 	e.dials++
 	var err error
@@ -274,7 +275,9 @@ func (e *endpoint) connectedLocked(ctx context.Context) error {
 // connectError is a failed connect or open.
 type connectError struct{ err error }
 
-func (e *connectError) Error() string { return "connect: " + e.err.Error() }
+// Error is the cause alone: the error kind (connect) already says what
+// failed, and Go's dial errors name the address.
+func (e *connectError) Error() string { return e.err.Error() }
 func (e *connectError) Unwrap() error { return e.err }
 
 func (e *endpoint) closeLink() {
@@ -369,6 +372,9 @@ func (e *endpoint) exchangeLocked(ctx context.Context, unit uint8, reg RegisterT
 	}
 	if err != nil {
 		kind := classify(err)
+		if ee, ok := asException(err); ok {
+			err = ee // readable: exception 0x0B gateway target device failed to respond (function 0x03 ...)
+		}
 		if kind != KindException {
 			// Whatever the stream holds now cannot be trusted: start over.
 			e.closeLink()
@@ -390,8 +396,9 @@ func (e *endpoint) unitReady(unit uint8, now time.Time, timeout time.Duration) (
 	return !now.Before(h.until), max(timeout/4, demotedTimeoutMin)
 }
 
-// unitResult records the outcome of a request to unit: timedOut when the
-// unit did not answer (a timeout, or a gateway saying so).
+// unitResult records the outcome of a poll of unit: timedOut when the unit
+// did not answer (a timeout, or a gateway saying so). It reports whether
+// this poll demoted a unit that was not demoted before.
 func (e *endpoint) unitResult(unit uint8, timedOut bool, interval time.Duration) (demoted bool) {
 	e.unitsMu.Lock()
 	defer e.unitsMu.Unlock()
