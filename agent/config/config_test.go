@@ -404,7 +404,7 @@ buffer:
 				`device.data_variation: 1.5 is out of range: want 0 to 1 (line 4)`,
 				`producer.batch_size: 0 is out of range: want 1 to 100000 (line 6)`,
 				`producer.worker_count: 65 is out of range: want 1 to 64 (line 7)`,
-				`mqtt: unknown key "mqtt" (line 8)`,
+				`mqtt.qos: 3 is out of range: want 0 to 1 (line 9)`,
 				`buffer.commit_size: 0 is out of range: want at least 1 (line 11)`,
 			},
 		},
@@ -517,18 +517,22 @@ buffer:
 		},
 		{
 			name: "mqtt enabled without broker",
-			src:  "mqtt:\n  enabled: true\n",
-			want: []string{`mqtt: unknown key "mqtt" (line 1)`},
+			src:  "mqtt:\n  enabled: true\n  broker: \"\"\n",
+			want: []string{`mqtt.broker: required, e.g. tcp://localhost:1883 (line 3)`},
 		},
 		{
 			name: "mqtt checks",
 			src:  "mqtt:\n  enabled: true\n  broker: http://b:1883\n  topic: iot/+/x\n  tls:\n    ca_file: ca.pem\n",
-			want: []string{`mqtt: unknown key "mqtt" (line 1)`},
+			want: []string{
+				`mqtt.broker: "http://b:1883": unknown scheme "http"; want tcp, mqtt, ssl, tls, mqtts, ws or wss (line 3)`,
+				`mqtt.topic: topic "iot/+/x": a topic to publish to cannot contain + or # wildcards (line 4)`,
+				`mqtt.tls.ca_file: has no effect while mqtt.tls.enabled is false (line 6)`,
+			},
 		},
 		{
 			name: "mqtt tls on a plain broker",
 			src:  "mqtt:\n  enabled: true\n  broker: tcp://b:1883\n  tls:\n    enabled: true\n",
-			want: []string{`mqtt: unknown key "mqtt" (line 1)`},
+			want: []string{`mqtt.tls.enabled: TLS needs a ssl, tls, mqtts or wss broker URL, not tcp:// (line 5)`},
 		},
 		{
 			name: "idempotent needs acks all",
@@ -634,7 +638,7 @@ mqtt:
 				`producer.batch_size: expected an integer, got "many" (line 11)`,
 				`producer.worker_count: 100 is out of range: want 1 to 64 (line 12)`,
 				`producer.sasl.password: environment variable IOTP_TEST_UNSET_VAR is not set (write ${IOTP_TEST_UNSET_VAR:-default} to give a default) (line 14)`,
-				`mqtt: unknown key "mqtt" (line 15)`,
+				`mqtt.qos: -1 is out of range: want 0 to 1 (line 16)`,
 			},
 		},
 	}

@@ -9,4 +9,6 @@ import (
 	_ "github.com/iot-producer/iot-producer/drivers/modbus"
 	// The Kafka sink (section producer).
 	_ "github.com/iot-producer/iot-producer/uplink/kafka"
+	// The MQTT sink (section mqtt).
+	_ "github.com/iot-producer/iot-producer/uplink/mqtt"
 )

@@ -164,6 +164,10 @@ type Sink struct {
 	wg        sync.WaitGroup
 	lost      chan paho.Client
 	closed    atomic.Bool
+	// attempted is closed once the first connection attempt has ended, so
+	// that the first batches wait for it rather than fail.
+	attempted     chan struct{}
+	attemptedOnce sync.Once
 }
 
 // New checks the options and returns a sink. It does not connect: the
@@ -212,7 +216,7 @@ func New(opts Options) (*Sink, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Sink{opts: opts, log: opts.Logger, store: newStore(), lost: make(chan paho.Client, 1)}
+	s := &Sink{opts: opts, log: opts.Logger, store: newStore(), lost: make(chan paho.Client, 1), attempted: make(chan struct{})}
 	if opts.Sparkplug != nil {
 		sp, err := newSparkplugCodec(*opts.Sparkplug, opts.GatewayID, opts.QoS, opts.Logger)
 		if err != nil {
@@ -269,6 +273,12 @@ func (s *Sink) Produce(ctx context.Context, lane uplink.Lane, batch []uplink.Mes
 	if s.closed.Load() {
 		t.failRest(uplink.ErrClosed)
 		return
+	}
+	if !s.online.Load() {
+		select {
+		case <-s.attempted:
+		case <-ctx.Done():
+		}
 	}
 	if !s.online.Load() {
 		t.failRest(s.notConnected())
@@ -404,8 +414,10 @@ func (s *Sink) Close() {
 // until ctx is done.
 func (s *Sink) run(ctx context.Context) {
 	attempt := 0
+	defer s.attemptedOnce.Do(func() { close(s.attempted) })
 	for ctx.Err() == nil {
 		cl, err := s.connect(ctx)
+		s.attemptedOnce.Do(func() { close(s.attempted) })
 		if err != nil {
 			if ctx.Err() != nil {
 				return

@@ -206,8 +206,10 @@ func (c *sparkplugCodec) ms(t time.Time) uint64 { return uint64(max(t.UnixMilli(
 // metricOf maps a record to a metric without name or alias: float to
 // Double, int to Int64, uint to UInt64, bool to Boolean, string to String.
 // The metric's time stamp is the read time; its properties carry the
-// series' sequence number ("seq", UInt64) and, when the sample is not
-// good, its quality ("Quality", Int32: 64 uncertain, 0 bad).
+// series' sequence number ("seq", UInt64), the stream epoch ("epoch",
+// String, when the record has one) and, when the sample is not good, its
+// quality ("Quality", Int32: 64 uncertain, 0 bad). A bad sample, which
+// has no value, is a null metric.
 func metricOf(f *record.Fields) (sparkplug.Metric, error) {
 	m := sparkplug.Metric{Timestamp: uint64(max(f.ReadTime.UnixMilli(), 0))}
 	switch f.Type {
@@ -224,7 +226,12 @@ func metricOf(f *record.Fields) (sparkplug.Metric, error) {
 	default:
 		return m, fmt.Errorf("type %q has no Sparkplug data type", f.Type)
 	}
+	// A bad sample has no value (record schema 2): a null metric.
+	m.IsNull = f.NoValue
 	m.Properties = append(m.Properties, sparkplug.Property{Key: "seq", Type: sparkplug.UInt64, Value: sparkplug.Value{Long: f.Seq}})
+	if f.Epoch != "" {
+		m.Properties = append(m.Properties, sparkplug.Property{Key: "epoch", Type: sparkplug.String, Value: sparkplug.Value{Str: f.Epoch}})
+	}
 	switch f.Quality {
 	case "uncertain":
 		m.Properties = append(m.Properties, sparkplug.Property{Key: "Quality", Type: sparkplug.Int32, Value: sparkplug.Value{Int: qualityUncertain}})
