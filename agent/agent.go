@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iot-producer/iot-producer/agent/config"
@@ -47,11 +48,31 @@ type Agent struct {
 	health  *telemetry.Health
 	server  *telemetry.Server
 
-	buf     *buffer.Buffer
-	ingest  *ingest.Ingest
-	shared  *drivers.Shared
-	sources []drivers.Driver
+	buf    *buffer.Buffer
+	ingest *ingest.Ingest
+	shared *drivers.Shared
+
+	// shown is the configuration /config serves; a reload swaps it.
+	shown atomic.Pointer[config.Config]
+
+	// mu guards what a reload replaces while the agent runs: the
+	// configuration, the sources, the sinks and the telemetry server.
+	mu      sync.Mutex
+	sources []*source
 	sinks   []*sinkRunner
+	// driverCtx and uplinkCtx are the running stages' contexts, from
+	// which a reload starts what it replaces; nil until Run.
+	driverCtx, uplinkCtx context.Context
+}
+
+// source is one driver (or the simulator) and, while it runs, how to stop
+// it.
+type source struct {
+	// key is "device" or "plcs/<name>" (sourceKeys).
+	key    string
+	d      drivers.Driver
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // sinkRunner is one sink with its send loop.
@@ -61,6 +82,8 @@ type sinkRunner struct {
 	settings      uplink.LoopSettings
 	queue         *buffer.Queue
 	loop          *uplink.Loop
+	cancel        context.CancelFunc
+	done          chan struct{}
 }
 
 // release closes the sink's connections, if it holds any.
@@ -113,6 +136,7 @@ func New(cfg *config.Config, opts Options) (_ *Agent, err error) {
 		health:  telemetry.NewHealth(),
 		shared:  &drivers.Shared{},
 	}
+	a.shown.Store(cfg)
 	if opts.Version != "" {
 		a.metrics.SetBuildInfo(opts.Version)
 	}
@@ -157,7 +181,7 @@ func New(cfg *config.Config, opts Options) (_ *Agent, err error) {
 		PprofAddr:         cfg.Telemetry.PprofListen,
 		Metrics:           a.metrics,
 		Health:            a.health,
-		Config:            func() any { return cfg.Redacted() },
+		Config:            func() any { return a.shown.Load().Redacted() },
 		Logger:            a.log,
 		ConfigAllowRemote: cfg.Telemetry.ConfigAllowRemote,
 		PprofAllowRemote:  cfg.Telemetry.PprofAllowRemote,
@@ -203,59 +227,59 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer stopUplinks()
 	defer stopStats()
 
-	var uplinks, ingestDone, driversDone, statsDone sync.WaitGroup
+	var ingestDone, statsDone sync.WaitGroup
+	a.mu.Lock()
+	a.driverCtx, a.uplinkCtx = driverCtx, uplinkCtx
 	for _, s := range a.sinks {
-		a.health.Set("sink/"+s.name, telemetry.StateOK, "sending")
-		uplinks.Go(func() {
-			if err := s.loop.Run(uplinkCtx); err != nil {
-				a.log.Error("send loop stopped", "sink", s.name, "err", err)
-				a.health.Set("sink/"+s.name, telemetry.StateDown, err.Error())
-			}
-		})
+		a.startSink(s)
 	}
 	a.health.Set("buffer", telemetry.StateOK, "open")
 	a.health.Set("ingest", telemetry.StateOK, "committing")
 	var ingestErr error
 	ingestDone.Go(func() { ingestErr = a.ingest.Run(ingestCtx) })
 	statsDone.Go(func() { a.publishStats(statsCtx) })
-	for _, d := range a.sources {
-		name := d.Name()
-		a.metrics.InitSource(name)
-		a.health.Set("source/"+name, telemetry.StateOK, "running")
-		emit := a.emitter(name)
-		driversDone.Go(func() {
-			if err := d.Run(driverCtx, emit); err != nil {
-				a.log.Error("driver stopped", "source", name, "err", err)
-				a.health.Set("source/"+name, telemetry.StateDown, err.Error())
-			}
-		})
+	for _, src := range a.sources {
+		a.startSource(src)
 	}
 	a.logStart()
+	a.mu.Unlock()
 	if a.opts.OnReady != nil {
 		a.opts.OnReady()
 	}
 
 	<-ctx.Done()
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.log.Info("shutting down")
 	deadline := time.Now().Add(a.opts.ShutdownTimeout)
 	var errs []error
-	step := func(name string, stop func(), wg *sync.WaitGroup) {
-		stop()
-		if !waitUntil(wg, deadline) {
-			errs = append(errs, fmt.Errorf("shutdown: %s did not stop before the deadline", name))
+	for _, src := range a.sources {
+		src.cancel()
+	}
+	for _, src := range a.sources {
+		if !waitDone(src.done, deadline) {
+			errs = append(errs, fmt.Errorf("shutdown: source %s did not stop before the deadline", src.d.Name()))
 		}
+		a.health.Set("source/"+src.d.Name(), telemetry.StateStopped, "")
 	}
-	step("drivers", stopDrivers, &driversDone)
-	for _, d := range a.sources {
-		a.health.Set("source/"+d.Name(), telemetry.StateStopped, "")
+	stopIngest()
+	if !waitUntil(&ingestDone, deadline) {
+		errs = append(errs, errors.New("shutdown: ingest did not stop before the deadline"))
 	}
-	step("ingest", stopIngest, &ingestDone)
 	a.health.Set("ingest", telemetry.StateStopped, "")
-	step("send loops", stopUplinks, &uplinks)
 	for _, s := range a.sinks {
+		s.cancel()
+	}
+	for _, s := range a.sinks {
+		if !waitDone(s.done, deadline) {
+			errs = append(errs, fmt.Errorf("shutdown: the %s send loop did not stop before the deadline", s.name))
+		}
 		a.health.Set("sink/"+s.name, telemetry.StateStopped, "")
 	}
-	step("stats", stopStats, &statsDone)
+	stopStats()
+	if !waitUntil(&statsDone, deadline) {
+		errs = append(errs, errors.New("shutdown: stats did not stop before the deadline"))
+	}
 	if ingestErr != nil {
 		errs = append(errs, ingestErr)
 	}
@@ -268,11 +292,56 @@ func (a *Agent) Run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// startSource runs src until its context, a child of the drivers' stage,
+// is cancelled. The caller holds a.mu.
+func (a *Agent) startSource(src *source) {
+	ctx, cancel := context.WithCancel(a.driverCtx)
+	src.cancel, src.done = cancel, make(chan struct{})
+	name := src.d.Name()
+	a.metrics.InitSource(name)
+	a.health.Set("source/"+name, telemetry.StateOK, "running")
+	emit := a.emitter(name)
+	go func() {
+		defer close(src.done)
+		if err := src.d.Run(ctx, emit); err != nil {
+			a.log.Error("driver stopped", "source", name, "err", err)
+			a.health.Set("source/"+name, telemetry.StateDown, err.Error())
+		}
+	}()
+}
+
+// startSink runs s's send loop until its context, a child of the send
+// loops' stage, is cancelled. The caller holds a.mu.
+func (a *Agent) startSink(s *sinkRunner) {
+	ctx, cancel := context.WithCancel(a.uplinkCtx)
+	s.cancel, s.done = cancel, make(chan struct{})
+	a.health.Set("sink/"+s.name, telemetry.StateOK, "sending")
+	go func() {
+		defer close(s.done)
+		if err := s.loop.Run(ctx); err != nil {
+			a.log.Error("send loop stopped", "sink", s.name, "err", err)
+			a.health.Set("sink/"+s.name, telemetry.StateDown, err.Error())
+		}
+	}()
+}
+
+// waitDone waits for done until deadline and reports whether it closed.
+func waitDone(done <-chan struct{}, deadline time.Time) bool {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
 // logStart says what runs: version and file, each source, each sink with
 // where it sends, and the telemetry addresses.
 func (a *Agent) logStart() {
-	for _, d := range a.sources {
-		a.log.Info("source", "name", d.Name())
+	for _, src := range a.sources {
+		a.log.Info("source", "name", src.d.Name())
 	}
 	for _, s := range a.sinks {
 		args := []any{"name", s.name, "section", s.section}

@@ -27,9 +27,44 @@ import (
 // PLC, each built by its driver plug-in; drivers count their errors in m
 // and share what they share through shared. Errors name the PLC's config
 // path.
-func buildSources(cfg *config.Config, shared *drivers.Shared, m *telemetry.Metrics, log *slog.Logger) ([]drivers.Driver, error) {
-	var out []drivers.Driver
+func buildSources(cfg *config.Config, shared *drivers.Shared, m *telemetry.Metrics, log *slog.Logger) ([]*source, error) {
+	var out []*source
+	keys := sourceKeys(cfg)
+	for _, k := range keys {
+		d, err := buildSource(cfg, k, shared, m, log)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, &source{key: k, d: d})
+	}
+	if len(out) == 0 {
+		return nil, cfg.Problem("device.enabled", errors.New("no source: enable device or configure plcs"))
+	}
+	return out, nil
+}
+
+// sourceKeys lists the sources cfg enables: "device" for the simulator,
+// "plcs/<name>" for each enabled PLC.
+func sourceKeys(cfg *config.Config) []string {
+	var out []string
 	if cfg.Device.Enabled != nil && *cfg.Device.Enabled && cfg.Device.Count > 0 {
+		out = append(out, deviceKey)
+	}
+	for _, plc := range cfg.PLCs {
+		if plc.Enabled == nil || *plc.Enabled {
+			out = append(out, plcKey(plc.Name))
+		}
+	}
+	return out
+}
+
+const deviceKey = "device"
+
+func plcKey(name string) string { return "plcs/" + name }
+
+// buildSource builds the source of key (see sourceKeys).
+func buildSource(cfg *config.Config, key string, shared *drivers.Shared, m *telemetry.Metrics, log *slog.Logger) (drivers.Driver, error) {
+	if key == deviceKey {
 		src, err := simulator.NewSource(simulator.SourceOptions{
 			Devices:       cfg.Device.Count,
 			TagsPerDevice: cfg.Device.TagsPerDevice,
@@ -41,22 +76,14 @@ func buildSources(cfg *config.Config, shared *drivers.Shared, m *telemetry.Metri
 		if err != nil {
 			return nil, cfg.Problem("device", err)
 		}
-		out = append(out, src)
+		return src, nil
 	}
 	for i, plc := range cfg.PLCs {
-		if plc.Enabled != nil && !*plc.Enabled {
-			continue
+		if plcKey(plc.Name) == key {
+			return buildDriver(cfg, i, shared, m, log)
 		}
-		d, err := buildDriver(cfg, i, shared, m, log)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, d)
 	}
-	if len(out) == 0 {
-		return nil, cfg.Problem("device.enabled", errors.New("no source: enable device or configure plcs"))
-	}
-	return out, nil
+	return nil, fmt.Errorf("BUG: no source %s in the configuration", key)
 }
 
 // buildDriver builds plcs[i] through its driver plug-in.

@@ -1,22 +1,13 @@
 package agent
 
-import (
-	"bytes"
-	"encoding/json"
-
-	"github.com/iot-producer/iot-producer/agent/config"
-)
+import "github.com/iot-producer/iot-producer/agent/config"
 
 // Changes lists what differs between two configurations, by section and by
 // PLC ("plcs[press-1]", "producer", "telemetry"), for the reload log; an
 // empty list means the new file changes nothing.
 func Changes(old, next *config.Config) []string {
 	var out []string
-	differ := func(a, b any) bool {
-		ja, erra := json.Marshal(a)
-		jb, errb := json.Marshal(b)
-		return erra != nil || errb != nil || !bytes.Equal(ja, jb)
-	}
+	differ := func(a, b any) bool { return !sameJSON(a, b) }
 	for _, s := range []struct {
 		name string
 		a, b any

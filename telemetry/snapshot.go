@@ -86,3 +86,21 @@ func (s MetricsSnapshot) Quantile(name string, q float64) float64 {
 	}
 	return bounds[len(bounds)-1]
 }
+
+// Get returns the sum of a family's series whose label has value, as Sum
+// does for the whole family; 0 when there are none.
+func (s MetricsSnapshot) Get(name, label, value string) float64 {
+	f, ok := s[name]
+	if !ok {
+		return 0
+	}
+	one := MetricsSnapshot{name: &dto.MetricFamily{Name: f.Name, Type: f.Type}}
+	for _, m := range f.GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == label && l.GetValue() == value {
+				one[name].Metric = append(one[name].Metric, m)
+			}
+		}
+	}
+	return one.Sum(name)
+}

@@ -31,7 +31,7 @@ func TestRedactURLs(t *testing.T) {
 // requires that neither /config's copy nor validation errors show it.
 func TestURLCredentialsNeverShown(t *testing.T) {
 	const canary = "CANARY-9f3e"
-	c := mustParse(t, "")
+	c := mustParse(t, "device: {count: 1}\n")
 	url := "tcp://plant:" + canary + "@broker.local:1883"
 	producer(c).Brokers = []string{url} // a plug-in's string, as an MQTT broker URL would be
 	b, err := json.Marshal(c.Redacted())
@@ -70,7 +70,7 @@ func TestWarnings(t *testing.T) {
 	if got := c.Warnings(); !slices.Equal(got, want) {
 		t.Errorf("Warnings() =\n%q\nwant\n%q", got, want)
 	}
-	if got := mustParse(t, "").Warnings(); got != nil {
+	if got := mustParse(t, "device: {count: 1}\n").Warnings(); got != nil {
 		t.Errorf("defaults warn: %q", got)
 	}
 }

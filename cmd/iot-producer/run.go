@@ -76,9 +76,11 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 // supervisor runs one agent at a time and reloads its configuration on
 // SIGHUP or when the file changes: the new file is read and everything it
 // describes built (agent.Check) while the running agent goes on; a file
-// that cannot be built is refused and the agent keeps running. Only then
-// is the running agent stopped and one with the new configuration
-// started; if that one cannot start (a port in use), the previous
+// that cannot be built is refused and the agent keeps running. A change of
+// PLCs, the simulator or a sink's settings is applied in place
+// (agent.Reload restarts only what changed; the buffer stays open). Any
+// other change stops the running agent and starts one with the new
+// configuration; if that one cannot start (a port in use), the previous
 // configuration is started again.
 type supervisor struct {
 	path string
@@ -87,9 +89,10 @@ type supervisor struct {
 
 // running is one started agent.
 type running struct {
-	cfg  *config.Config
-	stop context.CancelFunc
-	done chan error
+	cfg   *config.Config
+	agent *agent.Agent
+	stop  context.CancelFunc
+	done  chan error
 }
 
 func (s *supervisor) run(ctx context.Context, cfg *config.Config, hup <-chan os.Signal) error {
@@ -146,6 +149,17 @@ func (s *supervisor) reload(ctx context.Context, cur *running, why string) (*run
 	notify(s.log, daemon.SdNotifyReloading)
 	defer notify(s.log, daemon.SdNotifyReady)
 	s.log.Info("reloading config", "file", s.path, "trigger", why, "changed", changed)
+	_, err = cur.agent.Reload(next)
+	switch {
+	case err == nil:
+		cur.cfg = next
+		s.log.Info("config reloaded", "file", s.path, "changed", changed, "restarted", "only what changed")
+		return cur, nil
+	case !errors.Is(err, agent.ErrRestart):
+		s.log.Error("config reload refused; the running configuration is kept", "file", s.path, "trigger", why, "err", err)
+		return cur, nil
+	}
+	s.log.Info("restarting the pipeline for the reload", "reason", err)
 	cur.stop()
 	if err := <-cur.done; err != nil {
 		s.log.Error("stopping the running configuration for the reload", "err", err)
@@ -177,7 +191,7 @@ func (s *supervisor) start(ctx context.Context, cfg *config.Config) (*running, e
 		return nil, err
 	}
 	actx, stop := context.WithCancel(ctx)
-	r := &running{cfg: cfg, stop: stop, done: make(chan error, 1)}
+	r := &running{cfg: cfg, agent: a, stop: stop, done: make(chan error, 1)}
 	go func() { r.done <- a.Run(actx) }()
 	select {
 	case <-ready:
