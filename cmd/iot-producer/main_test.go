@@ -102,7 +102,7 @@ func TestUnknownCommandAndHelp(t *testing.T) {
 func TestDemoRunsAndShowsAcknowledgedRecords(t *testing.T) {
 	var out, errOut bytes.Buffer
 	code := run([]string{"demo", "--duration", "3s", "--interval", "50ms",
-		"--metrics-listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"}, &out, &errOut)
+		"--metrics-listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--pprof-listen", "off"}, &out, &errOut)
 	if code != exitOK {
 		t.Fatalf("demo exit %d\nstdout: %s\nstderr: %s", code, &out, &errOut)
 	}

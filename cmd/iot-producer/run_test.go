@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/iot-producer/iot-producer/agent/config"
+	"github.com/iot-producer/iot-producer/internal/seqcheck"
 )
 
 // Fixed ports of these tests: below the kernel's ephemeral range and away
@@ -187,10 +188,32 @@ telemetry: {metrics_listen: "127.0.0.1:%d", health_listen: "127.0.0.1:%d", pprof
 	}
 	health()
 
-	// A file that cannot be built: refused, the agent keeps running.
-	write(good(runTestMetricsPort, 2) + "plcs:\n  - {name: a, driver: modbus, endpoint: COM3, tags: [{name: t, address: '1', type: int16}]}\n")
-	log.waitCount(t, "config reload refused; the running configuration is kept", 1)
-	health()
+	// Files that cannot be built: each refused, the agent keeps running.
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	plc := func(endpoint, tag string) string {
+		return "plcs:\n  - {name: a, driver: modbus, endpoint: " + endpoint + ", tags: [" + tag + "]}\n"
+	}
+	refusals := []string{
+		good(runTestMetricsPort, 2) + plc("COM3", "{name: t, address: '1', type: int16}"),
+		good(runTestMetricsPort, 2) + plc("'h:502'", "{name: t, address: '70000', type: int16}"),
+		good(runTestMetricsPort, 2) + plc("'h:502'", "{name: t, address: '99999', type: int16}"),
+		good(runTestMetricsPort, 2) + plc("'h:502'", "{name: t, address: '65535', register: holding, type: float32}"),
+		good(runTestMetricsPort, 2) + plc("'opc.tcp://h:4840'", "{name: t, address: 'ns=2;s=x', type: int16}"),
+		strings.Replace(good(runTestMetricsPort, 2), "gateway: {id: gw-reload,", "gateway: {id: "+strings.Repeat("g", 300)+",", 1),
+		strings.Replace(good(runTestMetricsPort, 2), "topic: reload-test}", "topic: reload-test, tls: {enabled: true, ca_file: /nonexistent/ca.pem}}", 1),
+		strings.Replace(good(runTestMetricsPort, 2), "state_dir: \""+state+"\"", "state_dir: \""+notDir+"\"", 1),
+		strings.Replace(good(runTestMetricsPort, 2), "topic: reload-test}", "topic: reload-test, enabled: false}", 1),
+		"",
+		"\t\n",
+	}
+	for i, body := range refusals {
+		write(body)
+		log.waitCount(t, "config reload refused; the running configuration is kept", i+1)
+		health()
+	}
 
 	// A port in use: the new configuration does not start, the previous
 	// one runs again.
@@ -216,4 +239,26 @@ telemetry: {metrics_listen: "127.0.0.1:%d", health_listen: "127.0.0.1:%d", pprof
 	hup <- os.Interrupt // any value: the channel stands for SIGHUP
 	log.waitCount(t, "config unchanged", 1)
 	health()
+
+	// No series lost a sequence number through all of it.
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	done <- nil // for the deferred stop
+	checker := seqcheck.New()
+	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer rcancel()
+	if err := checker.ReadTopic(rctx, cluster.ListenAddrs(), "reload-test"); err != nil {
+		t.Fatal(err)
+	}
+	_, last, err := checker.AddBuffer(filepath.Join(state, "buffer.db"), "kafka")
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := checker.Verify(last)
+	t.Logf("delivery: %s", report)
+	if report.Missing != 0 || report.Unexpected != 0 || report.Expected < 100 {
+		t.Fatalf("delivery across reloads: %s", report)
+	}
 }
