@@ -46,6 +46,7 @@ func errLines(t *testing.T, src string) []string {
 
 func TestExampleConfigsLoad(t *testing.T) {
 	t.Setenv("KAFKA_PASSWORD", "s3cret-from-env")
+	t.Setenv("OPCUA_PASSWORD", "opcua-s3cret")
 	files, err := filepath.Glob("../../configs/*.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -64,6 +65,7 @@ func TestExampleConfigsLoad(t *testing.T) {
 
 func TestExampleConfigValues(t *testing.T) {
 	t.Setenv("KAFKA_PASSWORD", "s3cret-from-env")
+	t.Setenv("OPCUA_PASSWORD", "opcua-s3cret")
 	t.Setenv("KAFKA_BROKERS", "")
 	t.Setenv("STATE_DIRECTORY", "")
 
@@ -109,8 +111,8 @@ func TestExampleConfigValues(t *testing.T) {
 				opcua++
 			}
 		}
-		if modbus != 2 || opcua != 0 {
-			t.Errorf("production: %d modbus and %d opcua plcs; want 2 and 0", modbus, opcua)
+		if modbus != 2 || opcua != 1 {
+			t.Errorf("production: %d modbus and %d opcua plcs; want 2 and 1", modbus, opcua)
 		}
 		s := producer(c).SASL
 		if !producer(c).TLS.Enabled || !strings.HasPrefix(s.Mechanism, "SCRAM") || s.Password != "s3cret-from-env" {
@@ -450,7 +452,6 @@ buffer:
 			want: []string{
 				`plcs[0].tags[1].name: duplicate tag name "temp" in this device (also plcs[0].tags[0], line 6) (line 9)`,
 				`plcs[1].name: duplicate name "press-1" (also plcs[0], line 2) (line 12)`,
-				`plcs[1].driver: driver "opcua" is not available in this build; this build has modbus (line 13)`,
 			},
 		},
 		{
@@ -485,7 +486,10 @@ buffer:
 				`plcs[0].tags[0].type: a modbus string needs a length in bytes, e.g. string(16) (line 6)`,
 				`plcs[0].tags[1].type: coil registers hold bits: the type must be bool, not int16 (line 7)`,
 				`plcs[0].tags[2].scale: 0 makes every value 0; leave it out for 1 (line 8)`,
-				`plcs[1].driver: driver "opcua" is not available in this build; this build has modbus (line 10)`,
+				`plcs[1].endpoint: "tcp://h:4840": an opcua endpoint is a URL opc.tcp://host:port[/path] (line 11)`,
+				`plcs[1].tags[0].register: unknown key "register" (line 13)`,
+				`plcs[1].tags[0].byte_order: unknown key "byte_order" (line 13)`,
+				`plcs[1].tags[0].address: "Line1.Temp": a node id looks like ns=2;s=Line1.Temp, nsu=urn:plant:line1;i=1001, i=2258, g=<guid> or b=<base64> (line 13)`,
 			},
 		},
 		{
@@ -634,7 +638,8 @@ mqtt:
 `,
 			want: []string{
 				`gateway.idd: unknown key "idd"; did you mean "id"? (line 2)`,
-				`plcs[0].driver: driver "opcua" is not available in this build; this build has modbus (line 5)`,
+				`plcs[0].poll_interval: invalid duration "fast": write 500ms, 1.5s, 2m or a bare number of milliseconds (line 7)`,
+				`plcs[0].tags[0].type: unknown type "flaot64"; did you mean "float64"? (line 9)`,
 				`producer.batch_size: expected an integer, got "many" (line 11)`,
 				`producer.worker_count: 100 is out of range: want 1 to 64 (line 12)`,
 				`producer.sasl.password: environment variable IOTP_TEST_UNSET_VAR is not set (write ${IOTP_TEST_UNSET_VAR:-default} to give a default) (line 14)`,

@@ -45,7 +45,7 @@ func TestRunRefusesWithExitConfig(t *testing.T) {
 		"missing CA file":         "producer:\n  tls:\n    enabled: true\n    ca_file: " + filepath.Join(dir, "nope.pem") + "\n",
 		"state dir is a file":     "gateway:\n  state_dir: " + notDir + "\n",
 		"no sink":                 "producer:\n  enabled: false\n",
-		"opcua not in this build": "plcs:\n  - {name: a, driver: opcua, endpoint: 'opc.tcp://h:4840'}\n",
+		"opcua without tags":      "plcs:\n  - {name: a, driver: opcua, endpoint: 'opc.tcp://h:4840'}\n",
 		"empty file":              "",
 		"whitespace only":         "  \n\n",
 	}

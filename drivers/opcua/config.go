@@ -9,10 +9,19 @@ import (
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/iot-producer/iot-producer/agent/config"
+	"github.com/iot-producer/iot-producer/drivers"
 )
 
-// Config is the configuration of one OPC UA PLC: every key of its plcs[i]
-// entry except name, driver and enabled.
+func init() {
+	config.RegisterDriver(config.DriverPlugin{
+		Name:    "opcua",
+		Summary: "OPC UA servers (opc.tcp): subscriptions or polled reads, security policies up to Aes256_Sha256_RsaPss with the agent's own certificate and a trust list",
+		New:     func() config.Settings { return NewConfig() },
+	})
+}
+
+// Config is a plcs entry with driver: opcua, less the name, driver and
+// enabled keys agent/config keeps.
 type Config struct {
 	Endpoint string `yaml:"endpoint" json:"endpoint" required:"true" doc:"server URL opc.tcp://host:port[/path]"`
 	Mode     string `yaml:"mode" json:"mode" enum:",subscribe,poll" doc:"subscribe (default: monitored items, the server pushes changes) or poll (a batched Read of every node each poll_interval)"`
@@ -40,7 +49,7 @@ type Config struct {
 	UserCertFile    string `yaml:"user_certificate_file" json:"user_certificate_file" doc:"auth certificate: the user certificate (DER or PEM)"`
 	UserKeyFile     string `yaml:"user_key_file" json:"user_key_file" doc:"auth certificate: its RSA private key (PEM)"`
 	OnError         string `yaml:"on_error" json:"on_error" enum:",bad_quality,drop" doc:"when the server cannot be read: bad_quality (default: one sample of bad quality per tag at the start of the outage) or drop (no sample)"`
-	Tags            []Tag  `yaml:"tags" json:"tags" required:"true" doc:"values read from this server; at least one"`
+	Tags            []Tag  `yaml:"tags" json:"tags" doc:"values read from this server; at least one"`
 }
 
 // Tag is one node read from the server.
@@ -62,8 +71,9 @@ const (
 	defaultReconnectMax = 30 * time.Second
 )
 
-// New returns a Config with its defaults, to decode a plcs[i] entry into.
-func New() *Config {
+// NewConfig returns a Config with its defaults, to decode a plcs entry
+// into.
+func NewConfig() *Config {
 	return &Config{
 		Mode:                    "subscribe",
 		PollInterval:            config.Duration(defaultInterval),
@@ -84,6 +94,38 @@ func New() *Config {
 type Problem struct {
 	Key string
 	Msg string
+	// Tagged is set for a problem the field's rule tags already make
+	// agent/config report (an enum, a range, a minimum).
+	Tagged bool
+}
+
+// Check implements config.Settings: the rules the tags cannot say.
+func (c *Config) Check(ck *config.Checker) {
+	for _, p := range c.Validate() {
+		if !p.Tagged {
+			ck.Add(p.Key, "%s", p.Msg)
+		}
+	}
+	for i, t := range c.Tags {
+		if t.Name != "" && !config.NameOK(t.Name) {
+			ck.Add(fmt.Sprintf("tags[%d].name", i), "%q: use letters, digits, '.', '_' and '-' only", config.Cut(t.Name))
+		}
+	}
+}
+
+// DerivedDefaults implements config.DerivedDocs.
+func (c *Config) DerivedDefaults() map[string]string {
+	return map[string]string{
+		"sampling_interval":  "poll_interval",
+		"security_mode":      "SignAndEncrypt; None with security_policy None",
+		"max_nodes_per_read": "the server's MaxNodesPerRead, else 1000",
+	}
+}
+
+// Build implements drivers.Builder: everything but connecting (node ids
+// and browse paths parsed, the user certificate read).
+func (c *Config) Build(env drivers.Env) (drivers.Driver, error) {
+	return NewDriver(Options{Name: env.Device, Config: c, StateDir: env.StateDir, OnError: env.OnError, Logger: env.Logger})
 }
 
 // typeNames maps the names a tag's type may take to OPC UA type ids.
@@ -115,7 +157,29 @@ func parseType(s string) (ua.TypeID, error) {
 	if t, ok := typeNames[l]; ok {
 		return t, nil
 	}
+	names := make([]string, 0, len(typeNames))
+	for n := range typeNames {
+		names = append(names, n)
+	}
+	if g := config.Suggest(l, names); g != "" {
+		return 0, fmt.Errorf("unknown type %q; did you mean %q?", config.Cut(s), g)
+	}
 	return 0, fmt.Errorf("%q: unknown type; one of bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float32, float64, string, datetime, guid, bytestring, localizedtext, statuscode, qualifiedname, nodeid, xmlelement", s)
+}
+
+// kindOf is the sample kind of an OPC UA type; float for 0 (not given).
+func kindOf(t ua.TypeID) drivers.Kind {
+	switch t {
+	case ua.TypeIDBoolean:
+		return drivers.KindBool
+	case ua.TypeIDSByte, ua.TypeIDInt16, ua.TypeIDInt32, ua.TypeIDInt64:
+		return drivers.KindInt
+	case ua.TypeIDByte, ua.TypeIDUint16, ua.TypeIDUint32, ua.TypeIDUint64, ua.TypeIDStatusCode:
+		return drivers.KindUint
+	case 0, ua.TypeIDFloat, ua.TypeIDDouble:
+		return drivers.KindFloat
+	}
+	return drivers.KindString
 }
 
 // policyURI maps a policy name to its URI.
@@ -145,16 +209,19 @@ func securityMode(policy, mode string) ua.MessageSecurityMode {
 // Validate returns every problem of c, keys relative to the PLC's entry.
 func (c *Config) Validate() []Problem {
 	var ps []Problem
-	add := func(key, f string, a ...any) { ps = append(ps, Problem{key, fmt.Sprintf(f, a...)}) }
+	add := func(key, f string, a ...any) { ps = append(ps, Problem{Key: key, Msg: fmt.Sprintf(f, a...)}) }
+	tagged := func(key, f string, a ...any) {
+		ps = append(ps, Problem{Key: key, Msg: fmt.Sprintf(f, a...), Tagged: true})
+	}
 	if c.Endpoint == "" {
-		add("endpoint", "required: the server URL opc.tcp://host:port")
+		tagged("endpoint", "required: the server URL opc.tcp://host:port")
 	} else if u, err := url.Parse(c.Endpoint); err != nil || u.Scheme != "opc.tcp" || u.Host == "" {
 		add("endpoint", "%q: an opcua endpoint is a URL opc.tcp://host:port[/path]", c.Endpoint)
 	}
 	switch c.Mode {
 	case "", "subscribe", "poll":
 	default:
-		add("mode", "%q: subscribe or poll", c.Mode)
+		tagged("mode", "%q: subscribe or poll", c.Mode)
 	}
 	pol := c.SecurityPolicy
 	switch pol {
@@ -168,7 +235,7 @@ func (c *Config) Validate() []Problem {
 			add("security_policy", "%s %s: set allow_insecure: true to use it anyway, or choose Basic256Sha256, Aes128_Sha256_RsaOaep or Aes256_Sha256_RsaPss", pol, what)
 		}
 	default:
-		add("security_policy", "%q: one of Basic256Sha256, Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss (or, with allow_insecure, None, Basic128Rsa15, Basic256)", pol)
+		tagged("security_policy", "%q: one of Basic256Sha256, Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss (or, with allow_insecure, None, Basic128Rsa15, Basic256)", pol)
 	}
 	switch c.SecurityMode {
 	case "":
@@ -181,7 +248,7 @@ func (c *Config) Validate() []Problem {
 			add("security_mode", "%s needs a security policy other than None", c.SecurityMode)
 		}
 	default:
-		add("security_mode", "%q: Sign or SignAndEncrypt (None with security_policy None)", c.SecurityMode)
+		tagged("security_mode", "%q: Sign or SignAndEncrypt (None with security_policy None)", c.SecurityMode)
 	}
 	switch c.Auth {
 	case "", "anonymous":
@@ -197,7 +264,7 @@ func (c *Config) Validate() []Problem {
 			add("user_certificate_file", "auth certificate needs user_certificate_file and user_key_file")
 		}
 	default:
-		add("auth", "%q: anonymous, username or certificate", c.Auth)
+		tagged("auth", "%q: anonymous, username or certificate", c.Auth)
 	}
 	switch c.DeadbandType {
 	case "", "none":
@@ -213,41 +280,41 @@ func (c *Config) Validate() []Problem {
 			add("deadband_value", "%v: a percent deadband is 0 to 100", c.DeadbandValue)
 		}
 	default:
-		add("deadband_type", "%q: none, absolute or percent", c.DeadbandType)
+		tagged("deadband_type", "%q: none, absolute or percent", c.DeadbandType)
 	}
 	if c.DeadbandType != "" && c.DeadbandType != "none" && c.Mode == "poll" {
 		add("deadband_type", "a deadband applies to subscribe mode only")
 	}
 	if c.PollInterval != 0 && c.PollInterval.Std() < 10*time.Millisecond {
-		add("poll_interval", "%s: at least 10ms", c.PollInterval)
+		tagged("poll_interval", "%s: at least 10ms", c.PollInterval)
 	}
 	if c.Timeout != 0 && c.Timeout.Std() < 10*time.Millisecond {
-		add("timeout", "%s: at least 10ms", c.Timeout)
+		tagged("timeout", "%s: at least 10ms", c.Timeout)
 	}
 	if c.QueueSize < 0 {
-		add("queue_size", "%d: at least 1", c.QueueSize)
+		tagged("queue_size", "%d: at least 1", c.QueueSize)
 	}
 	if c.MaxItemsPerSubscription < 0 {
-		add("max_items_per_subscription", "%d: must not be negative", c.MaxItemsPerSubscription)
+		tagged("max_items_per_subscription", "%d: must not be negative", c.MaxItemsPerSubscription)
 	}
 	if c.MaxNodesPerRead < 0 {
-		add("max_nodes_per_read", "%d: must not be negative", c.MaxNodesPerRead)
+		tagged("max_nodes_per_read", "%d: must not be negative", c.MaxNodesPerRead)
 	}
 	switch c.OnError {
 	case "", "bad_quality", "drop":
 	default:
-		add("on_error", "%q: bad_quality or drop", c.OnError)
+		tagged("on_error", "%q: bad_quality or drop", c.OnError)
 	}
 	if len(c.Tags) == 0 {
-		add("tags", "at least one tag is needed")
+		add("tags", "no tags: give at least one")
 	}
 	seen := map[string]int{}
 	for i, t := range c.Tags {
 		key := fmt.Sprintf("tags[%d]", i)
 		if t.Name == "" {
-			add(key+".name", "required")
+			tagged(key+".name", "required")
 		} else if j, ok := seen[t.Name]; ok {
-			add(key+".name", "%q repeats tags[%d]", t.Name, j)
+			add(key+".name", "duplicate tag name %q in this device (also tags[%d])", t.Name, j)
 		} else {
 			seen[t.Name] = i
 		}

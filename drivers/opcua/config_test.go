@@ -101,17 +101,14 @@ func TestConvertRefusesArraysAndStructures(t *testing.T) {
 	if _, err := Convert(nil); err == nil {
 		t.Error("nil accepted")
 	}
-	if got := Float32(float32(math.Inf(1))); !math.IsInf(got, 1) {
-		t.Errorf("Float32(+Inf) %v", got)
-	}
-	if got := Float32(0.1); got != 0.1 {
-		t.Errorf("Float32(0.1) %v", got)
+	if got, _ := Convert(ua.MustVariant(float32(math.Inf(1)))); !math.IsInf(got.F, 1) {
+		t.Errorf("float32 +Inf: %v", got.F)
 	}
 }
 
 func TestValidate(t *testing.T) {
 	base := func() *Config {
-		c := New()
+		c := NewConfig()
 		c.Endpoint = "opc.tcp://h:4840"
 		c.Tags = []Tag{{Name: "a", Address: "ns=2;s=A"}}
 		return c
@@ -133,7 +130,7 @@ func TestValidate(t *testing.T) {
 		{"percent deadband", func(c *Config) { c.DeadbandType, c.DeadbandValue = "percent", 150 }, "deadband_value: "},
 		{"deadband in poll", func(c *Config) { c.Mode, c.DeadbandType = "poll", "absolute" }, "deadband_type: a deadband applies"},
 		{"no tags", func(c *Config) { c.Tags = nil }, "tags: "},
-		{"repeated tag", func(c *Config) { c.Tags = append(c.Tags, Tag{Name: "a", Address: "i=1"}) }, `tags[1].name: "a" repeats tags[0]`},
+		{"repeated tag", func(c *Config) { c.Tags = append(c.Tags, Tag{Name: "a", Address: "i=1"}) }, `tags[1].name: duplicate tag name "a" in this device (also tags[0])`},
 		{"bad node", func(c *Config) { c.Tags[0].Address = "Line1" }, "tags[0].address: "},
 		{"both node and path", func(c *Config) { c.Tags[0].BrowsePath = "2:A" }, "tags[0].browse_path: give address or browse_path"},
 		{"array type", func(c *Config) { c.Tags[0].Type = "float64[]" }, "tags[0].type: \"float64[]\": arrays are not supported"},

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -19,8 +18,6 @@ import (
 
 	"github.com/iot-producer/iot-producer/drivers"
 )
-
-var nanValue = math.NaN()
 
 // Error kinds passed to Options.OnError.
 const (
@@ -122,7 +119,7 @@ func NewDriver(o Options) (*Driver, error) {
 
 // fill applies defaults to unset fields.
 func fill(c *Config) {
-	d := New()
+	d := NewConfig()
 	if c.Mode == "" {
 		c.Mode = d.Mode
 	}
@@ -208,6 +205,9 @@ func (d *Driver) Run(ctx context.Context, emit drivers.Emit) error {
 	// kinds holds the kind of each tag's last good value, for the zero
 	// value of a bad sample.
 	r := &runner{d: d, emit: emit, kinds: make([]drivers.Kind, len(d.tags)), good: make([]int8, len(d.tags))}
+	for i, t := range d.tags {
+		r.kinds[i] = kindOf(t.want)
+	}
 	for {
 		start := time.Now()
 		err := r.session(ctx, failedBefore)
@@ -283,7 +283,7 @@ func (r *runner) outage(status string) {
 	now := time.Now()
 	out := make([]drivers.Sample, len(d.tags))
 	for i, t := range d.tags {
-		out[i] = drivers.Sample{Device: d.name, Tag: t.name, Value: zeroOf(r.kinds[i]), Quality: drivers.QualityBad, ReadTime: now}
+		out[i] = drivers.Sample{Device: d.name, Tag: t.name, Value: drivers.NoValue(r.kinds[i]), Quality: drivers.QualityBad, ReadTime: now}
 		r.setGood(i, false)
 	}
 	r.d.st.lastStatus.Store("all tags: " + status)
@@ -342,10 +342,10 @@ func (r *runner) sample(i int, dv *ua.DataValue, now time.Time) drivers.Sample {
 			r.d.log.Warn("opcua tag value unusable; its samples are bad", "tag", t.name, "node", t.ref.String(), "err", err)
 		}
 		q, name = drivers.QualityBad, "BadTypeMismatch"
-		v = zeroOf(r.kinds[i])
+		v = drivers.NoValue(r.kinds[i])
 	case q == drivers.QualityBad:
 		// A bad value is not a reading: never pass it on as one.
-		v = zeroOf(r.kinds[i])
+		v = drivers.NoValue(r.kinds[i])
 	default:
 		r.kinds[i] = v.Kind
 	}
@@ -402,7 +402,7 @@ func (r *runner) session(ctx context.Context, recovering bool) error {
 			}
 			d.log.Warn("opcua tag not resolved; its samples are bad until the next connection", "tag", t.name, "err", err)
 			nodes[i] = nil
-			unresolved = append(unresolved, drivers.Sample{Device: d.name, Tag: t.name, Value: zeroOf(r.kinds[i]), Quality: drivers.QualityBad, ReadTime: time.Now()})
+			unresolved = append(unresolved, drivers.Sample{Device: d.name, Tag: t.name, Value: drivers.NoValue(r.kinds[i]), Quality: drivers.QualityBad, ReadTime: time.Now()})
 			r.setGood(i, false)
 		}
 	}
@@ -697,7 +697,7 @@ func (r *runner) subscribe(ctx context.Context, c *opcua.Client, nodes []*ua.Nod
 			default:
 				d.log.Warn("opcua server refuses to monitor a tag; its samples are bad until the next connection", "tag", d.tags[i].name, "status", StatusName(mr.StatusCode))
 				if cfg.OnError != "drop" {
-					r.emit([]drivers.Sample{{Device: d.name, Tag: d.tags[i].name, Value: zeroOf(r.kinds[i]), Quality: drivers.QualityBad, ReadTime: time.Now()}})
+					r.emit([]drivers.Sample{{Device: d.name, Tag: d.tags[i].name, Value: drivers.NoValue(r.kinds[i]), Quality: drivers.QualityBad, ReadTime: time.Now()}})
 				}
 				r.setGood(i, false)
 			}

@@ -112,7 +112,7 @@ func runDriver(t *testing.T, name string, cfg *opcua.Config, stateDir string, on
 
 // config returns a config for tags of a simulator.
 func simConfig(s *simopcua.Server, mode, policy string, tags ...opcua.Tag) *opcua.Config {
-	c := opcua.New()
+	c := opcua.NewConfig()
 	c.Endpoint = s.Endpoint()
 	c.Mode = mode
 	c.PollInterval = config.Duration(100 * time.Millisecond)
@@ -258,8 +258,8 @@ func TestStatusQuality(t *testing.T) {
 				s := ss[len(ss)-1]
 				switch c.q {
 				case drivers.QualityBad:
-					if !math.IsNaN(s.Value.F) {
-						t.Errorf("bad sample carries %v; a bad value must not pass as a reading", s.Value.F)
+					if !s.Value.Equal(drivers.NoValue(drivers.KindFloat)) {
+						t.Errorf("bad sample carries %+v; a bad value must not pass as a reading", s.Value)
 					}
 				case drivers.QualityUncertain:
 					if s.Value.F != 99 {
@@ -338,7 +338,7 @@ func TestRestart(t *testing.T) {
 			}
 			ss := col.waitFor(t, "", func([]drivers.Sample) bool { return true })
 			for _, s := range ss {
-				if s.Quality == drivers.QualityBad && s.Value.Kind == drivers.KindFloat && !math.IsNaN(s.Value.F) {
+				if s.Quality == drivers.QualityBad && !s.Value.Equal(drivers.NoValue(s.Value.Kind)) {
 					t.Fatalf("bad sample with a value: %+v", s)
 				}
 				if s.Quality == drivers.QualityGood && s.Value.Kind == drivers.KindFloat && math.IsNaN(s.Value.F) {

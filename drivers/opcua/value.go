@@ -109,7 +109,7 @@ func Convert(v *ua.Variant) (drivers.Value, error) {
 	case uint64:
 		return drivers.Uint(x), nil
 	case float32:
-		return drivers.Float(Float32(x)), nil
+		return drivers.Float32(x), nil
 	case float64:
 		return drivers.Float(x), nil
 	case string:
@@ -137,32 +137,4 @@ func Convert(v *ua.Variant) (drivers.Value, error) {
 		return drivers.Uint(uint64(x)), nil
 	}
 	return drivers.Value{}, fmt.Errorf("values of type %s are not supported (structures and diagnostics are not scalars)", v.Type())
-}
-
-// Float32 returns f as the float64 of its shortest decimal form, so that the
-// record shows the digits the PLC meant and parsing them as a float32 gives
-// f back exactly.
-func Float32(f float32) float64 {
-	s := strconv.FormatFloat(float64(f), 'g', -1, 32)
-	g, err := strconv.ParseFloat(s, 64)
-	if err != nil { // NaN and infinities are formatted as such and parse back
-		return float64(f)
-	}
-	return g
-}
-
-// zeroOf is the value of a bad sample of a tag whose kind is known from an
-// earlier good reading: the zero of that kind (NaN for floats).
-func zeroOf(k drivers.Kind) drivers.Value {
-	switch k {
-	case drivers.KindInt:
-		return drivers.Int(0)
-	case drivers.KindUint:
-		return drivers.Uint(0)
-	case drivers.KindBool:
-		return drivers.Bool(false)
-	case drivers.KindString:
-		return drivers.String("")
-	}
-	return drivers.Float(nanValue)
 }

@@ -7,6 +7,8 @@ package all
 import (
 	// The Modbus driver (driver: modbus).
 	_ "github.com/iot-producer/iot-producer/drivers/modbus"
+	// The OPC UA driver (driver: opcua).
+	_ "github.com/iot-producer/iot-producer/drivers/opcua"
 	// The Kafka sink (section producer).
 	_ "github.com/iot-producer/iot-producer/uplink/kafka"
 	// The MQTT sink (section mqtt).
