@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -62,6 +63,8 @@ type Buffer struct {
 	kick   chan struct{}
 
 	drops dropLog
+	// recovery is what Open found (recover.go); guarded by wmu after Open.
+	recovery Recovery
 
 	commits, commitErrors atomic.Uint64
 	commitNanos           atomic.Int64
@@ -69,14 +72,21 @@ type Buffer struct {
 
 // Open opens (creating if needed) the buffer file at path, takes its lock,
 // rebuilds the in-memory queue state from the frame headers, and starts the
-// background flush. A damaged file is handled per Options.OnCorrupt.
+// background flush. An existing file is first checked by bbolt in
+// isolation (Options.Isolate); a damaged file is handled per
+// Options.OnCorrupt. What Open found (a new, empty, missing or damaged
+// file) is in Recovery.
 func Open(path string, opts Options) (*Buffer, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("buffer %s: options: %w", path, err)
 	}
 	b := &Buffer{path: path, opts: o, log: o.Logger.With("path", path)}
-	if err := b.load(""); err != nil {
+	rec, err := b.precheck()
+	if err == nil {
+		err = b.load()
+	}
+	if err != nil {
 		var ce *corruptError
 		if !errors.As(err, &ce) {
 			return nil, err
@@ -84,15 +94,16 @@ func Open(path string, opts Options) (*Buffer, error) {
 		if o.OnCorrupt == Fail || o.ReadOnly {
 			return nil, fmt.Errorf("buffer %s: %w: %w", path, ErrCorrupt, err)
 		}
-		dst := fmt.Sprintf("%s.corrupt-%s", path, o.Now().UTC().Format("20060102T150405.000000000Z"))
-		if rerr := os.Rename(path, dst); rerr != nil {
-			return nil, fmt.Errorf("buffer %s: corrupt (%w) and cannot be moved aside: %w", path, err, rerr)
+		b, err = quarantine(path, o, err)
+		if err != nil {
+			return nil, err
 		}
-		b.log.Error("buffer file corrupt: moved aside, starting a fresh buffer and copying what is intact", "moved_to", dst, "error", err)
-		b = &Buffer{path: path, opts: o, log: o.Logger.With("path", path)}
-		if err := b.load(dst); err != nil {
-			return nil, fmt.Errorf("buffer %s: fresh file after quarantine: %w", path, err)
-		}
+		b.recovery.StateLost = append(rec.StateLost, b.recovery.StateLost...)
+	} else {
+		b.recovery = rec
+	}
+	if !o.ReadOnly {
+		b.writeMarker()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.cancel = cancel
@@ -100,6 +111,104 @@ func Open(path string, opts Options) (*Buffer, error) {
 	b.kick = make(chan struct{}, 1)
 	go b.run(ctx)
 	return b, nil
+}
+
+// quarantine moves a damaged file aside and opens a fresh one at path into
+// which salvage copies what it recovers from the moved file.
+func quarantine(path string, o Options, cause error) (*Buffer, error) {
+	log := o.Logger.With("path", path)
+	dst := fmt.Sprintf("%s.corrupt-%s", path, o.Now().UTC().Format("20060102T150405.000000000Z"))
+	if rerr := os.Rename(path, dst); rerr != nil {
+		return nil, fmt.Errorf("buffer %s: corrupt (%w) and cannot be moved aside: %w", path, cause, rerr)
+	}
+	log.Error("buffer file corrupt: moved aside, starting a fresh buffer and copying every intact frame found in it", "moved_to", dst, "error", cause)
+	b := &Buffer{path: path, opts: o, log: log}
+	if err := b.load(); err != nil {
+		return nil, fmt.Errorf("buffer %s: fresh file after quarantine: %w", path, err)
+	}
+	b.recovery.Quarantined = dst
+	b.recovery.Cause = cause.Error()
+	b.salvage(dst)
+	// Rebuild the queues from what the salvage wrote.
+	for i, q := range b.order {
+		nq := newQueue(b, q.name)
+		nq.deadLetters = q.deadLetters
+		b.order[i], b.queues[q.name] = nq, nq
+	}
+	if err := b.scan(); err != nil {
+		_ = b.db.Close()
+		return nil, fmt.Errorf("buffer %s: fresh file after quarantine: %w", path, err)
+	}
+	for _, l := range b.recovery.Lost {
+		if q := b.queues[l.Queue]; q != nil {
+			q.dropped[reasonIndex(ReasonCorrupt)] += uint64(l.Records)
+			q.corrupt++
+			q.dropsDirty = true
+		}
+	}
+	return b, nil
+}
+
+// precheck looks at the file before bbolt opens it in this process: a
+// zero-length file, a missing file that existed (its marker is there), or
+// a new one; an existing file is checked by bbolt in isolation, and a
+// damaged one returned as *corruptError.
+func (b *Buffer) precheck() (Recovery, error) {
+	var rec Recovery
+	fi, err := os.Stat(b.path)
+	switch {
+	case err == nil && fi.Size() == 0:
+		if b.opts.ReadOnly {
+			return rec, &corruptError{fmt.Errorf("%s is empty (zero bytes)", b.path)}
+		}
+		rec.StateLost = append(rec.StateLost, "the buffer file was empty (zero bytes): its records and sequence state are gone")
+		rec.NewFile = true
+		b.log.Error("buffer file is empty (zero bytes): whatever it held is lost; starting a new file and a new epoch")
+		return rec, nil
+	case errors.Is(err, os.ErrNotExist):
+		if b.opts.ReadOnly {
+			return rec, nil // bbolt says so
+		}
+		rec.NewFile = true
+		if m, merr := os.ReadFile(b.markerPath()); merr == nil {
+			rec.StateLost = append(rec.StateLost, fmt.Sprintf("the buffer file is missing although one existed here (%s: %s): its records and sequence state are gone",
+				filepath.Base(b.markerPath()), strings.TrimSpace(string(m))))
+			b.log.Error("buffer file missing although one existed here: whatever it held is lost; starting a new file and a new epoch",
+				"marker", b.markerPath(), "marker_says", strings.TrimSpace(string(m)))
+		} else {
+			b.log.Info("buffer file created (a new volume or a first start): a new epoch starts")
+		}
+		return rec, nil
+	case err != nil:
+		return rec, fmt.Errorf("buffer %s: %w", b.path, err)
+	}
+	r, err := b.runChild(ChildCheck, b.path)
+	if err != nil {
+		return rec, fmt.Errorf("buffer %s: %w", b.path, err)
+	}
+	if r.Locked {
+		return rec, fmt.Errorf("buffer %s: another process holds the file lock (waited %s): %w", b.path, b.opts.LockTimeout, ErrLocked)
+	}
+	if len(r.Problems) > 0 {
+		return rec, &corruptError{fmt.Errorf("bbolt check of %s: %s", b.path, strings.Join(r.Problems, "; "))}
+	}
+	return rec, nil
+}
+
+// markerPath is a small file written beside the buffer file once it
+// exists, so that a later start can tell a missing file from a new volume.
+func (b *Buffer) markerPath() string { return b.path + ".created" }
+
+// writeMarker writes the marker unless it is there. A failure is logged:
+// the marker only improves a later diagnosis.
+func (b *Buffer) writeMarker() {
+	if _, err := os.Stat(b.markerPath()); err == nil {
+		return
+	}
+	msg := fmt.Sprintf("buffer file created %s\n", b.opts.Now().UTC().Format(time.RFC3339))
+	if err := os.WriteFile(b.markerPath(), []byte(msg), 0o600); err != nil {
+		b.log.Warn("cannot write the buffer marker file", "marker", b.markerPath(), "error", err)
+	}
 }
 
 // corruptError marks a failure that OnCorrupt handles.
@@ -113,10 +222,9 @@ func isBoltCorruption(err error) bool {
 		errors.Is(err, berrors.ErrVersionMismatch) || errors.Is(err, berrors.ErrInvalidMapping)
 }
 
-// load opens the bbolt file and rebuilds the queues, after copying the
-// intact parts of the quarantined file salvageFrom if it is set. Errors
-// caused by a damaged file are returned as *corruptError with the db closed.
-func (b *Buffer) load(salvageFrom string) (err error) {
+// load opens the bbolt file and rebuilds the queues. Errors caused by a
+// damaged file are returned as *corruptError with the db closed.
+func (b *Buffer) load() (err error) {
 	// bbolt follows page ids from the file into its memory map; make a
 	// bad one a recoverable panic rather than a fatal fault.
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
@@ -156,9 +264,6 @@ func (b *Buffer) load(salvageFrom string) (err error) {
 	if err := b.init(); err != nil {
 		return err
 	}
-	if salvageFrom != "" {
-		b.salvage(salvageFrom)
-	}
 	return b.scan()
 }
 
@@ -181,10 +286,8 @@ func (b *Buffer) init() (err error) {
 		}
 	}()
 	queues := b.opts.Queues
+	// precheck had bbolt check the file (in isolation).
 	if err := b.db.View(func(tx *bolt.Tx) error {
-		for cerr := range tx.Check() {
-			return &corruptError{fmt.Errorf("check %s: %w", b.path, cerr)}
-		}
 		if !b.opts.ReadOnly {
 			return nil
 		}

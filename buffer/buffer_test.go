@@ -374,11 +374,13 @@ func TestCorruptFile(t *testing.T) {
 	contents := []struct {
 		name string
 		data func(t *testing.T) []byte
+		// salvaged is what the raw scan recovers.
+		salvaged []string
 	}{
-		{"random 64KiB", func(*testing.T) []byte { return garbage }},
-		{"short garbage", func(*testing.T) []byte { return []byte("not a bbolt file") }},
-		{"text file", func(*testing.T) []byte { return bytes.Repeat([]byte("hello world\n"), 2000) }},
-		{"meta pages wiped", wiped},
+		{"random 64KiB", func(*testing.T) []byte { return garbage }, nil},
+		{"short garbage", func(*testing.T) []byte { return []byte("not a bbolt file") }, nil},
+		{"text file", func(*testing.T) []byte { return bytes.Repeat([]byte("hello world\n"), 2000) }, nil},
+		{"meta pages wiped", wiped, recordStrings(payloads("x", 10))},
 	}
 	for _, c := range contents {
 		data := c.data(t)
@@ -391,11 +393,14 @@ func TestCorruptFile(t *testing.T) {
 			o := testOptions("q")
 			o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 			b := openT(t, path, o)
-			if s := b.Queue("q").Stats(); s.Records != 0 {
-				t.Fatalf("fresh buffer holds %d records", s.Records)
+			if s := b.Queue("q").Stats(); s.Records != int64(len(c.salvaged)) {
+				t.Fatalf("fresh buffer holds %d records, want %d salvaged", s.Records, len(c.salvaged))
 			}
 			mustAppend(t, b, payloads("y", 2), nil)
-			wantData(t, "fresh buffer", readAll(t, b.Queue("q"), 10), []string{"y-0", "y-1"})
+			wantData(t, "fresh buffer", readAll(t, b.Queue("q"), 20), append(c.salvaged, "y-0", "y-1"))
+			if r := b.Recovery(); len(r.StateLost) == 0 || r.RecordsRecovered != uint64(len(c.salvaged)) {
+				t.Fatalf("recovery %+v: want the state lost and %d records recovered", r, len(c.salvaged))
+			}
 			moved, _ := filepath.Glob(path + ".corrupt-*")
 			if len(moved) != 1 {
 				t.Fatalf("quarantined files: %v", moved)
@@ -601,4 +606,12 @@ func TestFailedAppendKeepsState(t *testing.T) {
 	if d := b.Queue("q").Stats().Dropped[ReasonMaxBytes]; d != 5 {
 		t.Fatalf("dropped %d, want the 5 unacknowledged records of a", d)
 	}
+}
+
+func recordStrings(recs [][]byte) []string {
+	out := make([]string, len(recs))
+	for i, r := range recs {
+		out[i] = string(r)
+	}
+	return out
 }

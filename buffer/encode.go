@@ -2,16 +2,12 @@ package buffer
 
 import "slices"
 
-// encoder builds the frames of one commit into a reused buffer. Frames of
-// the full record range are encoded once and shared by every queue that
-// takes all the records; a queue that takes a sub-range (because of
-// MaxBytes) gets its own encoding.
+// encoder builds the frames of one commit into a reused buffer. Each queue
+// gets its own encoding: a frame's header names its queue and id.
 type encoder struct {
 	records  [][]byte
 	appended int64
 	buf      []byte
-	all      []chunk
-	allDone  bool
 }
 
 // chunk is one encoded frame holding records[lo:hi].
@@ -20,23 +16,18 @@ type chunk struct {
 	val    []byte
 }
 
-// encode returns the frames for records[lo:hi]. Their bytes stay valid
+// encode returns the frames for records[lo:hi] of the queue tagged queue,
+// numbered from firstID, with the queue's head. Their bytes stay valid
 // until the encoder's buffer is reused by the next commit.
-func (e *encoder) encode(lo, hi int) []chunk {
-	full := lo == 0 && hi == len(e.records)
-	if full && e.allDone {
-		return e.all
-	}
+func (e *encoder) encode(lo, hi int, queue uint32, firstID, head uint64) []chunk {
 	e.buf = slices.Grow(e.buf, int(rangeSize(e.records, lo, hi)))
 	var out []chunk
 	forEachChunk(e.records, lo, hi, func(a, c, _ int) {
 		start := len(e.buf)
-		e.buf = appendFrame(e.buf, e.records[a:c], e.appended)
+		loc := frameLoc{id: firstID + uint64(len(out)), queue: queue, head: head}
+		e.buf = appendFrame(e.buf, e.records[a:c], e.appended, loc)
 		out = append(out, chunk{lo: a, hi: c, val: e.buf[start:len(e.buf):len(e.buf)]})
 	})
-	if full {
-		e.all, e.allDone = out, true
-	}
 	return out
 }
 

@@ -7,36 +7,74 @@ import (
 	"hash/crc32"
 )
 
-// A frame is one bbolt value holding many records of one queue:
+// A frame is one bbolt value holding many records of one queue. Frames
+// written by this build (versions 3 and 4) say where they belong, so that a
+// scan of the raw file finds and places them without bbolt's pages:
 //
 //	offset  size  field
-//	0       1     format version: frameVersion, or frameVersionSegments
+//	0       1     format version: frameVersion3, or frameVersion3Segments
 //	1       4     record count, big-endian uint32
 //	5       8     append time (of the first record), Unix nanoseconds, big-endian int64
-//	13      4     CRC32C of bytes 0..12 (lets Open trust the header without reading the frame)
-//	17      ...   records, each a uvarint length followed by that many bytes
+//	13      8     frame id (its key), big-endian uint64
+//	21      4     queue tag: CRC32C of the queue's name
+//	25      4     frame length in bytes, this header and the trailer included
+//	29      8     queue head: id of the queue's oldest live frame when this
+//	              frame was written (frames below it were already delivered)
+//	37      4     CRC32C of bytes 0..36 (lets Open trust the header without reading the frame)
+//	41      ...   records, each a uvarint length followed by that many bytes
 //	end-4   4     CRC32C of every byte before it
 //
-// A frame that later Appends grew (see coalesceMaxPayload) has version
-// frameVersionSegments and, between its records and its CRC, a segment
-// table giving the append time of each later Append's records: k entries
-// of (first record index uint32, append time int64), indexes increasing,
-// then k as a uint32, all big-endian.
+// Frames of earlier builds (versions 1 and 2) have a 17-byte header: the
+// version, count and append time, then the CRC32C of those 13 bytes; they
+// are read as before.
 //
-// The key is the frame sequence as an 8-byte big-endian integer, so bbolt's
+// A frame that later Appends grew (see coalesceMaxPayload) has version
+// frameVersion3Segments (frameVersionSegments before version 3) and,
+// between its records and its CRC, a segment table giving the append time
+// of each later Append's records: k entries of (first record index uint32,
+// append time int64), indexes increasing, then k as a uint32, all
+// big-endian.
+//
+// The key is the frame id as an 8-byte big-endian integer, so bbolt's
 // key order is queue order.
 const (
-	frameVersion         = 1
-	frameVersionSegments = 2
-	segmentLen           = 12
-	frameHeaderLen       = 17
-	frameTrailerLen      = 4
-	frameOverhead        = frameHeaderLen + frameTrailerLen
+	frameVersion          = 1
+	frameVersionSegments  = 2
+	frameVersion3         = 3
+	frameVersion3Segments = 4
+	segmentLen            = 12
+	// legacyHeaderLen is the header of versions 1 and 2.
+	legacyHeaderLen = 17
+	// frameHeaderLen is the header of versions 3 and 4.
+	frameHeaderLen  = 41
+	frameTrailerLen = 4
+	frameOverhead   = frameHeaderLen + frameTrailerLen
 	// keyLen is counted in a frame's size for the byte bounds.
 	keyLen = 8
 	// maxRecordBytes bounds one record so that its frame fits a bbolt value.
 	maxRecordBytes = 1<<30 - 1
 )
+
+// frameLoc is where a frame belongs: written into version 3 headers.
+type frameLoc struct {
+	id    uint64
+	queue uint32
+	head  uint64
+}
+
+// queueTag is the tag of the queue named name in frame headers.
+func queueTag(name string) uint32 { return crc32.Checksum([]byte(name), castagnoli) }
+
+// headerLen returns the header length of a frame of version ver.
+func headerLen(ver byte) int {
+	if ver == frameVersion3 || ver == frameVersion3Segments {
+		return frameHeaderLen
+	}
+	return legacyHeaderLen
+}
+
+// hasSegments reports whether a frame of version ver has a segment table.
+func hasSegments(ver byte) bool { return ver == frameVersionSegments || ver == frameVersion3Segments }
 
 // maxFrameBytes is the payload size at which an Append starts another
 // frame. Large values need long runs of contiguous free pages in bbolt;
@@ -62,6 +100,12 @@ var errFrameCorrupt = errors.New("corrupt frame")
 type frameHeader struct {
 	count    uint32
 	appended int64
+	// hdrLen is where the records start.
+	hdrLen int
+	// loc and length are set for version 3 and 4 frames (hasLoc).
+	hasLoc bool
+	loc    frameLoc
+	length uint32
 }
 
 // recordLen is the encoded size of a record of n bytes inside a frame.
@@ -83,13 +127,21 @@ func uvarintLen(x uint64) int {
 func encodedFrameLen(payload int) int { return frameOverhead + payload }
 
 // appendFrame encodes records into a frame appended to dst.
-func appendFrame(dst []byte, records [][]byte, appended int64) []byte {
+func appendFrame(dst []byte, records [][]byte, appended int64, loc frameLoc) []byte {
 	start := len(dst)
+	n := frameOverhead
+	for _, r := range records {
+		n += recordLen(len(r))
+	}
 	var hdr [frameHeaderLen]byte
-	hdr[0] = frameVersion
+	hdr[0] = frameVersion3
 	binary.BigEndian.PutUint32(hdr[1:5], uint32(len(records)))
 	binary.BigEndian.PutUint64(hdr[5:13], uint64(appended))
-	binary.BigEndian.PutUint32(hdr[13:17], crc32.Checksum(hdr[:13], castagnoli))
+	binary.BigEndian.PutUint64(hdr[13:21], loc.id)
+	binary.BigEndian.PutUint32(hdr[21:25], loc.queue)
+	binary.BigEndian.PutUint32(hdr[25:29], uint32(n))
+	binary.BigEndian.PutUint64(hdr[29:37], loc.head)
+	binary.BigEndian.PutUint32(hdr[37:41], crc32.Checksum(hdr[:37], castagnoli))
 	dst = append(dst, hdr[:]...)
 	for _, r := range records {
 		dst = binary.AppendUvarint(dst, uint64(len(r)))
@@ -99,26 +151,61 @@ func appendFrame(dst []byte, records [][]byte, appended int64) []byte {
 	return binary.BigEndian.AppendUint32(dst, sum)
 }
 
+// sealHeader rewrites the length and the header checksum of frame v after
+// its count, version or size changed.
+func sealHeader(v []byte) {
+	if headerLen(v[0]) == frameHeaderLen {
+		binary.BigEndian.PutUint32(v[25:29], uint32(len(v)))
+		binary.BigEndian.PutUint32(v[37:41], crc32.Checksum(v[:37], castagnoli))
+		return
+	}
+	binary.BigEndian.PutUint32(v[13:17], crc32.Checksum(v[:13], castagnoli))
+}
+
 // parseHeader decodes and checks the fixed header of frame v. It reads only
-// the first frameHeaderLen bytes of the record area, so it is cheap on a
-// memory-mapped value.
+// the header, so it is cheap on a memory-mapped value. v may be longer than
+// the frame when hasLoc (the raw scan passes what follows in the file).
 func parseHeader(v []byte) (frameHeader, error) {
-	if len(v) < frameOverhead {
+	if len(v) < legacyHeaderLen+frameTrailerLen {
 		return frameHeader{}, fmt.Errorf("%w: %d bytes is shorter than a frame header", errFrameCorrupt, len(v))
 	}
-	if v[0] != frameVersion && v[0] != frameVersionSegments {
+	var h frameHeader
+	switch v[0] {
+	case frameVersion, frameVersionSegments:
+		if crc32.Checksum(v[:13], castagnoli) != binary.BigEndian.Uint32(v[13:17]) {
+			return frameHeader{}, fmt.Errorf("%w: header checksum mismatch", errFrameCorrupt)
+		}
+		h.hdrLen = legacyHeaderLen
+	case frameVersion3, frameVersion3Segments:
+		if len(v) < frameOverhead {
+			return frameHeader{}, fmt.Errorf("%w: %d bytes is shorter than a frame header", errFrameCorrupt, len(v))
+		}
+		if crc32.Checksum(v[:37], castagnoli) != binary.BigEndian.Uint32(v[37:41]) {
+			return frameHeader{}, fmt.Errorf("%w: header checksum mismatch", errFrameCorrupt)
+		}
+		h.hdrLen = frameHeaderLen
+		h.hasLoc = true
+		h.loc = frameLoc{
+			id:    binary.BigEndian.Uint64(v[13:21]),
+			queue: binary.BigEndian.Uint32(v[21:25]),
+			head:  binary.BigEndian.Uint64(v[29:37]),
+		}
+		h.length = binary.BigEndian.Uint32(v[25:29])
+		if h.length < frameOverhead {
+			return frameHeader{}, fmt.Errorf("%w: frame length %d is shorter than its header", errFrameCorrupt, h.length)
+		}
+	default:
 		return frameHeader{}, fmt.Errorf("%w: unknown frame version %d", errFrameCorrupt, v[0])
 	}
-	if crc32.Checksum(v[:13], castagnoli) != binary.BigEndian.Uint32(v[13:17]) {
-		return frameHeader{}, fmt.Errorf("%w: header checksum mismatch", errFrameCorrupt)
-	}
-	h := frameHeader{
-		count:    binary.BigEndian.Uint32(v[1:5]),
-		appended: int64(binary.BigEndian.Uint64(v[5:13])),
-	}
+	h.count = binary.BigEndian.Uint32(v[1:5])
+	h.appended = int64(binary.BigEndian.Uint64(v[5:13]))
 	// Every record takes at least one byte (its length).
-	if int64(h.count) > int64(len(v)-frameOverhead) {
-		return frameHeader{}, fmt.Errorf("%w: %d records cannot fit in %d bytes", errFrameCorrupt, h.count, len(v))
+	room := int64(len(v) - h.hdrLen - frameTrailerLen)
+	if h.hasLoc {
+		room = int64(h.length) - frameOverhead
+	}
+	if int64(h.count) > room {
+		return frameHeader{}, fmt.Errorf("%w: %d records cannot fit in %d bytes", errFrameCorrupt, h.count, room)
 	}
 	return h, nil
 }
@@ -126,17 +213,18 @@ func parseHeader(v []byte) (frameHeader, error) {
 // splitFrame returns where the records of frame v end and its raw segment
 // table (nil for a frame without one).
 func splitFrame(v []byte) (recEnd int, table []byte, err error) {
-	if len(v) < frameOverhead {
+	if len(v) < legacyHeaderLen+frameTrailerLen || len(v) < headerLen(v[0])+frameTrailerLen {
 		return 0, nil, fmt.Errorf("%w: %d bytes is shorter than a frame header", errFrameCorrupt, len(v))
 	}
-	if v[0] != frameVersionSegments {
+	if !hasSegments(v[0]) {
 		return len(v) - frameTrailerLen, nil, nil
 	}
-	if len(v) < frameOverhead+4 {
+	overhead := headerLen(v[0]) + frameTrailerLen
+	if len(v) < overhead+4 {
 		return 0, nil, fmt.Errorf("%w: no room for a segment table", errFrameCorrupt)
 	}
 	k := uint64(binary.BigEndian.Uint32(v[len(v)-frameTrailerLen-4:]))
-	if k*segmentLen > uint64(len(v)-frameOverhead-4) {
+	if k*segmentLen > uint64(len(v)-overhead-4) {
 		return 0, nil, fmt.Errorf("%w: segment table of %d entries overruns the frame", errFrameCorrupt, k)
 	}
 	recEnd = len(v) - frameTrailerLen - 4 - int(k)*segmentLen
@@ -146,8 +234,11 @@ func splitFrame(v []byte) (recEnd int, table []byte, err error) {
 // verifyFrame checks the whole-frame checksum, that the records fill the
 // frame up to its segment table exactly, and the segment table.
 func verifyFrame(v []byte, h frameHeader) error {
-	if len(v) < frameOverhead {
+	if len(v) < h.hdrLen+frameTrailerLen || h.hdrLen == 0 {
 		return fmt.Errorf("%w: %d bytes is shorter than a frame header", errFrameCorrupt, len(v))
+	}
+	if h.hasLoc && int64(h.length) != int64(len(v)) {
+		return fmt.Errorf("%w: frame of %d bytes says it has %d", errFrameCorrupt, len(v), h.length)
 	}
 	body := v[:len(v)-frameTrailerLen]
 	if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(v[len(v)-frameTrailerLen:]) {
@@ -157,7 +248,7 @@ func verifyFrame(v []byte, h frameHeader) error {
 	if err != nil {
 		return err
 	}
-	off := frameHeaderLen
+	off := h.hdrLen
 	for i := uint32(0); i < h.count; i++ {
 		n, w := binary.Uvarint(v[off:recEnd])
 		if w <= 0 || n > uint64(recEnd-off-w) {
@@ -228,13 +319,19 @@ func growFrame(old []byte, records [][]byte, appended int64) ([]byte, error) {
 		v = binary.BigEndian.AppendUint64(v, uint64(appended))
 		k++
 	}
-	v[0] = frameVersion
+	plain, segs := byte(frameVersion), byte(frameVersionSegments)
+	if h.hasLoc {
+		plain, segs = frameVersion3, frameVersion3Segments
+	}
+	v[0] = plain
 	if k > 0 {
-		v[0] = frameVersionSegments
+		v[0] = segs
 		v = binary.BigEndian.AppendUint32(v, uint32(k))
 	}
 	binary.BigEndian.PutUint32(v[1:5], h.count+uint32(len(records)))
-	binary.BigEndian.PutUint32(v[13:17], crc32.Checksum(v[:13], castagnoli))
+	v = v[:len(v)+frameTrailerLen] // the length counts the trailer
+	sealHeader(v)
+	v = v[:len(v)-frameTrailerLen]
 	return binary.BigEndian.AppendUint32(v, crc32.Checksum(v, castagnoli)), nil
 }
 

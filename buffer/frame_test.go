@@ -2,6 +2,8 @@ package buffer
 
 import (
 	"bytes"
+	"encoding/binary"
+	"hash/crc32"
 	"testing"
 )
 
@@ -9,11 +11,12 @@ import (
 // never panic, and a frame they accept must decode to exactly its count of
 // records within its bounds.
 func FuzzFrameDecode(f *testing.F) {
-	f.Add(appendFrame(nil, [][]byte{[]byte("a"), {}, []byte("ccc")}, 42))
-	f.Add(appendFrame(nil, nil, 0))
-	grown, _ := growFrame(appendFrame(nil, [][]byte{[]byte("a")}, 1), [][]byte{[]byte("bb"), {}}, 2)
+	f.Add(appendFrame(nil, [][]byte{[]byte("a"), {}, []byte("ccc")}, 42, testLoc))
+	f.Add(appendFrame(nil, nil, 0, testLoc))
+	grown, _ := growFrame(appendFrame(nil, [][]byte{[]byte("a")}, 1, testLoc), [][]byte{[]byte("bb"), {}}, 2)
 	f.Add(grown)
 	f.Add([]byte{frameVersion, 0, 0, 0, 9})
+	f.Add(legacyFrame([][]byte{[]byte("a"), {}, []byte("ccc")}, 42))
 	f.Add(bytes.Repeat([]byte{0xff}, 64))
 	f.Fuzz(func(t *testing.T, v []byte) {
 		h, err := parseHeader(v)
@@ -27,7 +30,7 @@ func FuzzFrameDecode(f *testing.F) {
 		if err != nil {
 			t.Fatalf("verified frame does not split: %v", err)
 		}
-		off := frameHeaderLen
+		off := h.hdrLen
 		for i := uint32(0); i < h.count; i++ {
 			s, e := nextRecord(v, off)
 			if s < off || e > recEnd || s > e {
@@ -45,12 +48,12 @@ func FuzzFrameRoundTrip(f *testing.F) {
 	f.Add([]byte(""), 0)
 	f.Fuzz(func(t *testing.T, data []byte, flip int) {
 		recs := bytes.Split(data, []byte(","))
-		v := appendFrame(nil, recs, 7)
+		v := appendFrame(nil, recs, 7, testLoc)
 		h, err := parseHeader(v)
 		if err != nil || verifyFrame(v, h) != nil || h.count != uint32(len(recs)) || h.appended != 7 {
 			t.Fatalf("fresh frame rejected: %v", err)
 		}
-		off := frameHeaderLen
+		off := h.hdrLen
 		for i, r := range recs {
 			s, e := nextRecord(v, off)
 			if !bytes.Equal(v[s:e], r) {
@@ -73,7 +76,7 @@ func FuzzFrameRoundTrip(f *testing.F) {
 		}
 		_, table, _ := splitFrame(v)
 		segs := segments{table: table, cur: h.appended}
-		off = frameHeaderLen
+		off = h.hdrLen
 		for i, r := range all {
 			s, e := nextRecord(v, off)
 			if !bytes.Equal(v[s:e], r) {
@@ -109,7 +112,7 @@ func TestRangeSizeMatchesEncoding(t *testing.T) {
 		for hi := lo; hi <= len(recs); hi++ {
 			enc := encoder{records: recs}
 			var got int64
-			for _, c := range enc.encode(lo, hi) {
+			for _, c := range enc.encode(lo, hi, 0, 1, 1) {
 				got += int64(len(c.val) + keyLen)
 			}
 			if want := rangeSize(recs, lo, hi); got != want {
@@ -126,5 +129,43 @@ func TestRangeSizeMatchesEncoding(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// testLoc is the location of frames made by tests.
+var testLoc = frameLoc{id: 1, queue: 7, head: 1}
+
+// legacyFrame encodes records as a version 1 frame, as earlier builds did.
+func legacyFrame(records [][]byte, appended int64) []byte {
+	var hdr [legacyHeaderLen]byte
+	hdr[0] = frameVersion
+	binary.BigEndian.PutUint32(hdr[1:5], uint32(len(records)))
+	binary.BigEndian.PutUint64(hdr[5:13], uint64(appended))
+	binary.BigEndian.PutUint32(hdr[13:17], crc32.Checksum(hdr[:13], castagnoli))
+	v := append([]byte(nil), hdr[:]...)
+	for _, r := range records {
+		v = binary.AppendUvarint(v, uint64(len(r)))
+		v = append(v, r...)
+	}
+	return binary.BigEndian.AppendUint32(v, crc32.Checksum(v, castagnoli))
+}
+
+// TestLegacyFrames reads and grows a version 1 frame of an earlier build.
+func TestLegacyFrames(t *testing.T) {
+	v := legacyFrame([][]byte{[]byte("a"), []byte("bb")}, 5)
+	h, err := parseHeader(v)
+	if err != nil || h.hasLoc || h.hdrLen != legacyHeaderLen || verifyFrame(v, h) != nil {
+		t.Fatalf("legacy frame: %+v, %v", h, err)
+	}
+	g, err := growFrame(v, [][]byte{[]byte("c")}, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err = parseHeader(g)
+	if err != nil || h.count != 3 || verifyFrame(g, h) != nil || g[0] != frameVersionSegments {
+		t.Fatalf("grown legacy frame: %+v, %v", h, err)
+	}
+	if l := legacyLength(append(g, "trailing"...), h); l != len(g) {
+		t.Fatalf("legacyLength of a grown frame = %d, want %d", l, len(g))
 	}
 }

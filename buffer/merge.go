@@ -161,7 +161,7 @@ func (r *mergeRun) write(bkt, ab *bolt.Bucket) error {
 		segs := segments{table: table, cur: h.appended}
 		var group [][]byte
 		groupAt := h.appended
-		off := frameHeaderLen
+		off := h.hdrLen
 		for idx := uint32(0); idx < h.count; idx++ {
 			s, e := nextRecord(v[:recEnd], off)
 			off = e

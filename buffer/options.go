@@ -135,6 +135,13 @@ type Options struct {
 	// Append, AppendTo, Flush and Ack return an error wrapping ErrReadOnly,
 	// and there is no background flush.
 	ReadOnly bool
+	// Isolate runs bbolt on an existing file in a child process before
+	// Open trusts it in this one (see isolate.go): bbolt's consistency
+	// check, and the metadata read of a damaged file. A program that opens
+	// files it did not just write should set it (SelfIsolate); nil runs
+	// them in this process, where bbolt can still crash it on a damaged
+	// file.
+	Isolate IsolateFunc
 }
 
 const (

@@ -26,6 +26,10 @@ type queuePlan struct {
 	drops    []planDrop
 	del      []uint64
 	dirty    []dirtyBits
+	// dropped is the queue's drop totals once the plan commits, persisted
+	// by write when writeDrops.
+	dropped    [numReasons]uint64
+	writeDrops bool
 }
 
 type newFrame struct {
@@ -37,6 +41,8 @@ type newFrame struct {
 type planDrop struct {
 	fi     *frameInfo
 	reason DropReason
+	// n is the records it drops (those not acknowledged when planned).
+	n uint64
 }
 
 type dirtyBits struct {
@@ -45,7 +51,25 @@ type dirtyBits struct {
 }
 
 func (p *queuePlan) empty() bool {
-	return len(p.frames) == 0 && p.grow == nil && p.lost == 0 && len(p.drops) == 0 && len(p.del) == 0 && len(p.dirty) == 0
+	return len(p.frames) == 0 && p.grow == nil && p.lost == 0 && len(p.drops) == 0 && len(p.del) == 0 && len(p.dirty) == 0 && !p.writeDrops
+}
+
+// addDrop plans dropping fi for reason. The caller holds q.mu.
+func (p *queuePlan) addDrop(fi *frameInfo, reason DropReason) {
+	p.drops = append(p.drops, planDrop{fi: fi, reason: reason, n: uint64(fi.count - fi.acked)})
+}
+
+// sealDropsLocked computes the drop totals the plan persists. The caller
+// holds q.mu.
+func (p *queuePlan) sealDropsLocked() {
+	q := p.q
+	p.dropped = q.dropped
+	p.dropped[reasonIndex(ReasonMaxBytes)] += p.lost
+	for _, d := range p.drops {
+		p.dropped[reasonIndex(d.reason)] += d.n
+	}
+	p.writeDrops = q.dropsDirty || p.dropped != q.dropped
+	q.dropsDirty = false
 }
 
 // plan decides what this commit writes to q: the new frames (numbered from
@@ -76,7 +100,7 @@ func (q *Queue) plan(enc *encoder, now time.Time, firstID uint64) queuePlan {
 			if fi.appended >= cutoff {
 				break
 			}
-			p.drops = append(p.drops, planDrop{fi, ReasonMaxAge})
+			p.addDrop(fi, ReasonMaxAge)
 			bytes -= fi.size
 		}
 	}
@@ -98,7 +122,7 @@ func (q *Queue) plan(enc *encoder, now time.Time, firstID uint64) queuePlan {
 				if fi.dead {
 					continue
 				}
-				p.drops = append(p.drops, planDrop{fi, ReasonMaxBytes})
+				p.addDrop(fi, ReasonMaxBytes)
 				bytes -= fi.size
 			}
 		}
@@ -108,7 +132,7 @@ func (q *Queue) plan(enc *encoder, now time.Time, firstID uint64) queuePlan {
 		fi.growing = true
 		p.grow, p.growRecs = fi, enc.records[lo:hi]
 	} else if hi > lo {
-		for k, c := range enc.encode(lo, hi) {
+		for k, c := range enc.encode(lo, hi, q.tag, firstID, q.headLocked(firstID)) {
 			p.frames = append(p.frames, newFrame{id: firstID + uint64(k), val: c.val, count: uint32(c.hi - c.lo)})
 		}
 	}
@@ -119,7 +143,19 @@ func (q *Queue) plan(enc *encoder, now time.Time, firstID uint64) queuePlan {
 		}
 	}
 	clear(q.dirty)
+	p.sealDropsLocked()
 	return p
+}
+
+// headLocked returns the id of the queue's oldest live frame, or next when
+// it has none: every frame below it was delivered or dropped.
+func (q *Queue) headLocked(next uint64) uint64 {
+	for _, fi := range q.frames {
+		if !fi.dead {
+			return fi.id
+		}
+	}
+	return next
 }
 
 // coalesceMaxPayload and coalesceMaxAge bound appending records to the
@@ -170,9 +206,10 @@ func (q *Queue) planDropOldest(need int64, reason DropReason) queuePlan {
 		if fi.dead || fi.growing {
 			continue
 		}
-		p.drops = append(p.drops, planDrop{fi, reason})
+		p.addDrop(fi, reason)
 		need -= fi.size
 	}
+	p.sealDropsLocked()
 	return p
 }
 
@@ -226,6 +263,11 @@ func (p *queuePlan) write(tx *bolt.Tx) error {
 			return err
 		}
 	}
+	if p.writeDrops {
+		if err := tx.Bucket(sysBucket).Put(q.droppedKey(), encodeDrops(p.dropped)); err != nil {
+			return fmt.Errorf("queue %q: put drop counters: %w", q.name, err)
+		}
+	}
 	return nil
 }
 
@@ -234,6 +276,7 @@ func (q *Queue) restore(p *queuePlan) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.pendingDel = append(p.del, q.pendingDel...)
+	q.dropsDirty = q.dropsDirty || p.writeDrops
 	if fi := p.grow; fi != nil {
 		fi.growing = false
 		if !fi.dead && fi.acked == fi.count { // acknowledged in full meanwhile
@@ -255,12 +298,12 @@ func (q *Queue) apply(p *queuePlan) bool {
 	defer q.mu.Unlock()
 	dropped := p.lost > 0
 	for _, d := range p.drops {
-		if d.fi.dead {
-			continue // acknowledged meanwhile
-		}
-		q.dropped[reasonIndex(d.reason)] += uint64(d.fi.count - d.fi.acked)
-		q.killLocked(d.fi)
+		// Counted as planned (and persisted), even if acknowledged meanwhile.
+		q.dropped[reasonIndex(d.reason)] += d.n
 		dropped = true
+		if !d.fi.dead {
+			q.killLocked(d.fi)
+		}
 	}
 	q.dropped[reasonIndex(ReasonMaxBytes)] += p.lost
 	if fi := p.grow; fi != nil {

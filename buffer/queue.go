@@ -90,11 +90,13 @@ type QueueStats struct {
 	// Oldest is the append time of the oldest frame holding unacknowledged
 	// records; zero when the queue is empty.
 	Oldest time.Time
-	// Dropped counts records dropped since Open, by reason (every reason
-	// in Reasons is present).
+	// Dropped counts records dropped since the file was created, by
+	// reason (every reason in Reasons is present). The counts are kept in
+	// the file, committed with the drops themselves (a corrupt frame's
+	// with the next commit), so they survive a restart or a crash.
 	Dropped map[DropReason]uint64
 	// CorruptFrames counts frames skipped since Open because their
-	// checksum or layout did not match.
+	// checksum or layout did not match (or found damaged by a salvage).
 	CorruptFrames uint64
 }
 
@@ -105,6 +107,8 @@ type Queue struct {
 	name      string
 	bucket    []byte
 	ackBucket []byte
+	// tag is queueTag(name), written into frame headers.
+	tag uint32
 	notify    chan struct{}
 	// deadLetters: only AppendTo writes to this queue.
 	deadLetters bool
@@ -117,6 +121,9 @@ type Queue struct {
 	records    int64
 	bytes      int64
 	dropped    [numReasons]uint64
+	// dropsDirty: dropped changed outside a commit (a corrupt frame) and
+	// must be persisted by the next one.
+	dropsDirty bool
 	corrupt    uint64
 	pendingDel []uint64
 	delBytes   int64
@@ -152,6 +159,7 @@ func newQueue(b *Buffer, name string) *Queue {
 		name:      name,
 		bucket:    []byte(queuePrefix + name),
 		ackBucket: []byte(ackPrefix + name),
+		tag:       queueTag(name),
 		notify:    make(chan struct{}, 1),
 		dirty:     make(map[uint64]*frameInfo),
 	}
@@ -317,7 +325,21 @@ func (q *Queue) verify(fi *frameInfo, v []byte) error {
 	if h.count != fi.count || h.appended != fi.appended || int64(len(v)+keyLen) != fi.size {
 		return fmt.Errorf("%w: header changed since open", errFrameCorrupt)
 	}
+	if err := q.checkLoc(h, fi.id); err != nil {
+		return err
+	}
 	return verifyFrame(v, h)
+}
+
+// checkLoc checks that a version 3 header names this queue and frame id.
+func (q *Queue) checkLoc(h frameHeader, id uint64) error {
+	if !h.hasLoc {
+		return nil
+	}
+	if h.loc.id != id || h.loc.queue != q.tag {
+		return fmt.Errorf("%w: header names frame %d of queue tag %08x, found as frame %d of queue %q", errFrameCorrupt, h.loc.id, h.loc.queue, id, q.name)
+	}
+	return nil
 }
 
 // corruptLocked skips a damaged frame for good: counts, logs and deletes it.
@@ -326,6 +348,7 @@ func (q *Queue) corruptLocked(fi *frameInfo, err error) {
 	q.b.log.Error("buffer frame corrupt; skipping it", "queue", q.name, "frame", fi.id, "records_lost", lost, "error", err)
 	q.corrupt++
 	q.dropped[reasonIndex(ReasonCorrupt)] += lost
+	q.dropsDirty = true
 	q.killLocked(fi)
 	q.deleteLocked(fi)
 }
@@ -334,7 +357,7 @@ func (q *Queue) corruptLocked(fi *frameInfo, err error) {
 // v, starting at index from, to recs. It copies the records' byte range of
 // the frame once and slices the records out of the copy.
 func (q *Queue) decodeLocked(fi *frameInfo, v []byte, from uint32, want int, recs []Record) []Record {
-	idx, off := uint32(0), frameHeaderLen
+	idx, off := uint32(0), headerLen(v[0])
 	if fi.curIdx > 0 && fi.curIdx <= from {
 		idx, off = fi.curIdx, fi.curOff
 	}
@@ -469,6 +492,9 @@ func (q *Queue) scan(tx *bolt.Tx) (uint64, error) {
 	if bkt == nil || (ab == nil && !q.b.opts.ReadOnly) {
 		return 0, errors.New("BUG: queue buckets missing after init")
 	}
+	if sys := tx.Bucket(sysBucket); sys != nil {
+		q.dropped = decodeDrops(sys.Get(q.droppedKey()))
+	}
 	var last uint64
 	c := bkt.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -488,6 +514,9 @@ func (q *Queue) scan(tx *bolt.Tx) (uint64, error) {
 		var h frameHeader
 		if err == nil {
 			h, err = parseHeader(v)
+		}
+		if err == nil {
+			err = q.checkLoc(h, id)
 		}
 		if err != nil {
 			q.corrupt++

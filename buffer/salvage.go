@@ -2,141 +2,326 @@ package buffer
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"fmt"
-	"runtime/debug"
+	"log/slog"
+	"os"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-const (
-	salvageLockTimeout = 100 * time.Millisecond
-	salvageTxBytes     = 64 << 20
-)
+const salvageTxBytes = 64 << 20
 
-// salvageStats counts what salvage copied and lost.
-type salvageStats struct {
-	frames, records, lostFrames, meta int
-	lostBuckets                       []string
+// Recovery says what Open found about the file's past and what it did: a
+// new file, an empty or missing one, or a damaged one moved aside and
+// salvaged.
+type Recovery struct {
+	// NewFile is set when Open created the file (or found it empty).
+	NewFile bool
+	// StateLost gives the reasons why the file's metadata (the sequence
+	// numbers a caller keeps there) could not be carried over; empty when
+	// it was, or when the file is new and nothing existed before. A caller
+	// numbering records in the metadata must start a new epoch.
+	StateLost []string
+	// Quarantined is where a damaged file was moved; Cause says what was
+	// wrong with it.
+	Quarantined, Cause string
+	// MetaRecovered is set when the metadata of a quarantined file was
+	// read in full and copied.
+	MetaRecovered bool
+	// FramesRecovered and RecordsRecovered count the intact frames (and
+	// their records) found in the quarantined file and copied. Records
+	// delivered shortly before the damage may come back (at-least-once).
+	FramesRecovered, RecordsRecovered uint64
+	// FramesLost and RecordsLost count frames whose header is intact but
+	// whose records are damaged: known losses. Damage that destroyed a
+	// frame's header too leaves no trace of it.
+	FramesLost, RecordsLost uint64
+	// Lost lists the first lost frames (at most maxLostListed).
+	Lost []LostFrame
+	// UnknownQueueFrames counts intact frames of queues not configured now:
+	// they stay in the quarantined file.
+	UnknownQueueFrames uint64
 }
 
-// salvage copies every intact frame (header and checksum verified),
-// acknowledgement bitmap and metadata entry of the quarantined file src into
-// the fresh file, for the configured queues. A damaged bucket is skipped
-// from the point where reading it fails. It logs what it copied and lost;
-// it never fails Open.
+// LostFrame is one frame found damaged by the salvage.
+type LostFrame struct {
+	// Queue is the frame's queue ("" when its header does not say).
+	Queue string
+	// Frame is its id (0 when its header does not say).
+	Frame uint64
+	// Records is the number of records it held.
+	Records uint32
+	// Appended is the append time of its first record.
+	Appended time.Time
+}
+
+const maxLostListed = 100
+
+// Recovery returns what Open found and did about the file's past.
+func (b *Buffer) Recovery() Recovery {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	r := b.recovery
+	r.StateLost = slices.Clone(r.StateLost)
+	r.Lost = slices.Clone(r.Lost)
+	return r
+}
+
+// salvage copies into the fresh file what the quarantined file src still
+// holds: the metadata (read by bbolt in isolation) and every intact frame
+// (found by scanning the raw file, whatever happened to bbolt's pages). It
+// logs what it copied and what is known lost; it never fails Open.
 func (b *Buffer) salvage(src string) {
-	st, err := b.salvageFrom(src)
-	if err != nil {
-		b.log.Error("buffer salvage of the quarantined file failed; its data stays in that file", "moved_to", src, "error", err,
-			"frames_copied", st.frames, "records_copied", st.records)
-		return
+	r := &b.recovery
+	mr, err := b.runChild(ChildMeta, src)
+	switch {
+	case err != nil:
+		r.StateLost = append(r.StateLost, fmt.Sprintf("the metadata of the damaged file could not be read: %v", err))
+	case !mr.MetaOK:
+		r.StateLost = append(r.StateLost, fmt.Sprintf("the metadata of the damaged file could not be read: %s", firstOr(mr.Problems, "no metadata bucket")))
 	}
-	b.log.Warn("buffer salvaged the quarantined file", "moved_to", src, "frames_copied", st.frames,
-		"records_copied", st.records, "meta_copied", st.meta, "frames_lost", st.lostFrames, "damaged_buckets", st.lostBuckets)
+	if err == nil && mr.MetaOK {
+		if werr := b.restoreMeta(mr); werr != nil {
+			r.StateLost = append(r.StateLost, fmt.Sprintf("the metadata of the damaged file could not be copied: %v", werr))
+		} else {
+			r.MetaRecovered = true
+		}
+	}
+	if err := b.salvageFrames(src); err != nil {
+		b.log.Error("buffer salvage: scanning the damaged file failed; what was not copied stays in it", "moved_to", src, "error", err)
+	}
+	attrs := []any{"moved_to", src, "frames_recovered", r.FramesRecovered, "records_recovered", r.RecordsRecovered,
+		"frames_lost", r.FramesLost, "records_lost", r.RecordsLost, "metadata_recovered", r.MetaRecovered}
+	if r.UnknownQueueFrames > 0 {
+		attrs = append(attrs, "frames_of_other_queues_left_in_file", r.UnknownQueueFrames)
+	}
+	for i, l := range r.Lost {
+		if i == 10 {
+			attrs = append(attrs, "lost_more", len(r.Lost)-10)
+			break
+		}
+		attrs = append(attrs, slog.Group(fmt.Sprintf("lost_%d", i), "queue", l.Queue, "frame", l.Frame, "records", l.Records,
+			"appended", l.Appended.UTC().Format(time.RFC3339Nano)))
+	}
+	level := slog.LevelWarn
+	if r.RecordsLost > 0 || len(r.StateLost) > 0 {
+		level = slog.LevelError
+	}
+	b.log.Log(nil, level, "buffer salvaged the damaged file", attrs...) //nolint:staticcheck // nil context: slog accepts it
+	if len(r.StateLost) > 0 {
+		b.log.Error("buffer sequence state lost: a new epoch starts", "why", r.StateLost)
+	}
 }
 
-func (b *Buffer) salvageFrom(src string) (st salvageStats, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("bbolt panicked: %v", r)
-		}
-	}()
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	sdb, err := bolt.Open(src, 0o600, &bolt.Options{ReadOnly: true, Timeout: salvageLockTimeout})
-	if err != nil {
-		return st, fmt.Errorf("open %s: %w", src, err)
+func firstOr(s []string, def string) string {
+	if len(s) > 0 {
+		return s[0]
 	}
-	defer sdb.Close()
+	return def
+}
 
-	w := &salvageWriter{db: b.db}
-	defer w.rollback()
-	err = sdb.View(func(stx *bolt.Tx) error {
-		if sys := stx.Bucket(sysBucket); sys != nil {
-			if v := sys.Get(keyNext); len(v) == 8 {
-				b.nextFrame = max(b.nextFrame, binary.BigEndian.Uint64(v))
+// restoreMeta copies the metadata entries and the next frame number read
+// from the damaged file.
+func (b *Buffer) restoreMeta(mr ChildReport) error {
+	b.nextFrame = max(b.nextFrame, sysNextFrame(mr.Sys))
+	return b.update(func(tx *bolt.Tx) error {
+		mb := tx.Bucket(metaBucket)
+		for k, v := range mr.Meta {
+			if k == "" {
+				continue
+			}
+			if err := mb.Put([]byte(k), v); err != nil {
+				return err
 			}
 		}
-		// copyBucket copies the entries of bucket name that keep accepts;
-		// with frames set, the frames of queue bucket name.
-		copyBucket := func(name []byte, frames bool, keep func(k, v []byte) bool) (copied int) {
-			defer func() {
-				if r := recover(); r != nil {
-					st.lostBuckets = append(st.lostBuckets, fmt.Sprintf("%s (%v)", name, r))
-				}
-			}()
-			bkt := stx.Bucket(name)
-			if bkt == nil {
-				return 0
-			}
-			c := bkt.Cursor()
-			for k, v := c.First(); k != nil; k, v = c.Next() {
-				if frames {
-					if v != nil || len(k) != keyLen {
-						continue
-					}
-					v = getFrame(bkt, binary.BigEndian.Uint64(k))
-				}
-				if v == nil || !keep(k, v) {
-					continue
-				}
-				if err := w.put(name, frames, k, v); err != nil {
-					panic(fmt.Sprintf("write: %v", err)) // recovered above; the bucket counts as damaged
-				}
-				copied++
-			}
-			return copied
-		}
-		st.meta = copyBucket(metaBucket, false, func(k, v []byte) bool { return true })
-		for _, q := range b.order {
-			st.frames += copyBucket(q.bucket, true, func(k, v []byte) bool {
-				h, err := parseHeader(v)
-				if len(k) != keyLen || err != nil || verifyFrame(v, h) != nil {
-					st.lostFrames++
-					return false
-				}
-				st.records += int(h.count)
-				return true
-			})
-			copyBucket(q.ackBucket, false, func(k, v []byte) bool { return len(k) == keyLen })
-		}
-		return nil
+		return b.restoreSys(tx.Bucket(sysBucket), mr.Sys)
 	})
-	if err != nil {
-		return st, err
-	}
-	return st, w.commit()
 }
 
-// salvageWriter writes into the fresh file in transactions of bounded size.
+// restoreSys carries the entries of the damaged file's system bucket that
+// belong to the file's history over to the fresh file.
+func (b *Buffer) restoreSys(sys *bolt.Bucket, old map[string][]byte) error {
+	for k, v := range old {
+		if !bytes.HasPrefix([]byte(k), droppedKeyPrefix) || len(v) != 8*numReasons {
+			continue
+		}
+		if err := sys.Put([]byte(k), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// found is one frame the raw scan found.
+type found struct {
+	off      int64
+	h        frameHeader
+	length   int
+	intact   bool
+	legacyID uint64 // for legacy frames: the trailer checksum, to tell copies apart
+}
+
+// salvageFrames scans the raw file src for frames and copies the intact
+// ones into the fresh file: version 3 frames into the queue and under the
+// id their header names (the newest copy when there are several; none
+// below the queue's head, which were delivered), older frames into the
+// first queue after them in append order.
+func (b *Buffer) salvageFrames(src string) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	frames, err := scanFile(f)
+	if err != nil {
+		return err
+	}
+	r := &b.recovery
+	byTag := make(map[uint32]*Queue, len(b.order))
+	for _, q := range b.order {
+		byTag[q.tag] = q
+	}
+	type key struct {
+		tag uint32
+		id  uint64
+	}
+	best := map[key]found{}
+	heads := map[uint32]uint64{}
+	var legacy []found
+	legacySeen := map[[2]uint64]bool{}
+	var lostLegacy []found
+	for _, fr := range frames {
+		if !fr.h.hasLoc {
+			if !fr.intact {
+				lostLegacy = append(lostLegacy, fr)
+				continue
+			}
+			k := [2]uint64{fr.legacyID, uint64(fr.h.appended)}
+			if !legacySeen[k] {
+				legacySeen[k] = true
+				legacy = append(legacy, fr)
+			}
+			continue
+		}
+		heads[fr.h.loc.queue] = max(heads[fr.h.loc.queue], fr.h.loc.head)
+		k := key{fr.h.loc.queue, fr.h.loc.id}
+		cur, ok := best[k]
+		switch {
+		case !ok:
+			best[k] = fr
+		case fr.intact && !cur.intact:
+			best[k] = fr
+		case fr.intact == cur.intact && fr.h.count > cur.h.count:
+			best[k] = fr
+		}
+	}
+	var keep []found
+	maxID := uint64(0)
+	for k, fr := range best {
+		if k.id < heads[k.tag] {
+			continue // delivered before the newest frame was written
+		}
+		q := byTag[k.tag]
+		if q == nil {
+			if fr.intact {
+				r.UnknownQueueFrames++
+			}
+			continue
+		}
+		if !fr.intact {
+			b.noteLost(q.name, k.id, fr)
+			continue
+		}
+		keep = append(keep, fr)
+		maxID = max(maxID, k.id)
+	}
+	for _, fr := range lostLegacy {
+		b.noteLost("", 0, fr)
+	}
+	slices.SortFunc(keep, func(a, c found) int {
+		return cmp.Or(cmp.Compare(a.h.loc.queue, c.h.loc.queue), cmp.Compare(a.h.loc.id, c.h.loc.id))
+	})
+	slices.SortStableFunc(legacy, func(a, c found) int { return cmp.Compare(a.h.appended, c.h.appended) })
+
+	w := &salvageWriter{b: b}
+	defer w.rollback()
+	buf := make([]byte, 0, 64<<10)
+	for _, fr := range keep {
+		if buf, err = readFrame(f, fr, buf); err != nil {
+			return err
+		}
+		if err := w.put(byTag[fr.h.loc.queue], fr.h.loc.id, buf); err != nil {
+			return err
+		}
+		r.FramesRecovered++
+		r.RecordsRecovered += uint64(fr.h.count)
+	}
+	next := max(b.nextFrame, maxID+1)
+	if len(legacy) > 0 && len(b.order) > 0 {
+		q := b.order[0]
+		for _, fr := range legacy {
+			if buf, err = readFrame(f, fr, buf); err != nil {
+				return err
+			}
+			if err := w.put(q, next, buf); err != nil {
+				return err
+			}
+			next++
+			r.FramesRecovered++
+			r.RecordsRecovered += uint64(fr.h.count)
+		}
+	}
+	b.nextFrame = next
+	return w.commit()
+}
+
+// noteLost counts a frame whose header is intact and whose records are not.
+func (b *Buffer) noteLost(queue string, id uint64, fr found) {
+	r := &b.recovery
+	r.FramesLost++
+	r.RecordsLost += uint64(fr.h.count)
+	if len(r.Lost) < maxLostListed {
+		r.Lost = append(r.Lost, LostFrame{Queue: queue, Frame: id, Records: fr.h.count, Appended: time.Unix(0, fr.h.appended)})
+	}
+}
+
+// readFrame reads the frame fr of f into buf.
+func readFrame(f *os.File, fr found, buf []byte) ([]byte, error) {
+	buf = slices.Grow(buf[:0], fr.length)[:fr.length]
+	if _, err := f.ReadAt(buf, fr.off); err != nil {
+		return nil, fmt.Errorf("read frame at offset %d: %w", fr.off, err)
+	}
+	return buf, nil
+}
+
+// salvageWriter writes frames into the fresh file in transactions of
+// bounded size.
 type salvageWriter struct {
-	db   *bolt.DB
+	b    *Buffer
 	tx   *bolt.Tx
 	size int
 }
 
-func (w *salvageWriter) put(bucket []byte, frame bool, k, v []byte) error {
+func (w *salvageWriter) put(q *Queue, id uint64, v []byte) error {
 	if w.tx != nil && w.size >= salvageTxBytes {
 		if err := w.commit(); err != nil {
 			return err
 		}
 	}
 	if w.tx == nil {
-		tx, err := w.db.Begin(true)
+		tx, err := w.b.db.Begin(true)
 		if err != nil {
 			return err
 		}
 		w.tx, w.size = tx, 0
 	}
-	// Copy out of the source's memory map: a fault there must happen here,
-	// not inside the destination's commit.
-	k, v = bytes.Clone(k), bytes.Clone(v)
-	w.size += len(k) + len(v)
-	if frame {
-		return putFrame(w.tx.Bucket(bucket), binary.BigEndian.Uint64(k), v)
-	}
-	return w.tx.Bucket(bucket).Put(k, v)
+	w.size += len(v)
+	// bbolt keeps v until the commit: give it its own copy.
+	return putFrame(w.tx.Bucket(q.bucket), id, bytes.Clone(v))
 }
 
 func (w *salvageWriter) commit() error {
@@ -153,4 +338,13 @@ func (w *salvageWriter) rollback() {
 		_ = w.tx.Rollback()
 		w.tx = nil
 	}
+}
+
+// putUint64s encodes counters big-endian.
+func putUint64s(vs []uint64) []byte {
+	out := make([]byte, 0, 8*len(vs))
+	for _, v := range vs {
+		out = binary.BigEndian.AppendUint64(out, v)
+	}
+	return out
 }

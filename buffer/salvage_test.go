@@ -13,9 +13,9 @@ import (
 )
 
 // TestQuarantineSalvagesIntactQueues damages the root page of one queue's
-// bucket: Open's structural check fails, the file is quarantined, and the
-// other queue's frames, acknowledgements and the metadata are copied into
-// the fresh file.
+// bucket: Open's structural check fails, the file is quarantined, and every
+// frame of both queues (found in the raw file, acknowledged records
+// included: at-least-once) and the metadata are copied into the fresh file.
 func TestQuarantineSalvagesIntactQueues(t *testing.T) {
 	path := testPath(t)
 	o := testOptions("kafka", "mqtt")
@@ -66,11 +66,14 @@ func TestQuarantineSalvagesIntactQueues(t *testing.T) {
 		t.Fatalf("quarantined files: %v; log: %s", moved, logs.String())
 	}
 	got := readAll(t, b.Queue("kafka"), 1000)
-	if len(got) != 597 || got[0].Pos != all[2].Pos || got[596].Pos != all[598].Pos {
+	if len(got) != 600 || got[0].Pos != all[0].Pos || got[599].Pos != all[599].Pos {
 		t.Fatalf("kafka after salvage: %d records from %v; log: %s", len(got), got[0].Pos, logs.String())
 	}
-	if n := b.Queue("mqtt").Stats().Records; n != 0 {
-		t.Fatalf("mqtt holds %d records from a damaged bucket", n)
+	if n := b.Queue("mqtt").Stats().Records; n != 600 {
+		t.Fatalf("mqtt holds %d records after salvage, want 600", n)
+	}
+	if r := b.Recovery(); !r.MetaRecovered || len(r.StateLost) != 0 || r.RecordsRecovered != 1200 || r.RecordsLost != 0 {
+		t.Fatalf("recovery %+v", r)
 	}
 	var seq []byte
 	b.Meta(func(k, v []byte) error { seq = v; return nil })
@@ -78,12 +81,12 @@ func TestQuarantineSalvagesIntactQueues(t *testing.T) {
 		t.Fatalf("meta seq = %v", seq)
 	}
 	t.Log(logs.String())
-	if l := logs.String(); !strings.Contains(l, "salvaged") || !strings.Contains(l, "q/mqtt") {
+	if l := logs.String(); !strings.Contains(l, "salvaged") || !strings.Contains(l, "records_recovered=1200") {
 		t.Fatalf("log does not report the salvage: %s", l)
 	}
 	mustAppend(t, b, payloads("new", 1), nil)
-	got = readAll(t, b.Queue("mqtt"), 10)
-	if len(got) != 1 || got[0].Pos.Frame <= lastFrame {
-		t.Fatalf("new record after salvage: %v, want a frame after %d", got, lastFrame)
+	got = readAll(t, b.Queue("mqtt"), 1000)
+	if last := got[len(got)-1]; len(got) != 601 || last.Pos.Frame <= lastFrame || string(last.Data) != "new-0" {
+		t.Fatalf("new record after salvage: %d records, last %v %q, want 601 ending in a frame after %d", len(got), last.Pos, last.Data, lastFrame)
 	}
 }

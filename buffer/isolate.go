@@ -1,0 +1,273 @@
+package buffer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// bbolt cannot be trusted with a damaged file inside the agent's own
+// process: on open it walks every page to find the free ones (and its
+// consistency check does the same) in a goroutine of its own that panics
+// on the first bad page, a cycle of page ids overflows the stack, and
+// neither can be recovered. So Open first has bbolt look at an existing
+// file in a child process (Options.Isolate): a child that panics, faults
+// or dies says the file is damaged, and only a file the child found
+// consistent is opened in this process. The same child reads the metadata
+// of a damaged file for the salvage.
+
+// Child operations.
+const (
+	// ChildCheck opens the file read-only and runs bbolt's consistency
+	// check; the child writes a ChildReport.
+	ChildCheck = "check"
+	// ChildMeta reads the system and metadata buckets of a (damaged) file;
+	// the child writes a ChildReport with Meta set.
+	ChildMeta = "meta"
+)
+
+// IsolateFunc returns the command that runs RunChild(op, path, stdout) in a
+// child process. See Options.Isolate and SelfIsolate.
+type IsolateFunc func(op, path string) *exec.Cmd
+
+// SelfIsolate returns an IsolateFunc that runs this program's own
+// executable with args followed by the operation and the path: the
+// program must then call RunChild(op, path, os.Stdout) and exit (the agent
+// does so for `iot-producer buffer check -child OP -path PATH`).
+func SelfIsolate(args ...string) (IsolateFunc, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("isolated buffer check: own executable: %w", err)
+	}
+	return func(op, path string) *exec.Cmd {
+		a := append(args[:len(args):len(args)], op, path)
+		return exec.Command(exe, a...)
+	}, nil
+}
+
+// ChildReport is what a child reports about a file.
+type ChildReport struct {
+	// Problems lists what bbolt's check found; empty when the file is
+	// consistent.
+	Problems []string `json:"problems,omitempty"`
+	// Meta holds the metadata entries (ChildMeta only); nil when they
+	// could not be read.
+	Meta map[string][]byte `json:"meta,omitempty"`
+	// Sys holds the system bucket's entries (format, next frame, epoch)
+	// (ChildMeta only).
+	Sys map[string][]byte `json:"sys,omitempty"`
+	// MetaOK is set when the metadata bucket was read to its end.
+	MetaOK bool `json:"meta_ok,omitempty"`
+	// Locked is set when another process held the file's lock for the
+	// whole lock timeout; nothing was checked.
+	Locked bool `json:"locked,omitempty"`
+}
+
+// lockTimeoutEnv passes Options.LockTimeout to a child.
+const lockTimeoutEnv = "IOT_PRODUCER_BUFFER_LOCK_TIMEOUT"
+
+// childLockTimeout is how long a child waits for the file lock.
+func childLockTimeout() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(lockTimeoutEnv)); err == nil && d > 0 {
+		return d
+	}
+	return defaultLockTimeout
+}
+
+// openReadOnly opens path read-only for a child's operation.
+func openReadOnly(path string, lockTimeout time.Duration, r *ChildReport) *bolt.DB {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
+	if err != nil {
+		r.Locked = errors.Is(err, berrors.ErrTimeout)
+		r.Problems = append(r.Problems, fmt.Sprintf("open: %v", err))
+		return nil
+	}
+	return db
+}
+
+// RunChild performs op on the file at path in this process and writes a
+// ChildReport as JSON to w. It is meant for a child process: bbolt may
+// kill the process while it runs (which the parent reads as damage).
+func RunChild(op, path string, w io.Writer) error {
+	r, err := runOp(op, path, childLockTimeout())
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(w).Encode(&r)
+}
+
+func runOp(op, path string, lockTimeout time.Duration) (ChildReport, error) {
+	switch op {
+	case ChildCheck:
+		return checkInProcess(path, lockTimeout), nil
+	case ChildMeta:
+		return readMetaInProcess(path, lockTimeout), nil
+	}
+	return ChildReport{}, fmt.Errorf("unknown child operation %q (want %s or %s)", op, ChildCheck, ChildMeta)
+}
+
+// childTimeout bounds a child: bbolt can loop on a damaged file.
+var childTimeout = 10 * time.Minute
+
+// checkInProcess opens path read-only and runs bbolt's consistency check.
+// Panics on the calling goroutine are reported as problems; those on
+// bbolt's own goroutines kill the process.
+func checkInProcess(path string, lockTimeout time.Duration) (r ChildReport) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			r.Problems = append(r.Problems, fmt.Sprintf("bbolt panicked: %v", p))
+		}
+	}()
+	db := openReadOnly(path, lockTimeout, &r)
+	if db == nil {
+		return r
+	}
+	defer db.Close()
+	err := db.View(func(tx *bolt.Tx) error {
+		for cerr := range tx.Check() {
+			r.Problems = append(r.Problems, cerr.Error())
+			if len(r.Problems) >= 20 {
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		r.Problems = append(r.Problems, err.Error())
+	}
+	return r
+}
+
+// readMetaInProcess reads the system and metadata buckets of path.
+func readMetaInProcess(path string, lockTimeout time.Duration) (r ChildReport) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			r.Problems = append(r.Problems, fmt.Sprintf("bbolt panicked: %v", p))
+			r.MetaOK = false
+		}
+	}()
+	db := openReadOnly(path, lockTimeout, &r)
+	if db == nil {
+		return r
+	}
+	defer db.Close()
+	err := db.View(func(tx *bolt.Tx) error {
+		if sys := tx.Bucket(sysBucket); sys != nil {
+			r.Sys = map[string][]byte{}
+			_ = sys.ForEach(func(k, v []byte) error {
+				if v != nil {
+					r.Sys[string(k)] = bytes.Clone(v)
+				}
+				return nil
+			})
+		}
+		mb := tx.Bucket(metaBucket)
+		if mb == nil {
+			return errors.New("no metadata bucket")
+		}
+		r.Meta = map[string][]byte{}
+		err := mb.ForEach(func(k, v []byte) error {
+			if v != nil {
+				r.Meta[string(k)] = bytes.Clone(v)
+			}
+			return nil
+		})
+		r.MetaOK = err == nil
+		return err
+	})
+	if err != nil {
+		r.Problems = append(r.Problems, err.Error())
+	}
+	return r
+}
+
+// runChild runs op on path in a child process (or in this process without
+// Options.Isolate) and returns its report. A child that dies, panics or
+// writes no report makes a report with the reason as its only problem;
+// err is set only when the child could not be run at all.
+func (b *Buffer) runChild(op, path string) (ChildReport, error) {
+	if b.opts.Isolate == nil {
+		return runOp(op, path, b.opts.LockTimeout)
+	}
+	cmd := b.opts.Isolate(op, path)
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, lockTimeoutEnv+"="+b.opts.LockTimeout.String())
+	var stdout bytes.Buffer
+	stderr := &tailBuffer{max: 4096}
+	cmd.Stdout, cmd.Stderr = &stdout, stderr
+	if err := cmd.Start(); err != nil {
+		return ChildReport{}, fmt.Errorf("start the isolated %s of %s: %w", op, path, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var werr error
+	select {
+	case werr = <-done:
+	case <-time.After(childTimeout):
+		_ = cmd.Process.Kill()
+		<-done
+		return ChildReport{Problems: []string{fmt.Sprintf("bbolt's %s did not finish in %s", op, childTimeout)}}, nil
+	}
+	var r ChildReport
+	if jerr := json.Unmarshal(stdout.Bytes(), &r); werr != nil || jerr != nil {
+		why := "no report"
+		if werr != nil {
+			why = werr.Error()
+		}
+		return ChildReport{Problems: []string{fmt.Sprintf("bbolt crashed reading the file (%s): %s", why, firstPanicLine(stderr.String()))}}, nil
+	}
+	return r, nil
+}
+
+// firstPanicLine returns the line of a crash output that says why.
+func firstPanicLine(s string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, "panic: ") || strings.HasPrefix(l, "fatal error: ") || strings.HasPrefix(l, "runtime: ") {
+			return strings.TrimSpace(l)
+		}
+	}
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
+}
+
+// tailBuffer keeps the first max bytes written to it (a crash's reason
+// comes first).
+type tailBuffer struct {
+	max int
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	if room := t.max - len(t.buf); room > 0 {
+		t.buf = append(t.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return string(t.buf) }
+
+// sysNextFrame returns the next frame number kept in a system bucket dump.
+func sysNextFrame(sys map[string][]byte) uint64 {
+	if v := sys[string(keyNext)]; len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
