@@ -108,19 +108,19 @@ type Queue struct {
 	bucket    []byte
 	ackBucket []byte
 	// tag is queueTag(name), written into frame headers.
-	tag uint32
-	notify    chan struct{}
+	tag    uint32
+	notify chan struct{}
 	// deadLetters: only AppendTo writes to this queue.
 	deadLetters bool
 
 	mu sync.Mutex
 	// frames is sorted by id; it may hold dead entries (deadN of them),
 	// never at its head after tidy.
-	frames     []*frameInfo
-	deadN      int
-	records    int64
-	bytes      int64
-	dropped    [numReasons]uint64
+	frames  []*frameInfo
+	deadN   int
+	records int64
+	bytes   int64
+	dropped [numReasons]uint64
 	// dropsDirty: dropped changed outside a commit (a corrupt frame) and
 	// must be persisted by the next one.
 	dropsDirty bool

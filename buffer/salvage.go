@@ -78,21 +78,27 @@ func (b *Buffer) Recovery() Recovery {
 func (b *Buffer) salvage(src string) {
 	r := &b.recovery
 	mr, err := b.runChild(ChildMeta, src)
-	switch {
+	maxID, serr := b.salvageFrames(src)
+	if serr != nil {
+		b.log.Error("buffer salvage: scanning the damaged file failed; what was not copied stays in it", "moved_to", src, "error", serr)
+	}
+	switch next := sysNextFrame(mr.Sys); {
 	case err != nil:
 		r.StateLost = append(r.StateLost, fmt.Sprintf("the metadata of the damaged file could not be read: %v", err))
 	case !mr.MetaOK:
 		r.StateLost = append(r.StateLost, fmt.Sprintf("the metadata of the damaged file could not be read: %s", firstOr(mr.Problems, "no metadata bucket")))
+	case maxID > 0 && next <= maxID:
+		// bbolt read an older commit (a meta page was lost): the newest
+		// frames are not covered by this metadata.
+		r.StateLost = append(r.StateLost, fmt.Sprintf("the metadata of the damaged file is older than its newest frames (it knows frames below %d, frame %d was found): its last commits are lost", next, maxID))
 	}
-	if err == nil && mr.MetaOK {
-		if werr := b.restoreMeta(mr); werr != nil {
+	if err == nil {
+		copyMeta := len(r.StateLost) == 0
+		if werr := b.restoreMeta(mr, copyMeta); werr != nil {
 			r.StateLost = append(r.StateLost, fmt.Sprintf("the metadata of the damaged file could not be copied: %v", werr))
 		} else {
-			r.MetaRecovered = true
+			r.MetaRecovered = copyMeta
 		}
-	}
-	if err := b.salvageFrames(src); err != nil {
-		b.log.Error("buffer salvage: scanning the damaged file failed; what was not copied stays in it", "moved_to", src, "error", err)
 	}
 	attrs := []any{"moved_to", src, "frames_recovered", r.FramesRecovered, "records_recovered", r.RecordsRecovered,
 		"frames_lost", r.FramesLost, "records_lost", r.RecordsLost, "metadata_recovered", r.MetaRecovered}
@@ -124,13 +130,16 @@ func firstOr(s []string, def string) string {
 	return def
 }
 
-// restoreMeta copies the metadata entries and the next frame number read
-// from the damaged file.
-func (b *Buffer) restoreMeta(mr ChildReport) error {
+// restoreMeta copies the next frame number and the drop counters read from
+// the damaged file and, with entries set, the metadata entries.
+func (b *Buffer) restoreMeta(mr ChildReport, entries bool) error {
 	b.nextFrame = max(b.nextFrame, sysNextFrame(mr.Sys))
 	return b.update(func(tx *bolt.Tx) error {
 		mb := tx.Bucket(metaBucket)
 		for k, v := range mr.Meta {
+			if !entries {
+				break
+			}
 			if k == "" {
 				continue
 			}
@@ -170,15 +179,17 @@ type found struct {
 // id their header names (the newest copy when there are several; none
 // below the queue's head, which were delivered), older frames into the
 // first queue after them in append order.
-func (b *Buffer) salvageFrames(src string) error {
+//
+// It returns the largest id of the version 3 frames it found intact.
+func (b *Buffer) salvageFrames(src string) (maxID uint64, err error) {
 	f, err := os.Open(src)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer f.Close()
 	frames, err := scanFile(f)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	r := &b.recovery
 	byTag := make(map[uint32]*Queue, len(b.order))
@@ -220,7 +231,6 @@ func (b *Buffer) salvageFrames(src string) error {
 		}
 	}
 	var keep []found
-	maxID := uint64(0)
 	for k, fr := range best {
 		if k.id < heads[k.tag] {
 			continue // delivered before the newest frame was written
@@ -252,10 +262,10 @@ func (b *Buffer) salvageFrames(src string) error {
 	buf := make([]byte, 0, 64<<10)
 	for _, fr := range keep {
 		if buf, err = readFrame(f, fr, buf); err != nil {
-			return err
+			return maxID, err
 		}
 		if err := w.put(byTag[fr.h.loc.queue], fr.h.loc.id, buf); err != nil {
-			return err
+			return maxID, err
 		}
 		r.FramesRecovered++
 		r.RecordsRecovered += uint64(fr.h.count)
@@ -265,10 +275,10 @@ func (b *Buffer) salvageFrames(src string) error {
 		q := b.order[0]
 		for _, fr := range legacy {
 			if buf, err = readFrame(f, fr, buf); err != nil {
-				return err
+				return maxID, err
 			}
 			if err := w.put(q, next, buf); err != nil {
-				return err
+				return maxID, err
 			}
 			next++
 			r.FramesRecovered++
@@ -276,7 +286,7 @@ func (b *Buffer) salvageFrames(src string) error {
 		}
 	}
 	b.nextFrame = next
-	return w.commit()
+	return maxID, w.commit()
 }
 
 // noteLost counts a frame whose header is intact and whose records are not.

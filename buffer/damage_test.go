@@ -1,0 +1,198 @@
+package buffer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// Environment of a test binary run as the isolation child.
+const (
+	childOpEnv   = "IOT_PRODUCER_BUFFER_TEST_CHILD_OP"
+	childPathEnv = "IOT_PRODUCER_BUFFER_TEST_CHILD_PATH"
+)
+
+func TestMain(m *testing.M) {
+	if op := os.Getenv(childOpEnv); op != "" {
+		if err := RunChild(op, os.Getenv(childPathEnv), os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// testIsolate runs the isolation child in this test binary.
+func testIsolate(op, path string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childOpEnv+"="+op, childPathEnv+"="+path)
+	return cmd
+}
+
+// backlog writes a file holding n numbered records of about 200 bytes in
+// commits of 500, with the last number as metadata, and returns its bytes.
+func backlog(t *testing.T, n int) []byte {
+	t.Helper()
+	path := testPath(t)
+	b := openT(t, path, testOptions("kafka"))
+	for i := 0; i < n; i += 500 {
+		recs := make([][]byte, 0, 500)
+		for j := i; j < min(n, i+500); j++ {
+			recs = append(recs, numbered(j))
+		}
+		mustAppend(t, b, recs, map[string][]byte{"last": binary.BigEndian.AppendUint64(nil, uint64(min(n, i+500)))})
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func numbered(i int) []byte {
+	r := fmt.Appendf(nil, "rec %d ", i)
+	return append(r, bytes.Repeat([]byte{'x'}, 200-len(r))...)
+}
+
+func recordNumber(t *testing.T, data []byte) int {
+	t.Helper()
+	f := strings.Fields(string(data))
+	if len(f) != 3 || f[0] != "rec" {
+		t.Fatalf("record %q is not one of the backlog's", data)
+	}
+	n, err := strconv.Atoi(f[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestDamagedFileNeverCrashes applies each damage of the table to a
+// real backlog and opens it with bbolt isolated in a child process: Open
+// succeeds, every record it delivers is one of the backlog's (each once),
+// what is missing is announced, and the sequence state is either carried
+// over or declared lost.
+func TestDamagedFileNeverCrashes(t *testing.T) {
+	const n = 20000
+	orig := backlog(t, n)
+	rng := rand.New(rand.NewPCG(1, 2))
+	random := func(k int) []byte {
+		b := make([]byte, k)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	type damage struct {
+		name string
+		do   func(data []byte) []byte
+		// all: every record must come back; meta: the metadata too.
+		all, meta bool
+	}
+	var cases []damage
+	for k := 1; k <= 9; k++ {
+		off := len(orig) * k / 10
+		cases = append(cases, damage{name: fmt.Sprintf("64KiB random at %d%%", 10*k), do: func(d []byte) []byte {
+			copy(d[off:], random(64<<10))
+			return d
+		}})
+	}
+	cases = append(cases,
+		damage{name: "200 bytes inside a page", do: func(d []byte) []byte {
+			copy(d[len(d)/2+1000:], random(200))
+			return d
+		}},
+		// bbolt falls back to the other meta page, one commit older: the
+		// metadata then misses the last commit, so the state counts as lost.
+		damage{name: "first 4KiB", do: func(d []byte) []byte { copy(d, random(4096)); return d }, all: true},
+		damage{name: "both meta pages", do: func(d []byte) []byte { copy(d, random(8192)); return d }, all: true},
+		damage{name: "whole file random", do: func(d []byte) []byte { return random(len(d)) }},
+		damage{name: "zero-length", do: func([]byte) []byte { return nil }},
+		damage{name: "truncated to half", do: func(d []byte) []byte { return d[:len(d)/2] }},
+	)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := testPath(t)
+			if err := os.WriteFile(path, c.do(bytes.Clone(orig)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var logs logSink
+			o := testOptions("kafka")
+			o.Isolate = testIsolate
+			o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			b := openT(t, path, o)
+			r := b.Recovery()
+			seen := map[int]bool{}
+			for _, rec := range readAll(t, b.Queue("kafka"), 2*n) {
+				k := recordNumber(t, rec.Data)
+				if seen[k] {
+					t.Fatalf("record %d delivered twice", k)
+				}
+				seen[k] = true
+			}
+			var meta []byte
+			if err := b.Meta(func(k, v []byte) error { meta = v; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			metaOK := len(meta) == 8 && binary.BigEndian.Uint64(meta) == n
+			t.Logf("recovered %d of %d records (recovery: %d recovered, %d known lost in %d frames), metadata kept: %v, state lost: %q",
+				len(seen), n, r.RecordsRecovered, r.RecordsLost, r.FramesLost, metaOK, r.StateLost)
+			if c.all && len(seen) != n {
+				t.Errorf("recovered %d records, want all %d", len(seen), n)
+			}
+			if c.meta && !metaOK {
+				t.Errorf("metadata %x not carried over; recovery %+v", meta, r)
+			}
+			if metaOK == (len(r.StateLost) > 0) {
+				t.Errorf("metadata kept %v but state lost %q", metaOK, r.StateLost)
+			}
+			if r.Quarantined != "" && !strings.Contains(logs.String(), "records_recovered=") {
+				t.Errorf("the log does not count what was recovered:\n%s", logs.String())
+			}
+			if len(r.StateLost) == 0 && len(seen) < n && r.RecordsLost == 0 && b.Queue("kafka").Stats().Dropped[ReasonCorrupt] == 0 {
+				t.Errorf("%d records missing and no loss announced", n-len(seen))
+			}
+			// The buffer works on.
+			mustAppend(t, b, payloads("after", 3), nil)
+		})
+	}
+}
+
+// TestMissingFileThatExisted deletes a buffer file: the next Open says the
+// state is lost (the marker tells it from a first start).
+func TestMissingFileThatExisted(t *testing.T) {
+	path := testPath(t)
+	b := openT(t, path, testOptions("q"))
+	if r := b.Recovery(); !r.NewFile || len(r.StateLost) != 0 {
+		t.Fatalf("first start: recovery %+v", r)
+	}
+	b = reopen(t, b, testOptions("q"))
+	if r := b.Recovery(); r.NewFile || len(r.StateLost) != 0 {
+		t.Fatalf("reopen: recovery %+v", r)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	b = openT(t, path, testOptions("q"))
+	if r := b.Recovery(); !r.NewFile || len(r.StateLost) != 1 || !strings.Contains(r.StateLost[0], "missing") {
+		t.Fatalf("after the file was deleted: recovery %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(path), "buffer.db.created")); err != nil {
+		t.Fatal(err)
+	}
+}
