@@ -100,6 +100,7 @@ func Open(path string, opts Options) (*Buffer, error) {
 		}
 		b.recovery.StateLost = append(rec.StateLost, b.recovery.StateLost...)
 	} else {
+		rec.StateLost = append(rec.StateLost, b.recovery.StateLost...)
 		b.recovery = rec
 	}
 	if !o.ReadOnly {

@@ -39,8 +39,9 @@ func testIsolate(op, path string) *exec.Cmd {
 }
 
 // backlog writes a file holding n numbered records of about 200 bytes in
-// commits of 500, with the last number as metadata, and returns its bytes.
-func backlog(t *testing.T, n int) []byte {
+// commits of 500, with the last number as metadata, and returns its bytes
+// and its epoch.
+func backlog(t *testing.T, n int) ([]byte, string) {
 	t.Helper()
 	path := testPath(t)
 	b := openT(t, path, testOptions("kafka"))
@@ -51,6 +52,7 @@ func backlog(t *testing.T, n int) []byte {
 		}
 		mustAppend(t, b, recs, map[string][]byte{"last": binary.BigEndian.AppendUint64(nil, uint64(min(n, i+500)))})
 	}
+	epoch := b.Epoch()
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +60,7 @@ func backlog(t *testing.T, n int) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return data
+	return data, epoch
 }
 
 func numbered(i int) []byte {
@@ -86,7 +88,7 @@ func recordNumber(t *testing.T, data []byte) int {
 // over or declared lost.
 func TestDamagedFileNeverCrashes(t *testing.T) {
 	const n = 20000
-	orig := backlog(t, n)
+	orig, epoch := backlog(t, n)
 	rng := rand.New(rand.NewPCG(1, 2))
 	random := func(k int) []byte {
 		b := make([]byte, k)
@@ -157,6 +159,9 @@ func TestDamagedFileNeverCrashes(t *testing.T) {
 			}
 			if metaOK == (len(r.StateLost) > 0) {
 				t.Errorf("metadata kept %v but state lost %q", metaOK, r.StateLost)
+			}
+			if metaOK != (b.Epoch() == epoch) {
+				t.Errorf("metadata kept %v, epoch %s (was %s): the epoch must change exactly when the state is lost", metaOK, b.Epoch(), epoch)
 			}
 			if r.Quarantined != "" && !strings.Contains(logs.String(), "records_recovered=") {
 				t.Errorf("the log does not count what was recovered:\n%s", logs.String())

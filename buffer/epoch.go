@@ -73,6 +73,7 @@ func (b *Buffer) initEpoch(sys *bolt.Bucket) error {
 		return fmt.Errorf("store epoch: %w", err)
 	}
 	if v != nil {
+		b.recovery.StateLost = append(b.recovery.StateLost, fmt.Sprintf("the stored epoch %q is damaged", v))
 		b.log.Warn("buffer epoch damaged: starting a new epoch", "stored", fmt.Sprintf("%q", v), "epoch", e)
 	} else {
 		b.log.Info("buffer epoch created", "epoch", e)

@@ -42,7 +42,7 @@ func scanReader(r io.ReaderAt, size int64) (out []found, err error) {
 			err = fmt.Errorf("BUG: raw scan panicked: %v", p)
 		}
 	}()
-	win := make([]byte, scanWindow+frameOverhead)
+	win := make([]byte, min(size, scanWindow)+frameOverhead)
 	var frameBuf []byte
 	for pos := int64(0); pos < size; {
 		n := int(min(int64(len(win)), size-pos))

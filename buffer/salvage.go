@@ -147,7 +147,15 @@ func (b *Buffer) restoreMeta(mr ChildReport, entries bool) error {
 				return err
 			}
 		}
-		return b.restoreSys(tx.Bucket(sysBucket), mr.Sys)
+		sys := tx.Bucket(sysBucket)
+		if v := mr.Sys[string(keyEpoch)]; entries && validEpoch(v) {
+			// The numbering goes on: so does its epoch.
+			if err := sys.Put(keyEpoch, v); err != nil {
+				return err
+			}
+			b.epoch = string(v)
+		}
+		return b.restoreSys(sys, mr.Sys)
 	})
 }
 
