@@ -37,6 +37,9 @@ type Options struct {
 	OnReady func()
 	// ConfigFile names the configuration file in the startup log.
 	ConfigFile string
+	// BufferIsolate runs bbolt's checks of the buffer file in a child
+	// process (buffer.Options.Isolate); nil runs them in this process.
+	BufferIsolate buffer.IsolateFunc
 }
 
 // Agent is one running pipeline.
@@ -168,6 +171,8 @@ func New(cfg *config.Config, opts Options) (_ *Agent, err error) {
 	if a.buf, err = a.openBuffer(queues); err != nil {
 		return nil, err
 	}
+	buf := a.buf
+	a.metrics.Registry().MustRegister(telemetry.NewBufferCollector(func() telemetry.BufferSnapshot { return bufferSnapshot(buf) }))
 	for _, s := range sinks {
 		s.queue = a.buf.Queue(s.name)
 		s.loop = a.newLoop(s)
@@ -233,7 +238,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, s := range a.sinks {
 		a.startSink(s)
 	}
-	a.health.Set("buffer", telemetry.StateOK, "open")
+	state, detail := bufferHealth(a.buf)
+	a.health.Set("buffer", state, detail)
 	a.health.Set("ingest", telemetry.StateOK, "committing")
 	var ingestErr error
 	ingestDone.Go(func() { ingestErr = a.ingest.Run(ingestCtx) })

@@ -212,6 +212,7 @@ func (a *Agent) openBuffer(queues []string) (*buffer.Buffer, error) {
 		DropPolicy:       drop,
 		OnCorrupt:        onCorrupt,
 		Logger:           a.log.With("component", "buffer"),
+		Isolate:          a.opts.BufferIsolate,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("buffer: %w", err)

@@ -69,10 +69,15 @@ type ChildReport struct {
 	Sys map[string][]byte `json:"sys,omitempty"`
 	// MetaOK is set when the metadata bucket was read to its end.
 	MetaOK bool `json:"meta_ok,omitempty"`
+	// Queues names the queues whose buckets the file holds (ChildMeta).
+	Queues []string `json:"queues,omitempty"`
 	// Locked is set when another process held the file's lock for the
 	// whole lock timeout; nothing was checked.
 	Locked bool `json:"locked,omitempty"`
 }
+
+// inChildEnv marks an isolation child.
+const inChildEnv = "IOT_PRODUCER_BUFFER_ISOLATED_CHILD"
 
 // lockTimeoutEnv passes Options.LockTimeout to a child.
 const lockTimeoutEnv = "IOT_PRODUCER_BUFFER_LOCK_TIMEOUT"
@@ -165,6 +170,7 @@ func readMetaInProcess(path string, lockTimeout time.Duration) (r ChildReport) {
 	}
 	defer db.Close()
 	err := db.View(func(tx *bolt.Tx) error {
+		r.Queues = fileQueues(tx)
 		if sys := tx.Bucket(sysBucket); sys != nil {
 			r.Sys = map[string][]byte{}
 			_ = sys.ForEach(func(k, v []byte) error {
@@ -199,14 +205,16 @@ func readMetaInProcess(path string, lockTimeout time.Duration) (r ChildReport) {
 // writes no report makes a report with the reason as its only problem;
 // err is set only when the child could not be run at all.
 func (b *Buffer) runChild(op, path string) (ChildReport, error) {
-	if b.opts.Isolate == nil {
+	// A child never starts another: a program that did not call RunChild
+	// for its isolation arguments would otherwise start itself forever.
+	if b.opts.Isolate == nil || os.Getenv(inChildEnv) != "" {
 		return runOp(op, path, b.opts.LockTimeout)
 	}
 	cmd := b.opts.Isolate(op, path)
 	if cmd.Env == nil {
 		cmd.Env = os.Environ()
 	}
-	cmd.Env = append(cmd.Env, lockTimeoutEnv+"="+b.opts.LockTimeout.String())
+	cmd.Env = append(cmd.Env, lockTimeoutEnv+"="+b.opts.LockTimeout.String(), inChildEnv+"=1")
 	var stdout bytes.Buffer
 	stderr := &tailBuffer{max: 4096}
 	cmd.Stdout, cmd.Stderr = &stdout, stderr

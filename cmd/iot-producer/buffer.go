@@ -33,16 +33,25 @@ const bufferReadBatch = 10000
 // cmdBuffer dispatches the offline buffer file commands.
 func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 	usage := func(w io.Writer) {
-		fmt.Fprintln(w, "Usage: iot-producer buffer <stats|inspect|export|purge|compact> [-path FILE] [flags]")
+		fmt.Fprintln(w, "Usage: iot-producer buffer <stats|inspect|export|check|purge|compact> [-path FILE] [flags]")
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "  stats     queue depths (records, bytes, frames), oldest and newest append times, file size")
 		fmt.Fprintln(w, "  inspect   records per device, per-series sequence numbers, frames")
 		fmt.Fprintln(w, "  export    records of one queue as JSON lines, for forensic recovery (-queue kafka, -limit N)")
+		fmt.Fprintln(w, "  check     bbolt's consistency check and a scan for intact frames; exit 1 when the file is damaged")
 		fmt.Fprintln(w, "  purge     delete every record of one queue (-queue NAME -yes)")
 		fmt.Fprintln(w, "  compact   rewrite the file at its live size and replace it")
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "The agent must be stopped: it holds the file's lock while it runs (its /metrics endpoint has the live numbers).")
 		fmt.Fprintf(w, "The default path is %s.\n", defaultBufferPath())
+	}
+	if len(args) == 3 && args[0] == isolatedChild {
+		// The child of an isolated check (see bufferIsolate).
+		if err := buffer.RunChild(args[1], args[2], stdout); err != nil {
+			fmt.Fprintf(stderr, "buffer %s: %v\n", isolatedChild, err)
+			return exitFailure
+		}
+		return exitOK
 	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout)
@@ -55,6 +64,7 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 		"stats":   bufferStats,
 		"inspect": bufferInspect,
 		"export":  bufferExport,
+		"check":   bufferCheck,
 		"purge":   bufferPurge,
 		"compact": bufferCompact,
 	}
@@ -102,6 +112,22 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// isolatedChild is the hidden buffer command that runs bbolt on a file in
+// a child process, so that bbolt cannot crash the agent or the command
+// that asked (buffer.Options.Isolate).
+const isolatedChild = "isolated-child"
+
+// bufferIsolate returns the isolation of this binary's buffer checks: a
+// child process running `iot-producer buffer isolated-child OP PATH`.
+// Without its own executable it checks in this process.
+func bufferIsolate() buffer.IsolateFunc {
+	iso, err := buffer.SelfIsolate("buffer", isolatedChild)
+	if err != nil {
+		return nil
+	}
+	return iso
+}
+
 // usageError is an error in the command's arguments.
 type usageError struct{ msg string }
 
@@ -131,6 +157,7 @@ func (c *bufferCmd) open(write bool, queues ...string) (*buffer.Buffer, error) {
 		FlushInterval: -1,
 		OnCorrupt:     buffer.Fail,
 		Logger:        slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Isolate:       bufferIsolate(),
 	}
 	b, err := buffer.Open(c.path, o)
 	if err != nil {
@@ -145,7 +172,7 @@ func openError(path string, err error) error {
 	case errors.Is(err, buffer.ErrLocked):
 		return fmt.Errorf("%s is locked: the agent is running (or another buffer command); stop it first, or read the live numbers from the agent's /metrics endpoint (%w)", path, err)
 	case errors.Is(err, buffer.ErrCorrupt):
-		return fmt.Errorf("%s is damaged; the agent moves such a file aside on start (buffer.on_corrupt: quarantine): %w", path, err)
+		return fmt.Errorf("%s is damaged (`iot-producer buffer check` says what it still holds); the agent moves such a file aside on start and copies every intact frame from it (buffer.on_corrupt: quarantine): %w", path, err)
 	}
 	return err
 }
@@ -168,22 +195,79 @@ func bufferStats(c *bufferCmd) (err error) {
 	fmt.Fprintf(c.stdout, "size\t%s (free for reuse: %s)\n", byteSize(st.FileSize), byteSize(st.FreeBytes))
 	fmt.Fprintln(c.stdout)
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "QUEUE\tRECORDS\tBYTES\tFRAMES\tOLDEST\tNEWEST\tCORRUPT_FRAMES")
+	fmt.Fprintln(tw, "QUEUE\tRECORDS\tBYTES\tFRAMES\tOLDEST\tNEWEST\tCORRUPT_FRAMES\tDROPPED")
 	for _, q := range b.Queues() {
 		qs := st.Queues[q.Name()]
 		newest, err := newestAppend(q)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%d\n", q.Name(), qs.Records, byteSize(qs.Bytes), qs.Frames,
-			stamp(qs.Oldest), stamp(newest), qs.CorruptFrames)
+		var drops []string
+		for _, r := range buffer.Reasons {
+			if n := qs.Dropped[r]; n > 0 {
+				drops = append(drops, fmt.Sprintf("%s=%d", r, n))
+			}
+		}
+		if len(drops) == 0 {
+			drops = []string{"0"}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%d\t%s\n", q.Name(), qs.Records, byteSize(qs.Bytes), qs.Frames,
+			stamp(qs.Oldest), stamp(newest), qs.CorruptFrames, strings.Join(drops, " "))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintln(c.stdout)
-	fmt.Fprintln(c.stdout, "Dropped records are counted by the running agent, not kept in the file: see iot_buffer_dropped_records_total on its /metrics endpoint.")
+	fmt.Fprintf(c.stdout, "epoch\t%s\n", b.Epoch())
+	fmt.Fprintln(c.stdout, "DROPPED counts the records each queue dropped since the file was created, by reason (iot_buffer_dropped_records_total).")
 	return nil
+}
+
+// bufferCheck runs bbolt's consistency check of the file in a child
+// process and scans the raw file for intact frames, and says what the
+// agent would recover from it. It exits 1 when the file is damaged.
+func bufferCheck(c *bufferCmd) error {
+	rep, err := buffer.CheckFile(c.path, buffer.CheckOptions{Isolate: bufferIsolate(), LockTimeout: bufferLockTimeout})
+	if err != nil {
+		return openError(c.path, err)
+	}
+	fmt.Fprintf(c.stdout, "file\t%s (%s)\n", c.path, byteSize(rep.Size))
+	if len(rep.Problems) == 0 {
+		fmt.Fprintln(c.stdout, "bbolt\tconsistent")
+	} else {
+		fmt.Fprintf(c.stdout, "bbolt\tdamaged: %d problem(s)\n", len(rep.Problems))
+		for _, p := range rep.Problems {
+			fmt.Fprintf(c.stdout, "  %s\n", p)
+		}
+	}
+	switch {
+	case rep.MetaReadable:
+		fmt.Fprintf(c.stdout, "metadata\treadable (%d entries), epoch %s\n", rep.MetaEntries, orDash(rep.Epoch))
+	default:
+		fmt.Fprintln(c.stdout, "metadata\tunreadable: the sequence state would be lost and a new epoch started")
+	}
+	fmt.Fprintln(c.stdout)
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "QUEUE\tINTACT_FRAMES\tINTACT_RECORDS\tDAMAGED_FRAMES\tDAMAGED_RECORDS")
+	for _, q := range rep.Queues {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", q.Queue, q.Intact.Frames, q.Intact.Records, q.Damaged.Frames, q.Damaged.Records)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout)
+	fmt.Fprintln(c.stdout, "Frames are found by their own checksums in the raw file, stale copies of delivered frames included; the agent keeps only those its queues still hold.")
+	if len(rep.Problems) > 0 {
+		return fmt.Errorf("%s is damaged: the agent will move it aside on start and copy every intact frame from it", c.path)
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // newestAppend returns the append time of the newest unacknowledged record

@@ -124,7 +124,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	}
 
 	ready := make(chan struct{})
-	a, err := agent.New(cfg, agent.Options{Logger: log, Version: version, Tap: latest.observe, OnReady: func() { close(ready) }})
+	a, err := agent.New(cfg, agent.Options{Logger: log, Version: version, Tap: latest.observe, OnReady: func() { close(ready) }, BufferIsolate: bufferIsolate()})
 	if err != nil {
 		fmt.Fprintf(stderr, "demo: %v\n", err)
 		return exitFailure

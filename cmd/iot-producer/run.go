@@ -186,6 +186,9 @@ func (s *supervisor) start(ctx context.Context, cfg *config.Config) (*running, e
 		Version:    version,
 		ConfigFile: s.path,
 		OnReady:    func() { close(ready) },
+		// bbolt checks the buffer file in a child process: a damaged
+		// file cannot crash the agent.
+		BufferIsolate: bufferIsolate(),
 	})
 	if err != nil {
 		return nil, err

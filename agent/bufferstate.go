@@ -1,0 +1,56 @@
+package agent
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/iot-producer/iot-producer/buffer"
+	"github.com/iot-producer/iot-producer/telemetry"
+)
+
+// bufferSnapshot reads the buffer's drop and salvage counts for the
+// metrics, at scrape time.
+func bufferSnapshot(b *buffer.Buffer) telemetry.BufferSnapshot {
+	st := b.Stats()
+	r := b.Recovery()
+	s := telemetry.BufferSnapshot{
+		Dropped:            make(map[string]map[string]uint64, len(st.Queues)),
+		SalvagedRecords:    r.RecordsRecovered,
+		SalvageLostRecords: r.RecordsLost,
+		StateLost:          len(r.StateLost) > 0,
+	}
+	for name, q := range st.Queues {
+		m := make(map[string]uint64, len(q.Dropped))
+		for reason, n := range q.Dropped {
+			m[string(reason)] = n
+		}
+		s.Dropped[name] = m
+	}
+	return s
+}
+
+// bufferHealth is the buffer's /ready entry: degraded (still ready) when
+// Open found the file damaged or its sequence state lost, saying what was
+// recovered and lost, so that an operator sees it without reading the log.
+func bufferHealth(b *buffer.Buffer) (telemetry.State, string) {
+	r := b.Recovery()
+	var parts []string
+	if r.Quarantined != "" {
+		parts = append(parts, fmt.Sprintf("the buffer file was damaged and moved aside: %d records in %d frames recovered, %d records in %d frames known lost",
+			r.RecordsRecovered, r.FramesRecovered, r.RecordsLost, r.FramesLost))
+		for i, l := range r.Lost {
+			if i == 5 {
+				parts = append(parts, fmt.Sprintf("%d more lost frames in the log", len(r.Lost)-5))
+				break
+			}
+			parts = append(parts, fmt.Sprintf("lost: queue %s frame %d, %d records appended from %s", l.Queue, l.Frame, l.Records, l.Appended.UTC().Format("2006-01-02T15:04:05Z")))
+		}
+	}
+	if len(r.StateLost) > 0 {
+		parts = append(parts, fmt.Sprintf("sequence state lost (%s): new stream epoch %s, sequence numbers start again", strings.Join(r.StateLost, "; "), b.Epoch()))
+	}
+	if len(parts) == 0 {
+		return telemetry.StateOK, "open"
+	}
+	return telemetry.StateDegraded, strings.Join(parts, "; ")
+}
