@@ -57,7 +57,7 @@ type TagConfig struct {
 	Address   string  `yaml:"address" json:"address" required:"true" doc:"0-based address (0-65535) with register, or 5/6-digit notation (40001, 300001, ...) without"`
 	Type      string  `yaml:"type" json:"type" required:"true" pattern:"^(bool|int16|uint16|int32|uint32|int64|uint64|float32|float64|string\\((?:[1-9][0-9]?|1[0-9]{2}|2[0-4][0-9]|250)\\))$" doc:"bool, int16, uint16, int32, uint32, int64, uint64, float32, float64 or string(n) with n bytes (1-250)"`
 	Register  string  `yaml:"register" json:"register" enum:",coil,discrete,holding,input" doc:"coil, discrete, holding or input; empty: from the address notation, else holding"`
-	ByteOrder string  `yaml:"byte_order" json:"byte_order" enum:",ABCD,CDAB,BADC,DCBA" doc:"word and byte order of multi-register values: ABCD (big-endian), CDAB, BADC or DCBA; empty is ABCD"`
+	ByteOrder string  `yaml:"byte_order" json:"byte_order" enum:",ABCD,CDAB,BADC,DCBA" doc:"word and byte order of register values: ABCD (big-endian), CDAB, BADC or DCBA; empty is ABCD. On a 16-bit value or a bit of a register only the byte swap (BADC, DCBA) matters; coils and discrete inputs have none"`
 	Bit       *int    `yaml:"bit" json:"bit" doc:"read bit 0-15 (0 the least significant) of a holding or input register; the type must be bool"`
 	Scale     float64 `yaml:"scale" json:"scale" doc:"multiplier applied to the raw value"`
 	Offset    float64 `yaml:"offset" json:"offset" doc:"added after scaling"`
@@ -112,8 +112,10 @@ func (t *TagConfig) Parse(maxRegisters int) (Tag, error) {
 		if order, err = ParseByteOrder(t.ByteOrder); err != nil {
 			return Tag{}, &fieldError{"byte_order", err}
 		}
-		if reg.IsBit() || typ.Registers() < 2 && typ.Base != String {
-			return Tag{}, &fieldError{"byte_order", fmt.Errorf("applies to values of two or more registers, not a %s %s", reg, typ)}
+		// On a 16-bit value (or a bit of a register) the byte swap of
+		// BADC and DCBA matters: only the bit tables have no bytes.
+		if reg.IsBit() {
+			return Tag{}, &fieldError{"byte_order", fmt.Errorf("%s registers hold single bits, which have no byte order: leave it out", reg)}
 		}
 	}
 	if t.Scale == 0 {

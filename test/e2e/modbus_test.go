@@ -55,6 +55,10 @@ func pymodbusPoints() []pymodbusPoint {
 		{"int64", int64(-1234567890123456789), record.Fields{Type: "int", Int: -1234567890123456789}},
 		{"uint64", uint64(18000000000000000000), record.Fields{Type: "uint", Uint: 18000000000000000000}},
 		{"float32", 123.5, record.Fields{Type: "float", Float: 123.5}},
+		// Not exact in binary: the record must carry the shortest decimal
+		// that reads back as the register's float32, not 3.141590118408203.
+		{"float32", 3.14159, record.Fields{Type: "float", Float: 3.14159}},
+		{"float32", -273.15, record.Fields{Type: "float", Float: -273.15}},
 		{"float64", -9876.54321, record.Fields{Type: "float", Float: -9876.54321}},
 		{"string(10)", "PLC-Line-1", record.Fields{Type: "string", String: "PLC-Line-1"}},
 		{"string(5)", "odd", record.Fields{Type: "string", String: "odd"}},
@@ -202,7 +206,11 @@ func startPymodbus(t *testing.T, python, dir, rtuDev string, points []pymodbusPo
 // TestModbusAgainstPymodbus polls pymodbus, a Modbus server this project
 // did not write, over TCP and over RTU on a socat pty pair, with register
 // contents Python computed for every type and byte order, and checks
-// every value that arrives in Kafka.
+// every value that arrives in Kafka: float32 registers as their shortest
+// decimal, and the samples of a unit pymodbus does not have (a dead
+// device sharing the connection) without values. Then it starts the agent
+// again on a fresh buffer file and finds a new epoch whose sequence
+// numbers start at 1.
 func TestModbusAgainstPymodbus(t *testing.T) {
 	brokers := kafkaBrokers(t)
 	python := requireTools(t)
@@ -216,7 +224,8 @@ func TestModbusAgainstPymodbus(t *testing.T) {
 	for _, p := range points {
 		tags.WriteString(p.tagYAML())
 	}
-	cfgPath := writeConfig(t, dir, fmt.Sprintf(`
+	config := func(stateDir string) string {
+		return fmt.Sprintf(`
 gateway: {id: gw-e2e-modbus, state_dir: %q}
 producer:
   brokers: [%s]
@@ -230,6 +239,15 @@ plcs:
     poll_interval: 200ms
     tags:
 %s
+  - name: pym-dead
+    driver: modbus
+    endpoint: %s
+    unit_id: 9
+    poll_interval: 200ms
+    tags:
+      - {name: temp, address: "400001", type: float32}
+      - {name: count, address: "400010", type: int16}
+      - {name: run, address: "5", register: coil, type: bool}
   - name: pym-rtu
     driver: modbus
     endpoint: %s
@@ -240,16 +258,55 @@ plcs:
     timeout: 2s
     tags:
 %s
-`, dir, strings.Join(brokers, ", "), topic, tcpAddr, tags.String(), ttyB, tags.String()))
+`, stateDir, strings.Join(brokers, ", "), topic, tcpAddr, tags.String(), tcpAddr, ttyB, tags.String())
+	}
+	cfgPath := writeConfig(t, dir, config(dir))
 
 	a := startAgent(t, cfgPath)
 	perPoll := float64(len(points))
-	a.waitAcked(t, 2*3*perPoll, 60*time.Second)
+	// The dead unit shares pym-tcp's connection: until it is demoted
+	// (three polls) each of its timeouts holds pym-tcp's requests back.
+	a.waitReadAndAcked(t, "modbus:pym-tcp", 3*perPoll, 60*time.Second)
 	if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("agent exit code %d:\n%s", code, a.log())
 	}
 
-	got := readModbusTopic(t, brokers, topic)
+	firstLog := a.log()
+
+	// A restart on a fresh buffer file (a re-imaged gateway, a new volume):
+	// its records carry a new epoch, and their numbers start again at 1.
+	fresh := filepath.Join(dir, "fresh")
+	if err := os.Mkdir(fresh, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	b := startAgent(t, writeConfig(t, fresh, config(fresh)))
+	b.waitReadAndAcked(t, "modbus:pym-tcp", perPoll, 60*time.Second)
+	if code := b.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("agent on a fresh buffer: exit code %d:\n%s", code, b.log())
+	}
+
+	all := readModbusTopic(t, brokers, topic)
+	var epochs []string
+	firstSeq := map[string]uint64{} // by epoch
+	for _, f := range all["pym-tcp"] {
+		if _, ok := firstSeq[f.Epoch]; !ok {
+			epochs = append(epochs, f.Epoch)
+			firstSeq[f.Epoch] = f.Seq
+		}
+		firstSeq[f.Epoch] = min(firstSeq[f.Epoch], f.Seq)
+	}
+	if len(epochs) != 2 || firstSeq[epochs[0]] != 1 || firstSeq[epochs[1]] != 1 {
+		t.Fatalf("epochs %v with first sequence numbers %v: want two epochs (one per buffer file), each from seq 1", epochs, firstSeq)
+	}
+	t.Logf("epochs: %v (the second from the fresh buffer file)", epochs)
+	got := map[string][]record.Fields{}
+	for device, fs := range all {
+		for _, f := range fs {
+			if f.Epoch == epochs[0] {
+				got[device] = append(got[device], f)
+			}
+		}
+	}
 	want := map[string]pymodbusPoint{}
 	for _, p := range points {
 		want[p.tagName()] = p
@@ -270,6 +327,8 @@ plcs:
 			switch {
 			case f.Type != w.Type:
 				t.Errorf("%s/%s: type %s, want %s", device, f.Tag, f.Type, w.Type)
+			case p.Type == "float32" && p.scale == 0 && f.Float != w.Float:
+				t.Errorf("%s/%s = %v, want the shortest decimal %v", device, f.Tag, f.Float, w.Float)
 			case w.Type == "float" && math.Abs(f.Float-w.Float) > 1e-9*math.Max(1, math.Abs(w.Float)):
 				t.Errorf("%s/%s = %v, want %v", device, f.Tag, f.Float, w.Float)
 			case w.Type == "int" && f.Int != w.Int, w.Type == "uint" && f.Uint != w.Uint,
@@ -287,6 +346,54 @@ plcs:
 		}
 		t.Logf("%s: %d records checked, %d tags", device, checked, len(tagsSeen))
 	}
+
+	dead := got["pym-dead"]
+	if len(dead) == 0 {
+		t.Fatal("no records of the dead unit")
+	}
+	types := map[string]string{"temp": "float", "count": "int", "run": "bool"}
+	for _, f := range dead {
+		if f.Quality != "bad" || !f.NoValue || f.Type != types[f.Tag] {
+			t.Errorf("dead unit: record %+v, want quality bad, no value, type %s", f, types[f.Tag])
+		}
+	}
+	t.Logf("pym-dead: %d records, all bad without value", len(dead))
+	// pymodbus 3.0 does not answer for a unit it lacks (a timeout, as a
+	// dead device on a line); later versions answer exception 0x0B, as a
+	// gateway does. Either way the unit is demoted after three polls.
+	if l := firstLog; !strings.Contains(l, "modbus unit demoted: it did not answer in 3 polls in a row") &&
+		!strings.Contains(l, "modbus unit demoted: the gateway in front of it answered for it in 3 polls in a row") {
+		t.Errorf("the log does not say the dead unit was demoted:\n%s", l)
+	}
+}
+
+// waitReadAndAcked waits until source has produced n samples, then until
+// the broker has acknowledged every sample produced by then.
+func (a *agentProc) waitReadAndAcked(t *testing.T, source string, n float64, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		got, err := a.counter(`device_data_generated_total{source="` + source + `"}`)
+		if err != nil {
+			t.Fatalf("scrape metrics: %v\n%s", err, a.log())
+		}
+		if got >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s produced only %.0f of %.0f samples after %s:\n%s", source, got, n, limit, a.log())
+		}
+		select {
+		case <-a.done:
+			t.Fatalf("agent exited:\n%s", a.log())
+		case <-time.After(100 * time.Millisecond): // scrape interval
+		}
+	}
+	all, err := a.counter("device_data_generated_total")
+	if err != nil {
+		t.Fatalf("scrape metrics: %v", err)
+	}
+	a.waitAcked(t, all, time.Until(deadline)+time.Second)
 }
 
 // readModbusTopic reads every record of topic, by device.
@@ -327,6 +434,13 @@ func readModbusTopic(t *testing.T, brokers []string, topic string) map[string][]
 			f, err := record.Decode(r.Value)
 			if err != nil {
 				t.Fatalf("record at %d: %v", r.Offset, err)
+			}
+			h := map[string]string{}
+			for _, kv := range r.Headers {
+				h[kv.Key] = string(kv.Value)
+			}
+			if len(f.Epoch) != 16 || h[record.HeaderEpoch] != f.Epoch || h[record.HeaderSchema] != "2" {
+				t.Fatalf("record at %d: epoch %q, headers %v: want a 16-character epoch in the value and the iot-epoch header, iot-schema 2", r.Offset, f.Epoch, h)
 			}
 			out[f.Device] = append(out[f.Device], f)
 			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
