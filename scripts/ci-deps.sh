@@ -24,6 +24,14 @@ readonly PACKAGES=(
 	"lintian:lintian"
 )
 
+# npm packages the end-to-end tests use as independent peers, installed
+# into NODE_DIR (in the machine's cache, never the repository).
+readonly NPM_PACKAGES=(
+	"sparkplug-payload@1.0.3"
+)
+NODE_DIR="${IOT_PRODUCER_NODE_DIR:-${HOME}/.cache/iot-producer/node}"
+readonly NODE_DIR
+
 usage() {
 	cat <<EOF
 Usage: $(basename "$0") [--no-kafka]
@@ -32,7 +40,9 @@ Installs, with apt-get, whichever of these Debian packages are missing:
   $(printf '%s ' "${PACKAGES[@]%%:*}")
 (a package Debian does not offer is skipped with a note), plus a Java
 runtime if there is none, then resolves the Kafka broker jars into
-~/.cache/iot-producer via scripts/kafka.sh fetch (skip with --no-kafka).
+~/.cache/iot-producer via scripts/kafka.sh fetch (skip with --no-kafka),
+and installs the npm packages $(printf '%s ' "${NPM_PACKAGES[@]}")into
+${NODE_DIR} (npm's cache is ~/.npm).
 Runs apt-get update at most once, and only if something is missing.
 EOF
 }
@@ -95,6 +105,26 @@ install_debian_packages() {
 	rm -f "${apt_log}"
 }
 
+# install_npm_packages installs whichever of NPM_PACKAGES is missing (or
+# at another version) into NODE_DIR.
+install_npm_packages() {
+	local spec name version have missing=()
+	for spec in "${NPM_PACKAGES[@]}"; do
+		name="${spec%@*}"
+		version="${spec##*@}"
+		have="$(sed -n 's/^  "version": "\(.*\)",$/\1/p' "${NODE_DIR}/node_modules/${name}/package.json" 2>/dev/null || true)"
+		[[ "${have}" == "${version}" ]] || missing+=("${spec}")
+	done
+	if ((${#missing[@]} == 0)); then
+		log "npm packages: all present in ${NODE_DIR}"
+		return 0
+	fi
+	command -v npm >/dev/null || die "npm is missing: install Node.js (Debian: nodejs npm)"
+	mkdir -p "${NODE_DIR}"
+	log "npm install ${missing[*]} into ${NODE_DIR}"
+	npm install --prefix "${NODE_DIR}" --no-audit --no-fund --loglevel=error "${missing[@]}" >&2
+}
+
 main() {
 	local fetch_kafka=true
 	while (($# > 0)); do
@@ -109,6 +139,7 @@ main() {
 		shift
 	done
 	install_debian_packages
+	install_npm_packages
 	if [[ "${fetch_kafka}" == true ]]; then
 		log "Kafka jars: $("${SCRIPT_DIR}/kafka.sh" fetch)"
 	fi

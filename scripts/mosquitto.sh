@@ -8,9 +8,11 @@ readonly READY_TOPIC="mosquitto-sh/ready"
 
 usage() {
 	cat <<EOF
-Usage: $(basename "$0") COMMAND [--port P] [--dir DIR] [--timeout SECONDS]
+Usage: $(basename "$0") COMMAND [--port P] [--dir DIR] [--timeout SECONDS] [--persist]
 
-Runs Debian's mosquitto on 127.0.0.1 only, anonymous access, no persistence.
+Runs Debian's mosquitto on 127.0.0.1 only, anonymous access, no persistence
+unless --persist. QoS 1 messages queued for a subscriber are never dropped
+(max_queued_messages 0): tests count every message.
 
 Commands:
   start    Write DIR/mosquitto.conf, start the broker and wait until an MQTT
@@ -27,6 +29,8 @@ Options:
   --dir DIR         state directory (default \${TMPDIR:-/tmp}/iot-producer-mosquitto-P)
   --timeout SECONDS how long start waits / stop waits before SIGKILL
                     (default 30 / 10)
+  --persist         keep sessions and queued messages in DIR/data across a
+                    stop and a start (start only)
 EOF
 }
 
@@ -39,6 +43,7 @@ die() {
 PORT="${DEFAULT_PORT}"
 DIR=""
 TIMEOUT=""
+PERSIST=false
 
 # ensure_installed installs Debian's mosquitto and its clients if missing;
 # apt-get update runs only if the install fails without it.
@@ -101,12 +106,25 @@ cmd_start() {
 	fi
 	! port_open || die "port ${PORT} on 127.0.0.1 is already in use"
 
+	local persistence="persistence false"
+	if [[ "${PERSIST}" == true ]]; then
+		mkdir -p "${DIR}/data"
+		persistence=""
+		# Run as root, mosquitto drops to its own user, which may not reach
+		# DIR (a test's private temporary directory): keep root instead.
+		((EUID != 0)) || persistence="user root
+"
+		persistence+="persistence true
+persistence_location ${DIR}/data/
+autosave_interval 1"
+	fi
 	cat >"${DIR}/mosquitto.conf" <<EOF
-# Written by scripts/mosquitto.sh for tests: loopback only, no auth, no disk.
+# Written by scripts/mosquitto.sh for tests: loopback only, no auth.
 per_listener_settings false
 listener ${PORT} 127.0.0.1
 allow_anonymous true
-persistence false
+${persistence}
+max_queued_messages 0
 log_dest stderr
 log_type error
 log_type warning
@@ -181,6 +199,7 @@ main() {
 		--port) PORT="${2:?--port needs a value}" && shift ;;
 		--dir) DIR="${2:?--dir needs a value}" && shift ;;
 		--timeout) TIMEOUT="${2:?--timeout needs a value}" && shift ;;
+		--persist) PERSIST=true ;;
 		-h | --help)
 			usage
 			return 0

@@ -62,7 +62,7 @@ func NewConfig() *Config {
 		Topic:           DefaultTopic,
 		QoS:             1,
 		Payload:         "json",
-		BatchSize:       100,
+		BatchSize:       500,
 		FlushInterval:   config.Duration(5 * time.Millisecond),
 		WorkerCount:     4,
 		LiveWindow:      config.Duration(5 * time.Second),

@@ -75,7 +75,7 @@ func TestConfigRefuses(t *testing.T) {
 		{"sparkplug id", "mqtt:\n  payload: sparkplug\n  sparkplug: {group_id: a/b}\n", `mqtt.sparkplug.group_id: "a/b": a Sparkplug id cannot contain /, + or #`},
 		{"placeholder", "mqtt:\n  topic: x/{site}\n", "unknown placeholder"},
 		{"no host", "mqtt:\n  broker: tcp://\n", "no host"},
-		{"inflight", "mqtt:\n  max_inflight: 10\n", "max_inflight: 10 is below batch_size × worker_count × 2 lanes (800)"},
+		{"inflight", "mqtt:\n  max_inflight: 10\n", "max_inflight: 10 is below batch_size × worker_count × 2 lanes (4000)"},
 		{"password alone", "mqtt:\n  password: x\n", "mqtt.username: required with a password"},
 		{"unknown key", "mqtt:\n  qos1: 1\n", `mqtt.qos1: unknown key "qos1"; did you mean "qos"?`},
 		{"missing CA", "mqtt:\n  enabled: true\n  broker: ssl://h:8883\n  tls: {ca_file: /nonexistent/ca.pem}\n", "ca.pem"},

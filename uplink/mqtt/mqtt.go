@@ -65,7 +65,7 @@ type Options struct {
 	DeliveryTimeout time.Duration
 	// ReconnectMin and ReconnectMax bound the wait between connection
 	// attempts; it doubles from min to max, with jitter. Defaults 500ms
-	// and 30s.
+	// and 10s.
 	ReconnectMin, ReconnectMax time.Duration
 	// MaxInflight bounds the messages handed to the client and not yet
 	// acknowledged: beyond it, batches fail at once and stay in the buffer.
@@ -86,7 +86,7 @@ const (
 	DefaultConnectTimeout  = 10 * time.Second
 	DefaultDeliveryTimeout = 10 * time.Second
 	DefaultReconnectMin    = 500 * time.Millisecond
-	DefaultReconnectMax    = 30 * time.Second
+	DefaultReconnectMax    = 10 * time.Second
 	DefaultMaxInflight     = 4000
 	// maxMessageIDs is the number of packet identifiers MQTT has.
 	maxMessageIDs = 65535

@@ -1,0 +1,383 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/iot-producer/iot-producer/internal/seqcheck"
+)
+
+// The MQTT tests use ports 25000-25999.
+
+// mosquitto is a broker started with scripts/mosquitto.sh --persist: its
+// sessions and queued messages survive a stop and a start, so that what
+// it acknowledged reaches the test's subscriber whatever happens to the
+// broker.
+type mosquitto struct {
+	port int
+	dir  string
+}
+
+func startMosquitto(t *testing.T, port int) *mosquitto {
+	t.Helper()
+	m := &mosquitto{port: port, dir: t.TempDir()}
+	m.start(t)
+	t.Cleanup(func() { _ = exec.Command(mosquittoScript(t), "stop", "--port", strconv.Itoa(port), "--dir", m.dir).Run() })
+	return m
+}
+
+func mosquittoScript(t *testing.T) string {
+	t.Helper()
+	p, err := filepath.Abs("../../scripts/mosquitto.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (m *mosquitto) run(t *testing.T, cmd string, args ...string) {
+	t.Helper()
+	var out bytes.Buffer
+	c := exec.Command(mosquittoScript(t), append([]string{cmd, "--port", strconv.Itoa(m.port), "--dir", m.dir}, args...)...)
+	c.Stdout, c.Stderr = &out, &out
+	if err := c.Run(); err != nil {
+		t.Fatalf("mosquitto.sh %s: %v\n%s", cmd, err, &out)
+	}
+}
+
+func (m *mosquitto) start(t *testing.T) { t.Helper(); m.run(t, "start", "--persist") }
+func (m *mosquitto) stop(t *testing.T)  { t.Helper(); m.run(t, "stop") }
+func (m *mosquitto) url() string        { return fmt.Sprintf("tcp://127.0.0.1:%d", m.port) }
+
+// mqttCollector subscribes to a topic filter on a persistent QoS 1
+// session and keeps every payload.
+type mqttCollector struct {
+	mu       sync.Mutex
+	payloads [][]byte
+	topics   []string
+	cl       paho.Client
+}
+
+func collectMQTT(t *testing.T, url, filter string) *mqttCollector {
+	t.Helper()
+	c := &mqttCollector{}
+	o := paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("e2e-sub-%d", time.Now().UnixNano())).
+		SetCleanSession(false).SetResumeSubs(true).SetAutoReconnect(true).SetConnectRetry(true).
+		SetMaxReconnectInterval(200 * time.Millisecond).SetConnectRetryInterval(200 * time.Millisecond).
+		SetOrderMatters(true)
+	o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
+		c.mu.Lock()
+		c.payloads = append(c.payloads, m.Payload())
+		c.topics = append(c.topics, m.Topic())
+		c.mu.Unlock()
+	})
+	o.SetOnConnectHandler(func(cl paho.Client) { cl.Subscribe(filter, 1, nil) })
+	c.cl = paho.NewClient(o)
+	if tok := c.cl.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscriber: connect %s: %v", url, tok.Error())
+	}
+	// The subscription is made on connect; wait for its SUBACK by a
+	// subscription of our own.
+	if tok := c.cl.Subscribe(filter, 1, nil); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscriber: subscribe %s: %v", filter, tok.Error())
+	}
+	t.Cleanup(func() { c.cl.Disconnect(100) })
+	return c
+}
+
+func (c *mqttCollector) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.payloads)
+}
+
+// verifyMQTT waits until the subscriber has every sequence number the
+// gateway committed (the buffer in dir says which) that is not still
+// buffered, and fails on any that never comes.
+func verifyMQTT(t *testing.T, c *mqttCollector, dir string) seqcheck.Report {
+	t.Helper()
+	checker := seqcheck.New()
+	left, last, err := checker.AddBuffer(filepath.Join(dir, "buffer.db"), "mqtt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	added := 0
+	for {
+		c.mu.Lock()
+		fresh := c.payloads[added:]
+		c.mu.Unlock()
+		for _, p := range fresh {
+			if err := checker.Add(p); err != nil {
+				t.Fatalf("subscriber got an undecodable record: %v", err)
+			}
+		}
+		added += len(fresh)
+		r := checker.Verify(last)
+		if r.Missing == 0 || time.Now().After(deadline) {
+			t.Logf("delivery over MQTT: %s (%d records still buffered)", r, left)
+			if r.Missing != 0 || r.Unexpected != 0 {
+				t.Fatalf("lost records: %s", r)
+			}
+			return r
+		}
+		time.Sleep(500 * time.Millisecond) // the subscriber catching up
+	}
+}
+
+// mqttRateConfig is an agent at 5,000 samples/s (50 devices × 10 tags
+// every 100ms) sending to MQTT only.
+func mqttRateConfig(t *testing.T, dir, broker, extra string) string {
+	t.Helper()
+	return writeConfig(t, dir, fmt.Sprintf(`
+gateway: {id: gw-e2e, state_dir: %q}
+device: {count: 50, tags_per_device: 10, sample_interval: 100ms, seed: 7}
+producer: {enabled: false}
+mqtt:
+  enabled: true
+  broker: %s
+  topic: iot/{gateway}/{device}/{tag}
+%s
+telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_listen: "off"}
+`, dir, broker, extra))
+}
+
+// sinkMetric scrapes a metric's series for one sink (label sink="...").
+func (a *agentProc) sinkMetric(t *testing.T, name, sink string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + a.metrics + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	label := `sink="` + sink + `"`
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") || !strings.Contains(line, label) {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			t.Fatalf("parse %q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+// waitSinkAcked waits until the sink's acknowledged records reach n.
+func (a *agentProc) waitSinkAcked(t *testing.T, sink string, n float64, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for a.sinkMetric(t, "kafka_messages_sent_total", sink) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: fewer than %.0f records acknowledged after %s:\n%s", sink, n, limit, a.tail(40))
+		}
+		select {
+		case <-a.done:
+			t.Fatalf("agent exited:\n%s", a.log())
+		case <-time.After(100 * time.Millisecond): // scrape interval
+		}
+	}
+}
+
+// waitSinkDrained waits until the sink's queue is (nearly) empty.
+func (a *agentProc) waitSinkDrained(t *testing.T, sink string, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for a.sinkMetric(t, "kafka_producer_buffer_depth", sink) > 2000 {
+		if time.Since(start) > limit {
+			t.Fatalf("%s backlog not drained after %s:\n%s", sink, limit, a.tail(40))
+		}
+		time.Sleep(200 * time.Millisecond) // scrape interval
+	}
+	return time.Since(start)
+}
+
+// waitSinkReady polls /ready until the sink's component detail satisfies ok.
+func (a *agentProc) waitSinkReady(t *testing.T, sink string, ok func(detail string) bool, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	var last string
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + a.health + "/ready")
+		if err != nil {
+			t.Fatalf("GET /ready: %v", err)
+		}
+		var body struct {
+			Components []struct{ Name, State, Detail string }
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("/ready body: %v", err)
+		}
+		for _, c := range body.Components {
+			if c.Name == "sink/"+sink {
+				last = c.State + ": " + c.Detail
+				if ok(c.Detail) {
+					return
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond) // poll interval
+	}
+	t.Fatalf("/ready never showed the expected sink/%s state; last %q\n%s", sink, last, a.tail(30))
+}
+
+// TestMQTTBrokerStoppedLosesNothing stops Mosquitto for E2E_OUTAGE (60s)
+// while the agent sends 5,000 samples/s to it: /ready shows the sink
+// backing off, the backlog drains once the broker is back, and a
+// subscriber gets every committed sequence number.
+func TestMQTTBrokerStoppedLosesNothing(t *testing.T) {
+	m := startMosquitto(t, 25883)
+	sub := collectMQTT(t, m.url(), "iot/#")
+	dir := t.TempDir()
+	a := startAgent(t, mqttRateConfig(t, dir, m.url(), ""))
+	a.waitSinkAcked(t, "mqtt", 10000, time.Minute)
+
+	m.stop(t)
+	down := time.Now()
+	a.waitSinkReady(t, "mqtt", func(d string) bool { return strings.Contains(d, "backing off") }, outage(t)+30*time.Second)
+	time.Sleep(time.Until(down.Add(outage(t)))) // the rest of the outage
+	backlog := a.sinkMetric(t, "kafka_producer_buffer_depth", "mqtt")
+	m.start(t)
+	drain := a.waitSinkDrained(t, "mqtt", 5*time.Minute)
+	t.Logf("broker stopped for %s: %.0f records buffered, drained in %s", outage(t), backlog, drain.Round(100*time.Millisecond))
+	a.waitSinkReady(t, "mqtt", func(d string) bool { return d == "sending" }, time.Minute)
+	if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, a.tail(40))
+	}
+	r := verifyMQTT(t, sub, dir)
+	t.Logf("0 lost, %d duplicates of %d sequence numbers", r.Duplicates, r.Expected)
+}
+
+// TestMQTTCrashesLoseNothing kills the agent with SIGKILL 20 times while
+// it sends to MQTT, and restarts it on the same buffer.
+func TestMQTTCrashesLoseNothing(t *testing.T) {
+	m := startMosquitto(t, 25884)
+	sub := collectMQTT(t, m.url(), "iot/#")
+	dir := t.TempDir()
+	cfg := mqttRateConfig(t, dir, m.url(), "")
+	for i := range 20 {
+		a := startAgent(t, cfg)
+		a.waitSinkAcked(t, "mqtt", 1, time.Minute)
+		time.Sleep(time.Duration(100+rand.IntN(1400)) * time.Millisecond) // a random moment mid-stream
+		if code := a.stop(t, syscall.SIGKILL, 10*time.Second); code != -1 {
+			t.Fatalf("crash %d: exit code %d, want killed", i+1, code)
+		}
+	}
+	a := startAgent(t, cfg)
+	a.waitSinkAcked(t, "mqtt", 10000, time.Minute)
+	if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, a.tail(40))
+	}
+	r := verifyMQTT(t, sub, dir)
+	t.Logf("20 SIGKILLs: %d sequence numbers committed, 0 lost, %d duplicates", r.Expected, r.Duplicates)
+}
+
+// deliveryMean returns the sink's sample delivery time (read → ack)
+// summed and counted so far, for means over a stretch of time.
+func (a *agentProc) deliveryMean(t *testing.T, sink string) (sum, count float64) {
+	t.Helper()
+	return a.sinkMetric(t, "iot_sample_delivery_seconds_sum", sink), a.sinkMetric(t, "iot_sample_delivery_seconds_count", sink)
+}
+
+// watchOther samples the other sink while one is down: the most records
+// its queue held, and its mean delivery time over the stretch.
+func (a *agentProc) watchOther(t *testing.T, sink string, d time.Duration) (maxDepth, meanMs, acked float64) {
+	t.Helper()
+	s0, c0 := a.deliveryMean(t, sink)
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		maxDepth = max(maxDepth, a.sinkMetric(t, "kafka_producer_buffer_depth", sink))
+		time.Sleep(200 * time.Millisecond) // scrape interval
+	}
+	s1, c1 := a.deliveryMean(t, sink)
+	if c1 > c0 {
+		meanMs = (s1 - s0) / (c1 - c0) * 1000
+	}
+	return maxDepth, meanMs, c1 - c0
+}
+
+// TestKafkaAndMQTTSideBySide sends 5,000 samples/s to Kafka and to MQTT at
+// once, then stops the Kafka broker for E2E_OUTAGE (60s), and once it is
+// back and drained, Mosquitto for as long. The sink that stays up keeps
+// up: its queue never holds more than the live window's worth (it never
+// falls into backlog) and its delivery time is reported beside the one
+// before the outage. Afterwards both have every sequence number.
+func TestKafkaAndMQTTSideBySide(t *testing.T) {
+	// kafka.sh puts the controller on P+1000: 26150.
+	c := startCluster(t, "--port", "25150")
+	m := startMosquitto(t, 25885)
+	sub := collectMQTT(t, m.url(), "iot/#")
+	topic := fmt.Sprintf("e2e-side-by-side-%d", time.Now().UnixNano())
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+gateway: {id: gw-e2e, state_dir: %q}
+device: {count: 50, tags_per_device: 10, sample_interval: 100ms, seed: 5}
+producer:
+  brokers: [%s]
+  topic: %s
+mqtt:
+  enabled: true
+  broker: %s
+telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_listen: "off"}
+`, dir, strings.Join(c.brokers(), ", "), topic, m.url()))
+	a := startAgent(t, cfg)
+	a.waitSinkAcked(t, "kafka", 10000, time.Minute)
+	a.waitSinkAcked(t, "mqtt", 10000, time.Minute)
+	// 5 s of samples: past that, the live lane would have jumped and left
+	// a backlog.
+	const bound = 25000
+	for _, sink := range []string{"kafka", "mqtt"} {
+		_, baseMs, _ := a.watchOther(t, sink, 10*time.Second)
+		t.Logf("%s before any outage: mean read → ack %.1f ms", sink, baseMs)
+	}
+
+	for _, tc := range []struct {
+		down, other string
+		stop, start func()
+	}{
+		{"kafka", "mqtt", func() { c.script(t, "stop-node", "1", "--dir", c.dir) }, func() { c.script(t, "start-node", "1", "--dir", c.dir) }},
+		{"mqtt", "kafka", func() { m.stop(t) }, func() { m.start(t) }},
+	} {
+		tc.stop()
+		depth, meanMs, acked := a.watchOther(t, tc.other, outage(t))
+		backlog := a.sinkMetric(t, "kafka_producer_buffer_depth", tc.down)
+		tc.start()
+		drain := a.waitSinkDrained(t, tc.down, 5*time.Minute)
+		t.Logf("%s down for %s: %s acknowledged %.0f records, mean read → ack %.1f ms, its queue at most %.0f; %s held %.0f and drained in %s",
+			tc.down, outage(t), tc.other, acked, meanMs, depth, tc.down, backlog, drain.Round(100*time.Millisecond))
+		if depth > bound {
+			t.Errorf("%s fell behind while %s was down: %.0f records queued", tc.other, tc.down, depth)
+		}
+		if acked == 0 {
+			t.Errorf("%s acknowledged nothing while %s was down", tc.other, tc.down)
+		}
+		a.waitSinkReady(t, tc.down, func(d string) bool { return d == "sending" }, time.Minute)
+	}
+	if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, a.tail(40))
+	}
+	verifyDelivery(t, c.brokers(), topic, dir)
+	verifyMQTT(t, sub, dir)
+}
