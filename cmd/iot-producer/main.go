@@ -50,6 +50,7 @@ func commands() []command {
 		{"demo", "run the simulator, the agent and a dev broker, and show what flows", cmdDemo},
 		{"validate", "check a configuration file and list every problem", cmdValidate},
 		{"modbus", "commission Modbus devices: read, probe, simulate", cmdModbus},
+		{"opcua", "commission OPC UA servers: browse, read, trust", cmdOPCUA},
 		{"buffer", "inspect, export, purge or compact the buffer file (agent stopped)", cmdBuffer},
 		{"version", "print the version", cmdVersion},
 	}
