@@ -38,7 +38,9 @@ func startMosquitto(t *testing.T, port int) *mosquitto {
 	t.Helper()
 	m := &mosquitto{port: port, dir: t.TempDir()}
 	m.start(t)
-	t.Cleanup(func() { _ = exec.Command(mosquittoScript(t), "stop", "--port", strconv.Itoa(port), "--dir", m.dir).Run() })
+	t.Cleanup(func() {
+		_ = exec.Command(mosquittoScript(t), "stop", "--port", strconv.Itoa(port), "--dir", m.dir).Run()
+	})
 	return m
 }
 
