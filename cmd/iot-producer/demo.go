@@ -276,6 +276,10 @@ func (l *latestValues) lines(n int) []string {
 	out := make([]string, 0, len(keys))
 	for _, k := range keys {
 		s := l.values[k]
+		if !s.HasValue() {
+			out = append(out, k+"=(bad: no value)")
+			continue
+		}
 		out = append(out, fmt.Sprintf("%s=%s", k, formatValue(s.Value)))
 	}
 	return out

@@ -94,8 +94,8 @@ func modbusRead(args []string, stdout, stderr io.Writer) int {
 	l := addLinkFlags(fs)
 	address := fs.String("address", "", "address: 0-based with -register, or 40001-style notation; required")
 	register := fs.String("register", "", "coil, discrete, holding or input; empty: from the notation (holding for short addresses)")
-	typ := fs.String("type", "uint16", "bool, int16, uint16, int32, uint32, int64, uint64, float32, float64 or string(n)")
-	order := fs.String("order", "ABCD", "byte order: ABCD, CDAB, BADC or DCBA")
+	typ := fs.String("type", "", "bool, int16, uint16, int32, uint32, int64, uint64, float32, float64 or string(n); default bool on coils, discrete inputs and with -bit, uint16 otherwise")
+	order := fs.String("order", "", "byte order of a register value: ABCD (the default), CDAB, BADC or DCBA")
 	bit := fs.Int("bit", -1, "read this bit (0-15) of a register as a bool")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -105,28 +105,24 @@ func modbusRead(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "modbus read: %v\n", err)
 		return exitUsage
 	}
-	reg, addr, err := mb.ParseAddress(*address, *register)
+	// The flags are a tag of the configuration file, checked by the same
+	// parser: what the config refuses, read refuses.
+	tc := mb.TagConfig{Name: "read", Address: *address, Register: *register, Type: *typ, ByteOrder: *order, Scale: 1}
+	if *bit >= 0 {
+		tc.Bit = bit
+	}
+	if tc.Type == "" {
+		tc.Type = "uint16"
+		if reg, _, err := mb.ParseAddress(*address, *register); *bit >= 0 || err == nil && reg.IsBit() {
+			tc.Type = "bool"
+		}
+	}
+	tag, err := tc.Parse(125)
 	if err != nil {
-		fmt.Fprintf(stderr, "modbus read: %v\n", err)
+		fmt.Fprintf(stderr, "modbus read: %s\n", asFlags(err))
 		return exitUsage
 	}
-	t, err := mb.ParseType(*typ)
-	if *bit >= 0 || reg.IsBit() {
-		t, err = mb.Type{Base: mb.Bool}, nil
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "modbus read: %v\n", err)
-		return exitUsage
-	}
-	o, err := mb.ParseByteOrder(*order)
-	if err != nil {
-		fmt.Fprintf(stderr, "modbus read: %v\n", err)
-		return exitUsage
-	}
-	if *bit > 15 || (*bit >= 0 && reg.IsBit()) {
-		fmt.Fprintln(stderr, "modbus read: -bit wants 0-15 on a holding or input register")
-		return exitUsage
-	}
+	reg, addr, t, o := tag.Register, tag.Address, tag.Type, tag.Order
 	qty := uint16(t.Registers())
 	if reg.IsBit() {
 		qty = 1
@@ -142,9 +138,9 @@ func modbusRead(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case reg.IsBit():
 		text = strconv.FormatBool(raw[0]&1 != 0)
-	case *bit >= 0:
-		b, _ := mb.DecodeBit(raw, o, *bit)
-		text = fmt.Sprintf("%t (bit %d)", b, *bit)
+	case tag.Bit >= 0:
+		b, _ := mb.DecodeBit(raw, o, tag.Bit)
+		text = fmt.Sprintf("%t (bit %d)", b, tag.Bit)
 	default:
 		v, err := mb.Decode(raw, t, o)
 		if err != nil {
@@ -153,11 +149,28 @@ func modbusRead(args []string, stdout, stderr io.Writer) int {
 		}
 		text = exactValue(v)
 	}
-	fmt.Fprintf(stdout, "%s %d unit %d %s %s = %s (raw % x)\n", reg, addr, l.unit, t, o, text, raw)
+	if reg.IsBit() {
+		fmt.Fprintf(stdout, "%s %d unit %d %s = %s (raw % x)\n", reg, addr, l.unit, t, text, raw)
+	} else {
+		fmt.Fprintf(stdout, "%s %d unit %d %s %s = %s (raw % x)\n", reg, addr, l.unit, t, o, text, raw)
+	}
 	return exitOK
 }
 
-// exactValue formats v with every digit it has.
+// asFlags names the flag of modbus read where a tag's error names its
+// configuration key.
+func asFlags(err error) string {
+	msg := err.Error()
+	for key, flag := range map[string]string{"byte_order": "-order", "type": "-type", "address": "-address", "bit": "-bit"} {
+		if rest, ok := strings.CutPrefix(msg, key+": "); ok {
+			return flag + ": " + rest
+		}
+	}
+	return msg
+}
+
+// exactValue formats v with every digit it has; a float32 register shows
+// its shortest decimal (3.14159, see drivers.Float32).
 func exactValue(v drivers.Value) string {
 	switch v.Kind {
 	case drivers.KindFloat:
