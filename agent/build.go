@@ -252,11 +252,13 @@ func (d deadLetters) Put(records [][]byte, reason string) error {
 
 func (a *Agent) newIngest() (*ingest.Ingest, error) {
 	m := a.metrics
-	return ingest.New(a.buf, ingest.Options{
-		GatewayID:      a.cfg.Gateway.ID,
-		CommitInterval: a.cfg.Buffer.CommitInterval.Std(),
-		CommitSize:     a.cfg.Buffer.CommitSize,
-		Logger:         a.log,
+	in, err := ingest.New(a.buf, ingest.Options{
+		GatewayID:       a.cfg.Gateway.ID,
+		CommitInterval:  a.cfg.Buffer.CommitInterval.Std(),
+		CommitSize:      a.cfg.Buffer.CommitSize,
+		MaxPendingBytes: int64(a.cfg.Buffer.MaxPendingBytes),
+		DropNewest:      a.cfg.Buffer.DropPolicy == buffer.DropNewest.String(),
+		Logger:          a.log,
 		Metrics: ingest.Metrics{
 			Committed: func(n int) { m.IngestCommitted.Add(float64(n)); m.BufferCommits.Inc() },
 			Dropped:   func(reason string, n int) { m.IngestDropped.WithLabelValues(reason).Add(float64(n)) },
@@ -268,6 +270,15 @@ func (a *Agent) newIngest() (*ingest.Ingest, error) {
 			CommitTime: func(d time.Duration) { m.BufferCommitDuration.Observe(d.Seconds()) },
 		},
 	})
+	if err != nil {
+		return nil, err
+	}
+	// The drop counters are kept in the buffer file: the metric carries on
+	// from where the previous run left it.
+	for reason, n := range in.Dropped() {
+		m.IngestDropped.WithLabelValues(reason).Add(float64(n))
+	}
+	return in, nil
 }
 
 func (a *Agent) newLoop(s *sinkRunner) *uplink.Loop {

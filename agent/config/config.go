@@ -79,6 +79,8 @@ type Buffer struct {
 	DropPolicy string `yaml:"drop_policy" json:"drop_policy" enum:"drop_oldest,drop_newest" doc:"drop_oldest (default) or drop_newest when a bound is hit"`
 	// OnCorrupt is quarantine (move aside and start fresh) or fail.
 	OnCorrupt string `yaml:"on_corrupt" json:"on_corrupt" enum:"quarantine,fail" doc:"quarantine (default: move the file aside, start fresh) or fail"`
+	// MaxPendingBytes bounds the samples held in memory while commits fail.
+	MaxPendingBytes ByteSize `yaml:"max_pending_bytes" json:"max_pending_bytes" min:"64KiB" doc:"memory for samples waiting while the disk refuses commits (a full disk); beyond it samples are dropped per drop_policy, numbered and counted, so the gap shows downstream; default 16MiB"`
 }
 
 // Sink is one sink section of the file (producer, mqtt, ...): its enabled

@@ -50,6 +50,8 @@ func staticDefaults() Config {
 			MaxAge:         Duration(168 * time.Hour),
 			DropPolicy:     "drop_oldest",
 			OnCorrupt:      "quarantine",
+			// About 110,000 samples.
+			MaxPendingBytes: 16 << 20,
 		},
 		Sinks: newSinks(),
 		Telemetry: Telemetry{

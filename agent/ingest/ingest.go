@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -51,9 +52,16 @@ type Options struct {
 	// Default 10000.
 	CommitSize int
 	// MaxPending bounds the samples held in memory while commits fail (a
-	// full disk, say). Beyond it the oldest pending samples are dropped and
-	// counted. Default 200000.
-	MaxPending int
+	// full disk, say), and MaxPendingBytes their estimated memory. Beyond
+	// either, samples are dropped (the oldest pending ones, or with
+	// DropNewest the ones arriving) and counted; they are still numbered,
+	// so their sequence numbers are skipped and the loss shows downstream
+	// as a gap. Defaults 200000 samples and 16 MiB.
+	MaxPending      int
+	MaxPendingBytes int64
+	// DropNewest drops the samples arriving when pending is full instead
+	// of the oldest pending ones (buffer.drop_policy: drop_newest).
+	DropNewest bool
 	// RetryInterval is the wait between attempts of a failed commit.
 	// Default 1s.
 	RetryInterval time.Duration
@@ -103,6 +111,9 @@ type Ingest struct {
 	pending  sampleQueue
 	wake     chan struct{}
 	stopping bool
+	// dropped counts the samples dropped, by reason, since the buffer file
+	// was created (drops.go); guarded by mu.
+	dropped map[string]uint64
 
 	// epoch is the store's stream epoch, written into every record.
 	epoch string
@@ -117,6 +128,8 @@ type Ingest struct {
 	next    commit
 	arena   []byte
 	touched map[Series]uint64
+	// persisted is dropped as the last commit wrote it.
+	persisted map[string]uint64
 }
 
 // seriesState is what the ingest stage keeps per series.
@@ -132,6 +145,8 @@ type commit struct {
 	meta    map[string][]byte
 	values  []byte // backing of meta's values
 	samples int
+	// drops are the drop counters it persists (nil: unchanged).
+	drops map[string]uint64
 }
 
 // New loads the stream epoch and the last sequence number of every series
@@ -148,6 +163,9 @@ func New(store Store, opts Options) (*Ingest, error) {
 	}
 	if opts.MaxPending < opts.CommitSize {
 		opts.MaxPending = opts.CommitSize
+	}
+	if opts.MaxPendingBytes <= 0 {
+		opts.MaxPendingBytes = 16 << 20
 	}
 	if opts.RetryInterval <= 0 {
 		opts.RetryInterval = time.Second
@@ -176,6 +194,10 @@ func New(store Store, opts Options) (*Ingest, error) {
 	for k, v := range seqs {
 		in.seqs[k] = seriesState{seq: v, key: SeqKey(k.Device, k.Tag)}
 	}
+	if in.dropped, err = loadDrops(store); err != nil {
+		return nil, err
+	}
+	in.persisted = maps.Clone(in.dropped)
 	return in, nil
 }
 
@@ -184,8 +206,10 @@ func New(store Store, opts Options) (*Ingest, error) {
 func (in *Ingest) LastSeq(device, tag string) uint64 { return in.seqs[Series{device, tag}].seq }
 
 // Emit queues samples for the next group commit. It never blocks on the
-// disk: when more than MaxPending samples wait, the oldest are dropped and
-// counted. Emit after Run has returned drops and counts the samples.
+// disk: when more than MaxPending samples (or MaxPendingBytes) wait, the
+// oldest are dropped, or with DropNewest these samples, and counted; the
+// dropped samples still take their sequence numbers (see sampleQueue).
+// Emit after Run has returned drops and counts the samples.
 func (in *Ingest) Emit(samples []drivers.Sample) {
 	if len(samples) == 0 {
 		return
@@ -196,11 +220,21 @@ func (in *Ingest) Emit(samples []drivers.Sample) {
 		in.drop("stopped", len(samples))
 		return
 	}
-	in.pending.push(samples)
 	var over int
-	if n := in.pending.n - in.opts.MaxPending; n > 0 {
-		over = n
-		in.pending.dropOldest(n)
+	size := samplesBytes(samples)
+	full := in.pending.n+len(samples) > in.opts.MaxPending || in.pending.bytes+size > in.opts.MaxPendingBytes
+	switch {
+	case !full:
+		in.pending.push(samples, size)
+	case in.opts.DropNewest:
+		in.pending.pushDropped(samples)
+		over = len(samples)
+	default:
+		in.pending.push(samples, size)
+		over = in.pending.dropOldest(in.opts.MaxPending, in.opts.MaxPendingBytes)
+	}
+	if over > 0 {
+		in.dropped["pending_full"] += uint64(over)
 	}
 	n := in.pending.n
 	in.mu.Unlock()
@@ -267,6 +301,9 @@ func (in *Ingest) final() error {
 		if in.held != nil {
 			n += in.held.samples
 		}
+		in.mu.Lock()
+		in.dropped["shutdown_commit_failed"] += uint64(n)
+		in.mu.Unlock()
 		in.drop("shutdown_commit_failed", n)
 		return fmt.Errorf("final commit: %d samples not committed: %w", n, err)
 	}
@@ -287,11 +324,11 @@ func (in *Ingest) pendingCount() int {
 func (in *Ingest) commitPending() error {
 	for {
 		if in.held == nil {
-			batches := in.take()
-			if len(batches) == 0 {
+			items, drops := in.take()
+			if len(items) == 0 && drops == nil {
 				return nil
 			}
-			in.held = in.encode(batches)
+			in.held = in.encode(items, drops)
 		}
 		start := in.opts.Now()
 		if err := in.store.Append(in.held.records, in.held.meta); err != nil {
@@ -306,79 +343,39 @@ func (in *Ingest) commitPending() error {
 		if m := in.opts.Metrics.Committed; m != nil {
 			m(in.held.samples)
 		}
+		if in.held.drops != nil {
+			in.persisted = in.held.drops
+		}
 		in.held = nil
 	}
 }
 
 // take removes up to CommitSize samples from the head of pending, as the
-// batches the drivers emitted.
-func (in *Ingest) take() [][]drivers.Sample {
+// batches the drivers emitted and the drop markers between them, and
+// returns the drop counters when they changed since the last commit.
+func (in *Ingest) take() ([]pendingItem, map[string]uint64) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	batch := in.pending.popBatches(in.opts.CommitSize)
+	items := in.pending.popBatches(in.opts.CommitSize)
 	if m := in.opts.Metrics.Pending; m != nil {
 		m(in.pending.n)
 	}
-	return batch
-}
-
-// sampleQueue holds the batches drivers emitted, in order, without copying
-// them: a full queue drops from the head and a commit takes from the head,
-// whatever the depth.
-type sampleQueue struct {
-	batches [][]drivers.Sample
-	n       int // samples in all batches
-}
-
-func (q *sampleQueue) push(b []drivers.Sample) {
-	q.batches = append(q.batches, b)
-	q.n += len(b)
-}
-
-// dropOldest discards the n oldest samples.
-func (q *sampleQueue) dropOldest(n int) {
-	for n > 0 && len(q.batches) > 0 {
-		head := q.batches[0]
-		if len(head) > n {
-			q.batches[0] = head[n:]
-			q.n -= n
-			return
-		}
-		n -= len(head)
-		q.n -= len(head)
-		q.batches[0] = nil
-		q.batches = q.batches[1:]
+	var drops map[string]uint64
+	if !maps.Equal(in.dropped, in.persisted) {
+		drops = maps.Clone(in.dropped)
 	}
-}
-
-// popBatches removes up to max samples from the head and returns them as
-// the batches they came in (the last one cut short if need be).
-func (q *sampleQueue) popBatches(max int) [][]drivers.Sample {
-	var out [][]drivers.Sample
-	for got := 0; got < max && len(q.batches) > 0; {
-		head := q.batches[0]
-		k := min(len(head), max-got)
-		out = append(out, head[:k:k])
-		if k == len(head) {
-			q.batches[0] = nil
-			q.batches = q.batches[1:]
-		} else {
-			q.batches[0] = head[k:]
-		}
-		q.n -= k
-		got += k
-	}
-	return out
+	return items, drops
 }
 
 // encode numbers and encodes the samples of batches into the reused
 // commit. The sequence numbers advance in memory now; they reach the disk
 // with the records or, if the process dies first, were never seen by
 // anyone.
-func (in *Ingest) encode(batches [][]drivers.Sample) *commit {
+func (in *Ingest) encode(items []pendingItem, drops map[string]uint64) *commit {
 	c := &in.next
 	c.records = c.records[:0]
 	c.samples = 0
+	c.drops = drops
 	if in.touched == nil {
 		in.touched = make(map[Series]uint64)
 	}
@@ -388,7 +385,19 @@ func (in *Ingest) encode(batches [][]drivers.Sample) *commit {
 	fields.Gateway = in.opts.GatewayID
 	fields.Epoch = in.epoch
 	var offsets []int // record starts; the arena may move while it grows
-	for _, batch := range batches {
+	for _, item := range items {
+		// Dropped samples take their numbers, which nothing will carry:
+		// a gap downstream shows the loss.
+		for k, n := range item.dropped {
+			st, ok := in.seqs[k]
+			if !ok {
+				st.key = SeqKey(k.Device, k.Tag)
+			}
+			st.seq += n
+			in.seqs[k] = st
+			in.touched[k] = st.seq
+		}
+		batch := item.samples
 		for i := range batch {
 			s := &batch[i]
 			k := Series{s.Device, s.Tag}
@@ -421,6 +430,9 @@ func (in *Ingest) encode(batches [][]drivers.Sample) *commit {
 		start := len(c.values)
 		c.values = binary.BigEndian.AppendUint64(c.values, seq)
 		c.meta[in.seqs[k].key] = c.values[start:len(c.values):len(c.values)]
+	}
+	for reason, n := range drops {
+		c.meta[dropKeyPrefix+reason] = binary.BigEndian.AppendUint64(nil, n)
 	}
 	return c
 }

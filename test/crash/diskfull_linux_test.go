@@ -160,6 +160,7 @@ func TestDiskFull(t *testing.T) {
 			in, err := ingest.New(b, ingest.Options{
 				GatewayID: "gw", CommitInterval: 2 * time.Millisecond, CommitSize: 500,
 				MaxPending: 5000, RetryInterval: 5 * time.Millisecond, Logger: log, Metrics: c.metrics(),
+				DropNewest: tc.policy == buffer.DropNewest,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -212,21 +213,24 @@ func TestDiskFull(t *testing.T) {
 				t.Fatalf("ingest: %v", err)
 			}
 			done <- nil // for the cleanup
-			checkQueue(t, b, in, c, tc.policy)
+			checkQueue(t, b, in, c, tc.policy, emitted)
 		})
 	}
 }
 
-// checkQueue checks that every series' sequence numbers in the queue are
-// one contiguous run ending at the series' last sequence number (a run
-// starting at 1 unless the buffer dropped its oldest frames), that the
-// metadata agrees, and that every committed sample is queued or counted
-// as dropped by the buffer.
-func checkQueue(t *testing.T, b *buffer.Buffer, in *ingest.Ingest, c *counts, policy buffer.DropPolicy) {
+// checkQueue checks that the gaps in every series' sequence numbers match
+// the counted drops exactly: every emitted sample took a number (the last
+// numbers add up to the samples emitted), each is queued or counted as
+// dropped by the ingest stage or the buffer, and the numbers missing from
+// the queue (before its first record of a series, between two of them)
+// are exactly as many as were dropped. The metadata agrees with the
+// ingest stage's numbers.
+func checkQueue(t *testing.T, b *buffer.Buffer, in *ingest.Ingest, c *counts, policy buffer.DropPolicy, emitted int) {
 	t.Helper()
 	q := b.Queue("kafka")
 	first := map[ingest.Series]uint64{}
 	last := map[ingest.Series]uint64{}
+	gaps := uint64(0)
 	n := 0
 	after := buffer.Start()
 	for {
@@ -247,11 +251,14 @@ func checkQueue(t *testing.T, b *buffer.Buffer, in *ingest.Ingest, c *counts, po
 				t.Fatal(err)
 			}
 			s := ingest.Series{Device: f.Device, Tag: f.Tag}
-			if l, ok := last[s]; ok && f.Seq != l+1 {
-				t.Fatalf("%v: seq %d after %d at %s", s, f.Seq, l, r.Pos)
-			}
-			if _, ok := first[s]; !ok {
+			if l, ok := last[s]; ok {
+				if f.Seq <= l {
+					t.Fatalf("%v: seq %d after %d at %s", s, f.Seq, l, r.Pos)
+				}
+				gaps += f.Seq - l - 1
+			} else {
 				first[s] = f.Seq
+				gaps += f.Seq - 1
 			}
 			last[s] = f.Seq
 		}
@@ -262,13 +269,21 @@ func checkQueue(t *testing.T, b *buffer.Buffer, in *ingest.Ingest, c *counts, po
 	if err != nil {
 		t.Fatal(err)
 	}
-	for s, l := range last {
-		if l != in.LastSeq(s.Device, s.Tag) || l != meta[s] {
-			t.Errorf("%v: last queued seq %d, ingest %d, metadata %d", s, l, in.LastSeq(s.Device, s.Tag), meta[s])
+	numbered := uint64(0)
+	for s, m := range meta {
+		if m != in.LastSeq(s.Device, s.Tag) {
+			t.Errorf("%v: metadata %d, ingest %d", s, m, in.LastSeq(s.Device, s.Tag))
 		}
+		if l := last[s]; l < m {
+			gaps += m - l // dropped after the last queued record
+		}
+		numbered += m
 		if policy == buffer.DropNewest && first[s] != 1 {
-			t.Errorf("%v: starts at seq %d, want 1 (nothing committed may be lost with drop_newest)", s, first[s])
+			t.Errorf("%v: starts at seq %d, want 1 (drop_newest keeps the oldest samples)", s, first[s])
 		}
+	}
+	if numbered != uint64(emitted) {
+		t.Errorf("the last sequence numbers add up to %d, %d samples were emitted: a drop took no number", numbered, emitted)
 	}
 	qs := q.Stats()
 	var bufDrops uint64
@@ -277,6 +292,12 @@ func checkQueue(t *testing.T, b *buffer.Buffer, in *ingest.Ingest, c *counts, po
 	}
 	if int64(n)+int64(bufDrops) != c.committed.Load() {
 		t.Errorf("%d queued + %d dropped by the buffer %v != %d committed", n, bufDrops, qs.Dropped, c.committed.Load())
+	}
+	if want := bufDrops + uint64(c.drops("pending_full")); gaps != want {
+		t.Errorf("%d sequence numbers missing downstream, %d drops counted (buffer %v, ingest %v)", gaps, want, qs.Dropped, c.dropped)
+	}
+	if got := in.Dropped()["pending_full"]; got != uint64(c.drops("pending_full")) {
+		t.Errorf("ingest keeps %d pending_full drops, its metric says %d", got, c.drops("pending_full"))
 	}
 	if policy == buffer.DropNewest && (c.drops("pending_full") == 0 || bufDrops != 0) {
 		t.Errorf("drop_newest: ingest dropped %v, buffer %v; want pending_full drops only", c.dropped, qs.Dropped)
