@@ -111,12 +111,3 @@ func parseRule(f reflect.StructField) (rule, error) {
 	r.pattern = f.Tag.Get("pattern")
 	return r, nil
 }
-
-func between(lo, hi float64) numRange { return numRange{min: lo, max: hi, hasMax: true} }
-
-// Value sets of the common sections, shared with the messages that list
-// them.
-var (
-	logLevels  = []string{"debug", "info", "warn", "error"}
-	logFormats = []string{"text", "json"}
-)
