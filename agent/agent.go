@@ -87,6 +87,7 @@ type sinkRunner struct {
 	loop          *uplink.Loop
 	cancel        context.CancelFunc
 	done          chan struct{}
+	states        *laneStates
 }
 
 // release closes the sink's connections, if it holds any.
@@ -159,7 +160,10 @@ func New(cfg *config.Config, opts Options) (_ *Agent, err error) {
 	a.sinks = sinks
 	for _, s := range sinks {
 		a.metrics.InitSink(s.name)
-		a.metrics.InitQueue(s.name)
+		a.metrics.DeadLetter.WithLabelValues(s.name, uplink.ReasonMalformed)
+	}
+	for _, r := range ingest.DropReasons {
+		a.metrics.IngestDropped.WithLabelValues(r)
 	}
 	if err := checkBuffer(cfg, len(sinks)); err != nil {
 		return nil, err
@@ -180,6 +184,7 @@ func New(cfg *config.Config, opts Options) (_ *Agent, err error) {
 	if a.ingest, err = a.newIngest(); err != nil {
 		return nil, err
 	}
+	a.metrics.SetStatsSource(statsSource(a.buf, sinks))
 	a.server = telemetry.NewServer(telemetry.ServerOptions{
 		MetricsAddr:       cfg.Telemetry.MetricsListen,
 		HealthAddr:        cfg.Telemetry.HealthListen,
@@ -226,13 +231,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	driverCtx, stopDrivers := context.WithCancel(base)
 	ingestCtx, stopIngest := context.WithCancel(base)
 	uplinkCtx, stopUplinks := context.WithCancel(base)
-	statsCtx, stopStats := context.WithCancel(base)
 	defer stopDrivers()
 	defer stopIngest()
 	defer stopUplinks()
-	defer stopStats()
 
-	var ingestDone, statsDone sync.WaitGroup
+	var ingestDone sync.WaitGroup
 	a.mu.Lock()
 	a.driverCtx, a.uplinkCtx = driverCtx, uplinkCtx
 	for _, s := range a.sinks {
@@ -243,7 +246,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.health.Set("ingest", telemetry.StateOK, "committing")
 	var ingestErr error
 	ingestDone.Go(func() { ingestErr = a.ingest.Run(ingestCtx) })
-	statsDone.Go(func() { a.publishStats(statsCtx) })
 	for _, src := range a.sources {
 		a.startSource(src)
 	}
@@ -281,10 +283,6 @@ func (a *Agent) Run(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("shutdown: the %s send loop did not stop before the deadline", s.name))
 		}
 		a.health.Set("sink/"+s.name, telemetry.StateStopped, "")
-	}
-	stopStats()
-	if !waitUntil(&statsDone, deadline) {
-		errs = append(errs, errors.New("shutdown: stats did not stop before the deadline"))
 	}
 	if ingestErr != nil {
 		errs = append(errs, ingestErr)
@@ -372,29 +370,6 @@ func (a *Agent) emitter(source string) drivers.Emit {
 			a.opts.Tap(samples)
 		}
 		a.ingest.Emit(samples)
-	}
-}
-
-// publishStats refreshes the gauges that are read from the buffer.
-func (a *Agent) publishStats(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		for _, s := range a.sinks {
-			st := s.queue.Stats()
-			a.metrics.ProducerBufferDepth.WithLabelValues(s.name).Set(float64(st.Records))
-			a.metrics.BufferBytes.WithLabelValues(s.name).Set(float64(st.Bytes))
-			age := 0.0
-			if !st.Oldest.IsZero() {
-				age = time.Since(st.Oldest).Seconds()
-			}
-			a.metrics.BufferOldestAge.WithLabelValues(s.name).Set(age)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
 	}
 }
 

@@ -291,7 +291,13 @@ func (a *Agent) newLoop(s *sinkRunner) *uplink.Loop {
 	errs := m.SendErrors.WithLabelValues(name)
 	retries := m.UplinkRetries.WithLabelValues(name)
 	st := s.settings
-	states := newLaneStates(name, a.health, m)
+	// A sink's states outlive a restart of its loop (the collector reads
+	// them at any time); the new loop starts connected.
+	if s.states == nil {
+		s.states = newLaneStates(name, a.health)
+	} else {
+		s.states.reset()
+	}
 	return uplink.New(s.queue, s.sink, uplink.Options{
 		BatchSize:     st.BatchSize,
 		FlushInterval: st.FlushInterval,
@@ -313,16 +319,15 @@ func (a *Agent) newLoop(s *sinkRunner) *uplink.Loop {
 			Retried:      retries.Inc,
 			DeadLettered: func(reason string, n int) { m.DeadLetter.WithLabelValues(name, reason).Add(float64(n)) },
 		},
-		OnState: states.set,
+		OnState: s.states.set,
 	})
 }
 
 // laneStates folds the two lanes' states of one sink into its /ready entry
 // and iot_uplink_state: degraded (still ready) while either lane backs off.
 type laneStates struct {
-	name    string
-	health  *telemetry.Health
-	metrics *telemetry.Metrics
+	name   string
+	health *telemetry.Health
 
 	mu    sync.Mutex
 	state [2]uplink.State
@@ -330,8 +335,29 @@ type laneStates struct {
 	since [2]time.Time
 }
 
-func newLaneStates(name string, h *telemetry.Health, m *telemetry.Metrics) *laneStates {
-	return &laneStates{name: name, health: h, metrics: m, state: [2]uplink.State{uplink.StateConnected, uplink.StateConnected}}
+func newLaneStates(name string, h *telemetry.Health) *laneStates {
+	return &laneStates{name: name, health: h, state: [2]uplink.State{uplink.StateConnected, uplink.StateConnected}}
+}
+
+// reset puts both lanes back to connected, for a restarted loop.
+func (ls *laneStates) reset() {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.state = [2]uplink.State{uplink.StateConnected, uplink.StateConnected}
+	ls.err = [2]error{}
+}
+
+// uplinkState is the sink's value of the state label of iot_uplink_state:
+// backing_off while either lane backs off, else connected.
+func (ls *laneStates) uplinkState() string {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	for _, st := range ls.state {
+		if st == uplink.StateBackingOff {
+			return telemetry.UplinkBackingOff
+		}
+	}
+	return telemetry.UplinkConnected
 }
 
 func (ls *laneStates) set(lane uplink.Lane, st uplink.State, err error) {
@@ -348,10 +374,39 @@ func (ls *laneStates) set(lane uplink.Lane, st uplink.State, err error) {
 		}
 	}
 	if len(problems) == 0 {
-		ls.metrics.SetUplinkState(ls.name, string(uplink.StateConnected))
 		ls.health.Set("sink/"+ls.name, telemetry.StateOK, "sending")
 		return
 	}
-	ls.metrics.SetUplinkState(ls.name, string(uplink.StateBackingOff))
 	ls.health.Set("sink/"+ls.name, telemetry.StateDegraded, strings.Join(problems, "; "))
+}
+
+// statsSource reads, at every scrape, what the buffer and the sinks hold:
+// each queue's depth, size and age, the file's size, and each sink's
+// connection state (the drops: bufferSnapshot).
+func statsSource(buf *buffer.Buffer, sinks []*sinkRunner) func() telemetry.Stats {
+	sinkOf := make(map[string]*sinkRunner, len(sinks))
+	for _, s := range sinks {
+		sinkOf[s.name] = s
+	}
+	return func() telemetry.Stats {
+		bs := buf.Stats()
+		st := telemetry.Stats{BufferFileBytes: bs.FileSize}
+		for _, q := range buf.Queues() {
+			name := q.Name()
+			qs := bs.Queues[name]
+			out := telemetry.QueueStats{Queue: name, Records: qs.Records, Bytes: qs.Bytes, Oldest: qs.Oldest}
+			if _, ok := sinkOf[name]; ok {
+				out.Sink = name
+			}
+			st.Queues = append(st.Queues, out)
+		}
+		for _, s := range sinks {
+			state := telemetry.UplinkConnected
+			if s.states != nil {
+				state = s.states.uplinkState()
+			}
+			st.Sinks = append(st.Sinks, telemetry.SinkStats{Sink: s.name, State: state})
+		}
+		return st
+	}
 }

@@ -7,7 +7,15 @@
 # promtool comes from $PROMTOOL, the PATH, or else Debian's prometheus
 # package, downloaded with apt-get and unpacked into a cache directory
 # (nothing is installed, no service is started). Fails if none can be had.
+#
+# With --fetch it only makes sure promtool is there and prints its path
+# (scripts/ci-deps.sh runs that, so that `make test` finds it).
 set -euo pipefail
+
+fetch_only=false
+if [ "${1:-}" = "--fetch" ]; then
+	fetch_only=true
+fi
 
 cd "$(dirname "$0")/.."
 
@@ -35,6 +43,10 @@ if [ -z "${PROMTOOL:-}" ]; then
 		fi
 		PROMTOOL=$cache/usr/bin/promtool
 	fi
+fi
+if $fetch_only; then
+	echo "$PROMTOOL"
+	exit 0
 fi
 "$PROMTOOL" --version 2>&1 | head -n1
 export PROMTOOL

@@ -27,7 +27,7 @@ var synthetic = map[string]bool{"ALERTS": true, "ALERTS_FOR_STATE": true, "up": 
 // labelValues are the only values an equality matcher may give these
 // labels: the agent sets no others.
 var labelValues = map[string][]string{
-	telemetry.LabelState: {telemetry.UplinkConnected, telemetry.UplinkBackingOff},
+	telemetry.LabelState: telemetry.UplinkStates,
 }
 
 // exported gathers telemetry.NewMetrics()'s registry (the agent's metrics
@@ -40,8 +40,15 @@ func exported(t *testing.T) map[string]family {
 	m := telemetry.NewMetrics()
 	m.InitSink("kafka")
 	m.InitSource("simulator")
-	m.InitQueue("kafka")
-	m.BufferDropped.WithLabelValues("kafka", "max_bytes")
+	m.SetStatsSource(func() telemetry.Stats {
+		return telemetry.Stats{
+			Queues: []telemetry.QueueStats{{Queue: "kafka", Sink: "kafka"}},
+			Sinks:  []telemetry.SinkStats{{Sink: "kafka", State: telemetry.UplinkConnected}},
+		}
+	})
+	m.Registry().MustRegister(telemetry.NewBufferCollector(func() telemetry.BufferSnapshot {
+		return telemetry.BufferSnapshot{Dropped: map[string]map[string]uint64{"kafka": {"max_bytes": 0}}}
+	}))
 	m.IngestDropped.WithLabelValues("pending_full")
 	m.DeadLetter.WithLabelValues("kafka", "message_too_large")
 	m.DriverErrors.WithLabelValues("plc", "timeout")

@@ -39,7 +39,9 @@ Usage: $(basename "$0") [--no-kafka]
 Installs, with apt-get, whichever of these Debian packages are missing:
   $(printf '%s ' "${PACKAGES[@]%%:*}")
 (a package Debian does not offer is skipped with a note), plus a Java
-runtime if there is none, then resolves the Kafka broker jars into
+runtime if there is none, fetches promtool (Debian's prometheus package,
+unpacked into ~/.cache/iot-producer; monitoring/promtool.sh --fetch), then
+resolves the Kafka broker jars into
 ~/.cache/iot-producer via scripts/kafka.sh fetch (skip with --no-kafka),
 and installs the npm packages $(printf '%s ' "${NPM_PACKAGES[@]}")into
 ${NODE_DIR} (npm's cache is ~/.npm).
@@ -140,6 +142,7 @@ main() {
 	done
 	install_debian_packages
 	install_npm_packages
+	log "promtool: $("${SCRIPT_DIR}/../monitoring/promtool.sh" --fetch | tail -n1)"
 	if [[ "${fetch_kafka}" == true ]]; then
 		log "Kafka jars: $("${SCRIPT_DIR}/kafka.sh" fetch)"
 	fi

@@ -40,10 +40,8 @@ type bufferCollector struct{ read func() BufferSnapshot }
 // iot_buffer_salvaged_records_total, iot_buffer_salvage_lost_records_total
 // and iot_buffer_sequence_state_lost. Register it with the agent's
 // registry (Metrics.Registry) once the buffer is open. It describes
-// nothing (an unchecked collector): Metrics declares
-// iot_buffer_dropped_records_total with the same help for the metrics
-// contract, and nothing else may add series to that vector in a registry
-// holding this collector.
+// nothing (an unchecked collector); it is the only source of
+// iot_buffer_dropped_records_total.
 func NewBufferCollector(read func() BufferSnapshot) prometheus.Collector {
 	return bufferCollector{read: read}
 }

@@ -20,7 +20,7 @@ const (
 	LabelReason = "reason"
 	// LabelKind classifies a driver error (for example "timeout", "exception").
 	LabelKind = "kind"
-	// LabelState is an uplink state: see UplinkConnected and UplinkBackingOff.
+	// LabelState is an uplink state: see UplinkStates.
 	LabelState = "state"
 )
 
@@ -30,11 +30,14 @@ const (
 	UplinkConnected = "connected"
 	// UplinkBackingOff is 1 while the sink waits before retrying a failed send.
 	UplinkBackingOff = "backing_off"
+	// UplinkRefused is 1 while the broker refuses the sink's records for a
+	// reason an operator must fix (authorisation, a policy): the sink
+	// retries, but nothing gets through until the broker's side changes.
+	UplinkRefused = "refused"
 )
 
-// uplinkStates lists every value of the state label, so SetUplinkState can
-// clear the others.
-var uplinkStates = []string{UplinkConnected, UplinkBackingOff}
+// UplinkStates lists every value of the state label of iot_uplink_state.
+var UplinkStates = []string{UplinkConnected, UplinkBackingOff, UplinkRefused}
 
 // sendDurationBuckets resolve the manual's SLOs: p99 around 30 ms and p95
 // around 100 ms each fall on a bucket boundary.
@@ -70,9 +73,6 @@ type Metrics struct {
 	// SendDuration is kafka_send_duration_seconds{sink}: time from a batch's
 	// send to its acknowledgement (not the time it waited in the buffer).
 	SendDuration *prometheus.HistogramVec
-	// ProducerBufferDepth is kafka_producer_buffer_depth{sink}: records
-	// waiting in the sink's queue on disk.
-	ProducerBufferDepth *prometheus.GaugeVec
 	// DataGenerated is device_data_generated_total{source}: samples produced
 	// by a driver or the simulator. The label is the driver name, never a tag.
 	DataGenerated *prometheus.CounterVec
@@ -80,14 +80,6 @@ type Metrics struct {
 	// sample's read to the broker's acknowledgement (end-to-end age).
 	SampleDelivery *prometheus.HistogramVec
 
-	// BufferBytes is iot_buffer_bytes{queue}: bytes of records held in a queue.
-	BufferBytes *prometheus.GaugeVec
-	// BufferOldestAge is iot_buffer_oldest_age_seconds{queue}: age of the
-	// oldest record in a queue, 0 when the queue is empty.
-	BufferOldestAge *prometheus.GaugeVec
-	// BufferDropped is iot_buffer_dropped_records_total{queue,reason}: records
-	// the buffer discarded (for example because the queue was full).
-	BufferDropped *prometheus.CounterVec
 	// BufferCommits is iot_buffer_commits_total: group commits that succeeded.
 	BufferCommits prometheus.Counter
 	// BufferCommitErrors is iot_buffer_commit_errors_total: group commits
@@ -96,10 +88,6 @@ type Metrics struct {
 	// BufferCommitDuration is iot_buffer_commit_duration_seconds: duration of
 	// one group commit, fsyncs included.
 	BufferCommitDuration prometheus.Histogram
-	// BufferFileBytes is iot_buffer_file_bytes: size of the buffer file on
-	// disk (it never shrinks without compaction).
-	BufferFileBytes prometheus.Gauge
-
 	// IngestCommitted is iot_ingest_samples_committed_total: samples written
 	// to the buffer by the ingest stage.
 	IngestCommitted prometheus.Counter
@@ -110,9 +98,6 @@ type Metrics struct {
 	// drivers and not yet committed.
 	IngestPending prometheus.Gauge
 
-	// UplinkState is iot_uplink_state{sink,state}: 1 for the state the sink
-	// is in, 0 for the others. Set it with SetUplinkState.
-	UplinkState *prometheus.GaugeVec
 	// UplinkRetries is iot_uplink_retries_total{sink}: batches sent again
 	// after a failure.
 	UplinkRetries *prometheus.CounterVec
@@ -125,6 +110,12 @@ type Metrics struct {
 	// BuildInfo is iot_build_info{version,goversion}, always 1. Set it with
 	// SetBuildInfo.
 	BuildInfo *prometheus.GaugeVec
+
+	// stats exports what is read from the components at scrape time:
+	// kafka_producer_buffer_depth, iot_buffer_bytes,
+	// iot_buffer_oldest_age_seconds, iot_buffer_file_bytes and
+	// iot_uplink_state (see SetStatsSource).
+	stats *statsCollector
 }
 
 // NewMetrics creates every metric in a new private registry, with the
@@ -134,7 +125,8 @@ type Metrics struct {
 func NewMetrics() *Metrics {
 	sinkLabel := []string{LabelSink}
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
+		reg:   prometheus.NewRegistry(),
+		stats: newStatsCollector(),
 
 		MessagesSent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kafka_messages_sent_total",
@@ -153,10 +145,6 @@ func NewMetrics() *Metrics {
 			Help:    "Time from a batch's send to its acknowledgement.",
 			Buckets: sendDurationBuckets,
 		}, sinkLabel),
-		ProducerBufferDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "kafka_producer_buffer_depth",
-			Help: "Records waiting in the sink's queue on disk.",
-		}, sinkLabel),
 		DataGenerated: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "device_data_generated_total",
 			Help: "Samples produced by drivers and the simulator.",
@@ -167,18 +155,6 @@ func NewMetrics() *Metrics {
 			Buckets: deliveryBuckets,
 		}, sinkLabel),
 
-		BufferBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "iot_buffer_bytes",
-			Help: "Bytes of records held in a buffer queue.",
-		}, []string{LabelQueue}),
-		BufferOldestAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "iot_buffer_oldest_age_seconds",
-			Help: "Age of the oldest record in a buffer queue; 0 when empty.",
-		}, []string{LabelQueue}),
-		BufferDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "iot_buffer_dropped_records_total",
-			Help: "Records discarded by the buffer.",
-		}, []string{LabelQueue, LabelReason}),
 		BufferCommits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "iot_buffer_commits_total",
 			Help: "Buffer group commits that succeeded.",
@@ -192,11 +168,6 @@ func NewMetrics() *Metrics {
 			Help:    "Duration of one buffer group commit, fsyncs included.",
 			Buckets: commitDurationBuckets,
 		}),
-		BufferFileBytes: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "iot_buffer_file_bytes",
-			Help: "Size of the buffer file on disk.",
-		}),
-
 		IngestCommitted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "iot_ingest_samples_committed_total",
 			Help: "Samples committed to the buffer by the ingest stage.",
@@ -210,10 +181,6 @@ func NewMetrics() *Metrics {
 			Help: "Samples accepted from the drivers and not yet committed.",
 		}),
 
-		UplinkState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "iot_uplink_state",
-			Help: "1 for the state a sink is in (connected, backing_off), 0 otherwise.",
-		}, []string{LabelSink, LabelState}),
 		UplinkRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "iot_uplink_retries_total",
 			Help: "Batches sent again after a failure.",
@@ -238,12 +205,11 @@ func NewMetrics() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
 		m.MessagesSent, m.SendErrors, m.BatchesSent, m.SendDuration,
-		m.ProducerBufferDepth, m.DataGenerated, m.SampleDelivery,
-		m.BufferBytes, m.BufferOldestAge, m.BufferDropped, m.BufferCommits,
-		m.BufferCommitErrors, m.BufferCommitDuration, m.BufferFileBytes,
+		m.DataGenerated, m.SampleDelivery,
+		m.BufferCommits, m.BufferCommitErrors, m.BufferCommitDuration,
 		m.IngestCommitted, m.IngestDropped, m.IngestPending,
-		m.UplinkState, m.UplinkRetries, m.DeadLetter, m.DriverErrors,
-		m.BuildInfo,
+		m.UplinkRetries, m.DeadLetter, m.DriverErrors,
+		m.BuildInfo, m.stats,
 	)
 	m.SetBuildInfo(moduleVersion())
 	return m
@@ -253,46 +219,23 @@ func NewMetrics() *Metrics {
 // promhttp or for a test's Gather.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// InitSink creates the series of a sink (kafka_*, iot_sample_delivery_seconds,
-// iot_uplink_state, iot_uplink_retries_total) at zero, so that they are
-// exported before the first send. Call it once per configured sink.
+// InitSink creates the counters and histograms of a sink (kafka_*,
+// iot_sample_delivery_seconds, iot_uplink_retries_total) at zero, so that
+// they are exported before the first send. Call it once per configured
+// sink. The sink's queue depth and state come from SetStatsSource.
 func (m *Metrics) InitSink(name string) {
 	m.MessagesSent.WithLabelValues(name)
 	m.SendErrors.WithLabelValues(name)
 	m.BatchesSent.WithLabelValues(name)
 	m.SendDuration.WithLabelValues(name)
-	m.ProducerBufferDepth.WithLabelValues(name)
 	m.SampleDelivery.WithLabelValues(name)
 	m.UplinkRetries.WithLabelValues(name)
-	for _, s := range uplinkStates {
-		m.UplinkState.WithLabelValues(name, s)
-	}
 }
 
 // InitSource creates device_data_generated_total for a driver at zero. Call
 // it once per configured driver (the simulator counts as one).
 func (m *Metrics) InitSource(name string) {
 	m.DataGenerated.WithLabelValues(name)
-}
-
-// InitQueue creates the per-queue gauges of the buffer at zero. Call it once
-// per buffer queue.
-func (m *Metrics) InitQueue(name string) {
-	m.BufferBytes.WithLabelValues(name)
-	m.BufferOldestAge.WithLabelValues(name)
-}
-
-// SetUplinkState sets iot_uplink_state to 1 for sink and state and to 0 for
-// the sink's other known states. A state other than UplinkConnected and
-// UplinkBackingOff (for example "" while stopped) clears them all.
-func (m *Metrics) SetUplinkState(sink, state string) {
-	for _, s := range uplinkStates {
-		v := 0.0
-		if s == state {
-			v = 1
-		}
-		m.UplinkState.WithLabelValues(sink, s).Set(v)
-	}
 }
 
 // SetBuildInfo replaces the single iot_build_info series with one for

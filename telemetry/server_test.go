@@ -74,6 +74,7 @@ func TestServerMetrics(t *testing.T) {
 	m := NewMetrics()
 	m.InitSink("kafka")
 	m.InitSource("simulator")
+	m.SetStatsSource(func() Stats { return Stats{Queues: []QueueStats{{Queue: "kafka", Sink: "kafka"}}} })
 	s := startServer(t, ServerOptions{Metrics: m})
 
 	code, body, _ := get(t, s.Addrs().Metrics, "/metrics")

@@ -124,7 +124,7 @@ func (ln *lane) next(ctx context.Context) (*batch, error) {
 		if m := ln.l.opts.Metrics.Malformed; m != nil {
 			m(len(malformed))
 		}
-		ln.deadLetter(malformed, "malformed")
+		ln.deadLetter(malformed, ReasonMalformed)
 	}
 	if len(b.msgs) == 0 {
 		return nil, nil

@@ -85,6 +85,10 @@ type Queue interface {
 	Last() (buffer.Pos, bool)
 }
 
+// ReasonMalformed is the dead-letter reason of a record the loop could not
+// decode.
+const ReasonMalformed = "malformed"
+
 // DeadLetters keeps records the broker refused for good.
 type DeadLetters interface {
 	// Put stores the records (their buffer bytes as read) with the reason;

@@ -32,6 +32,9 @@ type Store interface {
 	Epoch() string
 }
 
+// DropReasons lists every reason Metrics.Dropped is called with.
+var DropReasons = []string{"pending_full", "stopped", "shutdown_commit_failed"}
+
 // Metrics receives the ingest stage's counts. Any field may be nil.
 type Metrics struct {
 	Committed    func(n int)
