@@ -63,8 +63,17 @@ type Buffer struct {
 	kick   chan struct{}
 
 	drops dropLog
-	// recovery is what Open found (recover.go); guarded by wmu after Open.
+	// recovery is what Open found (salvage.go), and runtime recoveries
+	// (recover.go); guarded by wmu after Open.
 	recovery Recovery
+	// dbmu guards db against its replacement by a runtime recovery for
+	// the users that hold neither wmu nor every queue's lock (Meta, Stats).
+	dbmu sync.RWMutex
+	// needRecover asks the background flush to recover a damaged file.
+	needRecover atomic.Bool
+	// abandoned is set when a write transaction was abandoned (see
+	// update): db must not be written to or closed. Guarded by wmu.
+	abandoned bool
 
 	commits, commitErrors atomic.Uint64
 	commitNanos           atomic.Int64
@@ -94,7 +103,7 @@ func Open(path string, opts Options) (*Buffer, error) {
 		if o.OnCorrupt == Fail || o.ReadOnly {
 			return nil, fmt.Errorf("buffer %s: %w: %w", path, ErrCorrupt, err)
 		}
-		b, err = quarantine(path, o, err)
+		b, err = quarantine(path, o, err, false)
 		if err != nil {
 			return nil, err
 		}
@@ -116,13 +125,18 @@ func Open(path string, opts Options) (*Buffer, error) {
 
 // quarantine moves a damaged file aside and opens a fresh one at path into
 // which salvage copies what it recovers from the moved file.
-func quarantine(path string, o Options, cause error) (*Buffer, error) {
+//
+// abandoned says that this process still holds the file open (recover.go).
+func quarantine(path string, o Options, cause error, abandoned bool) (*Buffer, error) {
 	log := o.Logger.With("path", path)
 	dst := fmt.Sprintf("%s.corrupt-%s", path, o.Now().UTC().Format("20060102T150405.000000000Z"))
 	if rerr := os.Rename(path, dst); rerr != nil {
 		return nil, fmt.Errorf("buffer %s: corrupt (%w) and cannot be moved aside: %w", path, cause, rerr)
 	}
 	log.Error("buffer file corrupt: moved aside, starting a fresh buffer and copying every intact frame found in it", "moved_to", dst, "error", cause)
+	if abandoned {
+		unlockAbandoned(dst)
+	}
 	b := &Buffer{path: path, opts: o, log: log}
 	if err := b.load(); err != nil {
 		return nil, fmt.Errorf("buffer %s: fresh file after quarantine: %w", path, err)
@@ -431,7 +445,10 @@ func (b *Buffer) Close() error {
 	b.closed = true
 	b.isClosed.Store(true)
 	b.logDrops(true)
-	cerr := b.db.Close()
+	var cerr error
+	if !b.abandoned {
+		cerr = b.db.Close()
+	}
 	if cerr != nil {
 		cerr = fmt.Errorf("buffer %s: close: %w", b.path, cerr)
 	}
@@ -463,9 +480,14 @@ func (b *Buffer) Append(records [][]byte, meta map[string][]byte) error {
 			return fmt.Errorf("buffer %s: append: record %d is %d bytes, more than %d", b.path, i, len(r), maxRecordBytes)
 		}
 	}
-	for k := range meta {
-		if k == "" {
+	for k, v := range meta {
+		switch {
+		case k == "":
 			return fmt.Errorf("buffer %s: append: empty metadata key", b.path)
+		case len(k) > bolt.MaxKeySize:
+			return fmt.Errorf("buffer %s: append: metadata key of %d bytes, more than %d", b.path, len(k), bolt.MaxKeySize)
+		case len(v) > maxRecordBytes:
+			return fmt.Errorf("buffer %s: append: metadata value %q of %d bytes, more than %d", b.path, k, len(v), maxRecordBytes)
 		}
 	}
 	b.wmu.Lock()
@@ -473,7 +495,7 @@ func (b *Buffer) Append(records [][]byte, meta map[string][]byte) error {
 	if b.closed {
 		return fmt.Errorf("buffer %s: append: %w", b.path, ErrClosed)
 	}
-	err := b.commitLocked(records, meta, nil, true)
+	err := b.commitOrRecoverLocked(records, meta, nil, true)
 	if errors.Is(err, ErrFull) && b.opts.DropPolicy == DropOldest && len(records) > 0 {
 		// Make room: drop twice the new data's size from the head of every
 		// queue (bbolt needs contiguous pages), then try once more.
@@ -537,7 +559,7 @@ func (b *Buffer) AppendTo(queue string, records [][]byte) error {
 	if b.closed {
 		return fmt.Errorf("buffer %s: append to %s: %w", b.path, queue, ErrClosed)
 	}
-	return b.commitLocked(records, nil, q, true)
+	return b.commitOrRecoverLocked(records, nil, q, true)
 }
 
 // Flush commits pending acknowledgements and deletions and applies the age
@@ -548,7 +570,7 @@ func (b *Buffer) Flush() error {
 	if b.closed {
 		return fmt.Errorf("buffer %s: flush: %w", b.path, ErrClosed)
 	}
-	return b.commitLocked(nil, nil, nil, false)
+	return b.commitOrRecoverLocked(nil, nil, nil, false)
 }
 
 // commitLocked runs one write transaction: new frames from records, meta,
@@ -643,14 +665,35 @@ func (b *Buffer) commitLocked(records [][]byte, meta map[string][]byte, only *Qu
 
 // update runs a write transaction, turning a bbolt panic or memory fault
 // on a damaged file into an error wrapping ErrCorrupt.
+//
+// A write transaction that fails is not rolled back: with
+// NoFreelistSync, bbolt's rollback walks every page of the file to rebuild
+// the free list, in a goroutine that crashes the process on a damaged
+// page. A transaction whose function panics or fails is abandoned instead
+// (it keeps bbolt's writer lock, so nothing writes to that file again) and
+// the error wraps ErrCorrupt: the file is then replaced by a salvaged copy
+// (recover.go). A failed Commit rolls back inside bbolt, as before (a full
+// disk, on a file that was consistent at Open).
 func (b *Buffer) update(fn func(*bolt.Tx) error) (err error) {
+	if b.abandoned {
+		return fmt.Errorf("%w: a failed transaction left the file unusable", ErrCorrupt)
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	tx, err := b.db.Begin(true)
+	if err != nil {
+		return err
+	}
 	defer func() {
 		if r := recover(); r != nil {
+			b.abandoned = true
 			err = fmt.Errorf("%w: bbolt panicked: %v", ErrCorrupt, r)
 		}
 	}()
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return b.db.Update(fn)
+	if err := fn(tx); err != nil {
+		b.abandoned = true
+		return fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	return tx.Commit()
 }
 
 // run is the background flush: it commits pending deletions,
@@ -675,7 +718,12 @@ func (b *Buffer) run(ctx context.Context) {
 		b.wmu.Lock()
 		var err error
 		if !b.closed && !b.opts.ReadOnly {
-			err = b.commitLocked(nil, nil, nil, false)
+			if b.needRecover.Load() {
+				err = b.recoverLocked(fmt.Errorf("%w: reading a queue failed", ErrCorrupt))
+			}
+			if err == nil {
+				err = b.commitOrRecoverLocked(nil, nil, nil, false)
+			}
 			b.logDrops(false)
 			if err == nil && b.opts.FlushInterval > 0 {
 				err = b.mergeLocked()
@@ -704,6 +752,8 @@ func (b *Buffer) wake() {
 // copies owned by fn. It stops at the first error fn returns.
 func (b *Buffer) Meta(fn func(key, value []byte) error) error {
 	var kvs [][2][]byte
+	b.dbmu.RLock()
+	defer b.dbmu.RUnlock()
 	err := b.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(metaBucket).ForEach(func(k, v []byte) error {
 			kvs = append(kvs, [2][]byte{append([]byte(nil), k...), append([]byte(nil), v...)})
@@ -761,7 +811,9 @@ func (b *Buffer) Stats() Stats {
 		s.FileSize = fi.Size()
 	}
 	if !b.isClosed.Load() {
+		b.dbmu.RLock()
 		bs := b.db.Stats()
+		b.dbmu.RUnlock()
 		s.FreeBytes = int64(bs.FreePageN+bs.PendingPageN) * b.pageSize
 	}
 	for _, q := range b.order {

@@ -567,9 +567,10 @@ func TestClosed(t *testing.T) {
 	_ = b.Stats()
 }
 
-// TestFailedAppendKeepsState makes the write transaction fail after the
-// frames, deletions and drops were written into it: memory must be as
-// before, and the pending acknowledgements must still reach the disk later.
+// TestFailedAppendKeepsState makes Append fail (an oversized metadata key,
+// refused before the transaction): memory must be as before, and the
+// pending acknowledgements must still reach the disk later. (A commit that
+// fails inside bbolt, a full disk, is in full_test.go.)
 func TestFailedAppendKeepsState(t *testing.T) {
 	noCoalesce(t)
 	o := testOptions("q")

@@ -251,6 +251,7 @@ func (q *Queue) Read(after Pos, n int) (recs []Record, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("buffer %s: queue %q: read after %s: %w: bbolt panicked: %v", q.b.path, q.name, after, ErrCorrupt, r)
+			q.b.requestRecover()
 		}
 	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))

@@ -45,6 +45,10 @@ type Recovery struct {
 	// UnknownQueueFrames counts intact frames of queues not configured now:
 	// they stay in the quarantined file.
 	UnknownQueueFrames uint64
+	// Runtime counts the files found damaged while running and recovered
+	// in place; the other fields then add up every recovery (Quarantined,
+	// Cause and MetaRecovered are the last one's).
+	Runtime int
 }
 
 // LostFrame is one frame found damaged by the salvage.
