@@ -5,10 +5,12 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -21,6 +23,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/iot-producer/iot-producer/internal/seqcheck"
+	"github.com/iot-producer/iot-producer/record"
 )
 
 // The MQTT tests use ports 25000-25999.
@@ -382,4 +385,332 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 	}
 	verifyDelivery(t, c.brokers(), topic, dir)
 	verifyMQTT(t, sub, dir)
+}
+
+// nodeModules is where scripts/ci-deps.sh installs the npm packages.
+func nodeModules(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("IOT_PRODUCER_NODE_DIR")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir = filepath.Join(home, ".cache", "iot-producer", "node")
+	}
+	mods := filepath.Join(dir, "node_modules")
+	if _, err := os.Stat(filepath.Join(mods, "sparkplug-payload", "package.json")); err != nil {
+		t.Fatalf("the npm package sparkplug-payload is not installed in %s: run scripts/ci-deps.sh (%v)", dir, err)
+	}
+	return mods
+}
+
+// nodeMessage is one Sparkplug message as sparkplug-payload decoded it.
+type nodeMessage struct {
+	Topic   string `json:"topic"`
+	Payload struct {
+		Timestamp string       `json:"timestamp"`
+		Seq       *string      `json:"seq"`
+		Metrics   []nodeMetric `json:"metrics"`
+	} `json:"payload"`
+}
+
+type nodeMetric struct {
+	Name         string          `json:"name"`
+	Alias        string          `json:"alias"`
+	Timestamp    string          `json:"timestamp"`
+	Type         string          `json:"type"`
+	Value        json.RawMessage `json:"value"`
+	IsHistorical bool            `json:"isHistorical"`
+	Properties   map[string]struct {
+		Type  string          `json:"type"`
+		Value json.RawMessage `json:"value"`
+	} `json:"properties"`
+}
+
+// decodeWithNode decodes the collected messages with sparkplug-payload.
+// A message identical to one already seen (the broker delivering again
+// what the subscriber had not acknowledged when it stopped) is left out.
+func decodeWithNode(t *testing.T, c *mqttCollector) []nodeMessage {
+	t.Helper()
+	var in bytes.Buffer
+	seen := map[string]bool{}
+	c.mu.Lock()
+	for i, p := range c.payloads {
+		line := fmt.Sprintf("%s\t%s\n", c.topics[i], base64.StdEncoding.EncodeToString(p))
+		if !seen[line] {
+			seen[line] = true
+			in.WriteString(line)
+		}
+	}
+	c.mu.Unlock()
+	script, err := filepath.Abs("testdata/sparkplug-decode.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("node", script)
+	cmd.Env = append(os.Environ(), "NODE_PATH="+nodeModules(t))
+	cmd.Stdin = &in
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node sparkplug-decode.js: %v\n%s", err, &stderr)
+	}
+	var msgs []nodeMessage
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(nil, 16<<20)
+	for sc.Scan() {
+		var m nodeMessage
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("decoder output %q: %v", sc.Text(), err)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// TestSparkplugDecodedByNode sends to Kafka (JSON) and to MQTT as
+// Sparkplug B at once, restarts Mosquitto in between and asks for a
+// rebirth, then decodes every Sparkplug message with the npm package
+// sparkplug-payload and checks it as a host would: seq 0 on NBIRTH and +1
+// (mod 256) after, bdSeq in NBIRTH, a DBIRTH naming each alias before a
+// device's DDATA in every session, data types as born, backlog marked
+// historical; every DDATA's value, type and time stamp equal the Kafka
+// record of the same series and sequence number; and every committed
+// sequence number came as DDATA or is still buffered.
+func TestSparkplugDecodedByNode(t *testing.T) {
+	c := startCluster(t, "--port", "25150")
+	m := startMosquitto(t, 25886)
+	sub := collectMQTT(t, m.url(), "spBv1.0/#")
+	topic := fmt.Sprintf("e2e-sparkplug-%d", time.Now().UnixNano())
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+gateway: {id: gw-e2e, state_dir: %q}
+device: {count: 10, tags_per_device: 4, sample_interval: 100ms, seed: 3}
+producer: {brokers: [%s], topic: %s}
+mqtt:
+  enabled: true
+  broker: %s
+  payload: sparkplug
+  sparkplug: {group_id: plant}
+telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_listen: "off"}
+`, dir, strings.Join(c.brokers(), ", "), topic, m.url()))
+	a := startAgent(t, cfg)
+	a.waitSinkAcked(t, "mqtt", 2000, time.Minute)
+
+	m.stop(t)
+	a.waitSinkReady(t, "mqtt", func(d string) bool { return strings.Contains(d, "backing off") }, time.Minute)
+	time.Sleep(10 * time.Second) // a backlog builds up, sent as historical
+	m.start(t)
+	acked := a.sinkMetric(t, "kafka_messages_sent_total", "mqtt")
+	a.waitSinkAcked(t, "mqtt", acked+6000, 2*time.Minute)
+
+	// A host asks for a rebirth.
+	cmd := nodeRebirth(t)
+	if tok := sub.cl.Publish("spBv1.0/plant/NCMD/gw-e2e", 1, false, cmd); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		t.Fatalf("NCMD: %v", tok.Error())
+	}
+	acked = a.sinkMetric(t, "kafka_messages_sent_total", "mqtt")
+	a.waitSinkAcked(t, "mqtt", acked+2000, time.Minute)
+	if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, a.tail(40))
+	}
+	kafkaRecs := map[string]record.Fields{} // "device/tag/seq"
+	for _, recs := range readModbusTopic(t, c.brokers(), topic) {
+		for _, f := range recs {
+			kafkaRecs[fmt.Sprintf("%s/%s/%d", f.Device, f.Tag, f.Seq)] = f
+		}
+	}
+
+	// Wait for the subscriber to have every DDATA the agent had
+	// acknowledged, then decode everything with node.
+	checker := seqcheck.New()
+	left, last, err := checker.AddBuffer(filepath.Join(dir, "buffer.db"), "mqtt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []nodeMessage
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		msgs = decodeWithNode(t, sub)
+		host := checkSparkplugHost(t, msgs, kafkaRecs)
+		probe := seqcheck.New()
+		_, _, _ = probe.AddBuffer(filepath.Join(dir, "buffer.db"), "mqtt")
+		for _, f := range host.data {
+			_ = probe.Add(record.AppendJSON(nil, &f))
+		}
+		if r := probe.Verify(last); r.Missing == 0 || time.Now().After(deadline) {
+			for _, f := range host.data {
+				if err := checker.Add(record.AppendJSON(nil, &f)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := checker.Verify(last)
+			t.Logf("Sparkplug decoded by sparkplug-payload: %d messages, %d NBIRTH, %d DBIRTH, %d DDATA (%d historical); delivery %s (%d still buffered)",
+				len(msgs), host.nbirths, host.dbirths, len(host.data), host.historical, r, left)
+			if r.Missing != 0 || r.Unexpected != 0 {
+				t.Fatalf("lost samples: %s", r)
+			}
+			if host.nbirths < 3 || host.historical == 0 {
+				t.Errorf("%d NBIRTH (want one per session and one for the rebirth: at least 3), %d historical DDATA (want some after the restart)", host.nbirths, host.historical)
+			}
+			return
+		}
+		time.Sleep(time.Second) // the subscriber catching up
+	}
+}
+
+// nodeRebirth returns an NCMD payload with Node Control/Rebirth = true,
+// encoded by sparkplug-payload.
+func nodeRebirth(t *testing.T) []byte {
+	t.Helper()
+	cmd := exec.Command("node", "-e", `const sp = require('sparkplug-payload').get('spBv1.0');
+process.stdout.write(Buffer.from(sp.encodePayload({timestamp: Date.now(), metrics: [{name: 'Node Control/Rebirth', type: 'Boolean', value: true}]})).toString('base64'));`)
+	cmd.Env = append(os.Environ(), "NODE_PATH="+nodeModules(t))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("encode NCMD with node: %v", err)
+	}
+	b, err := base64.StdEncoding.DecodeString(string(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// sparkplugHost is what checkSparkplugHost saw.
+type sparkplugHost struct {
+	nbirths, dbirths, historical int
+	data                         []record.Fields // each DDATA metric as the Kafka record it matches
+}
+
+// checkSparkplugHost follows the decoded messages as a host application
+// would and fails the test on a breach of the Sparkplug rules or a DDATA
+// that differs from the Kafka record of its series and seq.
+func checkSparkplugHost(t *testing.T, msgs []nodeMessage, kafkaRecs map[string]record.Fields) sparkplugHost {
+	t.Helper()
+	var h sparkplugHost
+	type born struct{ name, typ string }
+	var births map[string]map[string]born // device → alias → metric, this session
+	next := -1                            // expected seq; -1 before the first NBIRTH
+	for i, msg := range msgs {
+		parts := strings.Split(msg.Topic, "/")
+		if len(parts) < 4 || parts[0] != "spBv1.0" || parts[1] != "plant" || parts[3] != "gw-e2e" {
+			t.Fatalf("message %d: topic %q", i, msg.Topic)
+		}
+		kind := parts[2]
+		if kind == "NCMD" || kind == "NDEATH" {
+			continue
+		}
+		if msg.Payload.Seq == nil {
+			t.Fatalf("message %d (%s) without seq", i, msg.Topic)
+		}
+		seq, _ := strconv.Atoi(*msg.Payload.Seq)
+		if kind == "NBIRTH" {
+			if seq != 0 {
+				t.Fatalf("message %d: NBIRTH seq %d", i, seq)
+			}
+			var bd bool
+			for _, m := range msg.Payload.Metrics {
+				bd = bd || (m.Name == "bdSeq" && m.Type == "Int64")
+			}
+			if !bd {
+				t.Fatalf("message %d: NBIRTH without an Int64 bdSeq", i)
+			}
+			h.nbirths++
+			births = map[string]map[string]born{}
+			next = 1
+			continue
+		}
+		if next < 0 {
+			// Messages of a session whose NBIRTH the subscriber missed
+			// (it subscribed after the agent connected) are not checked.
+			continue
+		}
+		if seq != next {
+			t.Fatalf("message %d (%s): seq %d, want %d", i, msg.Topic, seq, next)
+		}
+		next = (next + 1) % 256
+		if len(parts) != 5 {
+			t.Fatalf("message %d: %s without a device", i, msg.Topic)
+		}
+		dev := parts[4]
+		switch kind {
+		case "DBIRTH":
+			b := map[string]born{}
+			for _, m := range msg.Payload.Metrics {
+				if m.Name == "" || m.Alias == "" || m.Type == "" {
+					t.Fatalf("message %d: DBIRTH metric without name, alias or type: %+v", i, m)
+				}
+				b[m.Alias] = born{m.Name, m.Type}
+			}
+			births[dev] = b
+			h.dbirths++
+		case "DDATA":
+			b, ok := births[dev]
+			if !ok {
+				t.Fatalf("message %d: DDATA of %s before its DBIRTH", i, dev)
+			}
+			for _, m := range msg.Payload.Metrics {
+				bm, ok := b[m.Alias]
+				if !ok || m.Name != "" {
+					t.Fatalf("message %d: DDATA of %s: alias %q not born, or a name (%q)", i, dev, m.Alias, m.Name)
+				}
+				if m.Type != bm.typ {
+					t.Fatalf("message %d: %s/%s is %s, born %s", i, dev, bm.name, m.Type, bm.typ)
+				}
+				var sseq string
+				if err := json.Unmarshal(m.Properties["seq"].Value, &sseq); err != nil {
+					t.Fatalf("message %d: %s/%s: seq property %s: %v", i, dev, bm.name, m.Properties["seq"].Value, err)
+				}
+				key := dev + "/" + bm.name + "/" + sseq
+				f, ok := kafkaRecs[key]
+				if !ok {
+					t.Fatalf("message %d: DDATA %s has no Kafka record", i, key)
+				}
+				checkSparkplugValue(t, key, m, f)
+				if m.IsHistorical {
+					h.historical++
+				}
+				h.data = append(h.data, f)
+			}
+		default:
+			t.Fatalf("message %d: unexpected %s", i, kind)
+		}
+	}
+	return h
+}
+
+// checkSparkplugValue compares a decoded DDATA metric with the Kafka
+// record of the same sample.
+func checkSparkplugValue(t *testing.T, key string, m nodeMetric, f record.Fields) {
+	t.Helper()
+	if want := strconv.FormatInt(f.ReadTime.UnixMilli(), 10); m.Timestamp != want {
+		t.Fatalf("%s: timestamp %s, read time %s", key, m.Timestamp, want)
+	}
+	if f.NoValue {
+		if string(m.Value) != "null" {
+			t.Fatalf("%s: a bad sample's metric has value %s, want null", key, m.Value)
+		}
+		return
+	}
+	var ok bool
+	switch f.Type {
+	case record.TypeFloat:
+		var v float64
+		ok = m.Type == "Double" && json.Unmarshal(m.Value, &v) == nil && v == f.Float
+	case record.TypeInt:
+		ok = m.Type == "Int64" && string(m.Value) == `"`+strconv.FormatInt(f.Int, 10)+`"`
+	case record.TypeUint:
+		ok = m.Type == "UInt64" && string(m.Value) == `"`+strconv.FormatUint(f.Uint, 10)+`"`
+	case record.TypeBool:
+		ok = m.Type == "Boolean" && string(m.Value) == strconv.FormatBool(f.Bool)
+	case record.TypeString:
+		var v string
+		ok = m.Type == "String" && json.Unmarshal(m.Value, &v) == nil && v == f.String
+	}
+	if !ok {
+		t.Fatalf("%s: Sparkplug %s %s, Kafka record %+v", key, m.Type, m.Value, f)
+	}
 }
