@@ -106,12 +106,6 @@ func collectMQTT(t *testing.T, url, filter string) *mqttCollector {
 	return c
 }
 
-func (c *mqttCollector) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.payloads)
-}
-
 // verifyMQTT waits until the subscriber has every sequence number the
 // gateway committed (the buffer in dir says which) that is not still
 // buffered, and fails on any that never comes.
