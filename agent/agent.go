@@ -305,13 +305,62 @@ func (a *Agent) startSource(src *source) {
 	a.metrics.InitSource(name)
 	a.health.Set("source/"+name, telemetry.StateOK, "running")
 	emit := a.emitter(name)
+	stopWatch := a.watchSession(name, src.d)
 	go func() {
 		defer close(src.done)
-		if err := src.d.Run(ctx, emit); err != nil {
+		err := src.d.Run(ctx, emit)
+		stopWatch()
+		if err != nil {
 			a.log.Error("driver stopped", "source", name, "err", err)
 			a.health.Set("source/"+name, telemetry.StateDown, err.Error())
 		}
 	}()
+}
+
+// sessionPoll is how often /ready follows a session-holding driver.
+const sessionPoll = time.Second
+
+// watchSession shows the session of a driver that holds one (OPC UA) in
+// /ready — ok while connected, degraded while it reconnects, with the
+// reason — and in the iot_driver_* metrics, until the returned stop is
+// called. For other drivers it does nothing.
+func (a *Agent) watchSession(name string, d drivers.Driver) (stop func()) {
+	r, ok := d.(drivers.SessionReporter)
+	if !ok {
+		return func() {}
+	}
+	a.metrics.AddSessionSource(name, func() telemetry.SessionSnapshot {
+		s := r.SessionStatus()
+		return telemetry.SessionSnapshot{Connected: s.Connected, Subscriptions: s.Subscriptions, ItemsGood: s.ItemsGood, ItemsBad: s.ItemsBad, Recoveries: s.Recoveries}
+	})
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(sessionPoll)
+		defer t.Stop()
+		for {
+			s := r.SessionStatus()
+			detail := fmt.Sprintf("%s; %d subscriptions, %d items good, %d bad, %d recoveries", s.State, s.Subscriptions, s.ItemsGood, s.ItemsBad, s.Recoveries)
+			state := telemetry.StateOK
+			if !s.Connected {
+				state = telemetry.StateDegraded
+				if s.LastError != "" {
+					detail += "; last error at " + s.LastErrorTime.UTC().Format(time.RFC3339) + ": " + s.LastError
+				}
+			}
+			a.health.Set("source/"+name, state, detail)
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+		a.metrics.RemoveSessionSource(name)
+	}
 }
 
 // startSink runs s's send loop until its context, a child of the send

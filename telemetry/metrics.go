@@ -116,6 +116,10 @@ type Metrics struct {
 	// iot_buffer_oldest_age_seconds, iot_buffer_file_bytes and
 	// iot_uplink_state (see SetStatsSource).
 	stats *statsCollector
+
+	// sessions exports the sessions of OPC UA and other session-holding
+	// drivers (see AddSessionSource).
+	sessions *sessionCollector
 }
 
 // NewMetrics creates every metric in a new private registry, with the
@@ -201,7 +205,9 @@ func NewMetrics() *Metrics {
 
 	// MustRegister panics only on a duplicate or inconsistent name in the
 	// list below, a programming error that every test run would show.
+	m.sessions = newSessionCollector()
 	m.reg.MustRegister(
+		m.sessions,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
 		m.MessagesSent, m.SendErrors, m.BatchesSent, m.SendDuration,

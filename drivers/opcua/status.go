@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/iot-producer/iot-producer/drivers"
 )
 
 // State is the state of a driver's session.
@@ -116,5 +118,20 @@ func rememberEndpoint(stateDir, endpoint string, der []byte) {
 	p := tofuFile(stateDir, endpoint)
 	if os.MkdirAll(filepath.Dir(p), 0o755) == nil {
 		_ = os.WriteFile(p, []byte(endpoint+" "+Fingerprint(der)+"\n"), 0o644)
+	}
+}
+
+// SessionStatus implements drivers.SessionReporter.
+func (d *Driver) SessionStatus() drivers.SessionStatus {
+	s := d.Status()
+	return drivers.SessionStatus{
+		Connected:     s.State == StateConnected,
+		State:         s.State.String(),
+		Subscriptions: s.Subscriptions,
+		ItemsGood:     s.ItemsGood,
+		ItemsBad:      s.ItemsBad,
+		Recoveries:    s.Recoveries,
+		LastError:     s.LastError,
+		LastErrorTime: s.LastErrorTime,
 	}
 }

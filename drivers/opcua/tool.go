@@ -108,7 +108,7 @@ func (s *Session) Read(ctx context.Context, node string) (Reading, error) {
 	r := Reading{Node: s.display(n), SourceTime: dv.SourceTimestamp, ServerTime: dv.ServerTimestamp}
 	r.Quality, r.Status = Quality(dv.Status)
 	if dv.Value != nil {
-		r.Type = dv.Value.Type().String()
+		r.Type = strings.TrimPrefix(dv.Value.Type().String(), "TypeID")
 		r.Value, r.Err = Convert(dv.Value)
 	}
 	return r, nil

@@ -425,6 +425,19 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	err := s.srv.Close()
+	// gopcua's Close leaves each subscription's goroutine running until
+	// its lifetime runs out: end them.
+	if ss := s.srv.SubscriptionService; ss != nil {
+		ss.Mu.Lock()
+		ids := make([]uint32, 0, len(ss.Subs))
+		for id := range ss.Subs {
+			ids = append(ids, id)
+		}
+		ss.Mu.Unlock()
+		for _, id := range ids {
+			ss.DeleteSubscription(id)
+		}
+	}
 	s.wg.Wait()
 	return err
 }

@@ -1,0 +1,165 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iot-producer/iot-producer/agent"
+	"github.com/iot-producer/iot-producer/agent/config"
+	"github.com/iot-producer/iot-producer/drivers"
+	simopcua "github.com/iot-producer/iot-producer/simulator/opcua"
+	"github.com/iot-producer/iot-producer/telemetry"
+)
+
+// TestOPCUAPLCsThroughTheAgent runs the agent on the simulator's OPC UA
+// server, one PLC subscribed and one polled, restarts the server under
+// it, and checks that data resumes without restarting the agent, that the
+// gap shows as samples without values, and that /ready and the metrics
+// follow each session.
+func TestOPCUAPLCsThroughTheAgent(t *testing.T) {
+	checkLeaks(t)
+	o := simopcua.Options{Devices: 2, TagsPerDevice: 3, Interval: 50 * time.Millisecond, ExtraNamespaces: 1}
+	sim, err := simopcua.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			_ = sim.Close()
+		}
+	})
+	plc := func(name, mode, dev string) string {
+		return fmt.Sprintf(`
+  - name: %s
+    driver: opcua
+    endpoint: %s
+    mode: %s
+    poll_interval: 50ms
+    timeout: 1s
+    reconnect_max: 500ms
+    security_policy: None
+    allow_insecure: true
+    tags:
+      - {name: temperature, address: "%s", type: float64}
+      - {name: counter, address: "%s"}
+`, name, sim.Endpoint(), mode, sim.NodeURI(dev, "temperature"), sim.NodeURI(dev, "counter"))
+	}
+	yaml := fmt.Sprintf(`
+gateway: {id: gw-test, state_dir: %q}
+producer: {brokers: ["%s"], topic: iot-test}
+telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_listen: "off"}
+plcs:%s%s`, t.TempDir(), newCluster(t).ListenAddrs()[0], plc("sub", "subscribe", "sim-0001"), plc("poll", "poll", "sim-0002"))
+	cfg, err := config.Parse([]byte(yaml), "test config")
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	var mu sync.Mutex
+	var samples []drivers.Sample
+	ready := make(chan struct{})
+	a, err := agent.New(cfg, agent.Options{
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnReady: func() { close(ready) },
+		Tap: func(ss []drivers.Sample) {
+			mu.Lock()
+			samples = append(samples, ss...)
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatalf("agent.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	<-ready
+	// waitFor polls the tap and the telemetry until ok holds.
+	waitFor := func(what string, ok func(ss []drivers.Sample, m telemetry.MetricsSnapshot) bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			mu.Lock()
+			ss := append([]drivers.Sample(nil), samples...)
+			mu.Unlock()
+			if ok(ss, telemetry.Snapshot(a.Metrics())) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after 30s, %s not seen; health %+v", what, a.Health().Snapshot())
+			}
+			time.Sleep(20 * time.Millisecond) // polling the tap, not synchronising
+		}
+	}
+	goodAfter := func(ss []drivers.Sample, from int, dev string) int {
+		n := 0
+		for _, s := range ss[min(from, len(ss)):] {
+			if s.Device == dev && s.Quality == drivers.QualityGood {
+				n++
+			}
+		}
+		return n
+	}
+	// health reports whether every OPC UA source is in state with a
+	// detail containing want.
+	health := func(state telemetry.State, want string) bool {
+		n := 0
+		for _, c := range a.Health().Snapshot() {
+			if strings.HasPrefix(c.Name, "source/opcua:") {
+				if c.State != state || !strings.Contains(c.Detail, want) {
+					return false
+				}
+				n++
+			}
+		}
+		return n == 2
+	}
+	waitFor("good samples of both PLCs, connected in /ready and the metrics", func(ss []drivers.Sample, m telemetry.MetricsSnapshot) bool {
+		return goodAfter(ss, 0, "sub") >= 10 && goodAfter(ss, 0, "poll") >= 10 && m.Sum("iot_driver_connected") == 2 &&
+			m.Sum("iot_driver_subscriptions") == 1 && health(telemetry.StateOK, "connected; ") && health(telemetry.StateOK, "2 items good, 0 bad")
+	})
+
+	if err := sim.Close(); err != nil {
+		t.Logf("close: %v", err)
+	}
+	restarted = true
+	waitFor("the outage in /ready, the metrics and the samples", func(ss []drivers.Sample, m telemetry.MetricsSnapshot) bool {
+		return m.Sum("iot_driver_connected") == 0 && ss[len(ss)-1].Quality == drivers.QualityBad &&
+			health(telemetry.StateDegraded, "last error at ") && a.Health().Ready()
+	})
+	mu.Lock()
+	mark := len(samples)
+	mu.Unlock()
+	o.Port, o.Cert, o.Key = sim.Port(), sim.Certificate(), sim.Key()
+	sim2, err := simopcua.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim2.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim2.Close() })
+	waitFor("data again after the restart", func(ss []drivers.Sample, m telemetry.MetricsSnapshot) bool {
+		return goodAfter(ss, mark, "sub") >= 5 && goodAfter(ss, mark, "poll") >= 5 &&
+			m.Sum("iot_driver_recoveries_total") >= 2 && m.Sum("iot_driver_connected") == 2
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("agent.Run: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range samples {
+		if s.Quality == drivers.QualityBad && !s.Value.Equal(drivers.NoValue(s.Value.Kind)) {
+			t.Fatalf("a bad sample with a value: %+v", s)
+		}
+	}
+}
