@@ -18,12 +18,16 @@ var compactLockTimeout = time.Second
 // data, so that dst is as small as the data allows (a bbolt file never
 // shrinks by itself). src must not be open by a running agent: Compact
 // takes a shared lock on it and fails, naming the path, if another process
-// holds it. dst must not exist. Replacing src by dst is left to the caller.
+// holds it. dst must not exist. dst gets src's permissions and, where the
+// system has owners, src's owner and group: compacting as root leaves a file
+// the service user can still open. Replacing src by dst is left to the
+// caller.
 func Compact(src, dst string) (err error) {
 	if _, err := os.Stat(dst); err == nil {
 		return fmt.Errorf("compact %s: destination %s already exists", src, dst)
 	}
-	if _, err := os.Stat(src); err != nil {
+	srcInfo, err := os.Stat(src)
+	if err != nil {
 		return fmt.Errorf("compact %s: %w", src, err)
 	}
 	s, err := bolt.Open(src, 0o600, &bolt.Options{ReadOnly: true, Timeout: compactLockTimeout})
@@ -48,6 +52,12 @@ func Compact(src, dst string) (err error) {
 	}()
 	if err := bolt.Compact(d, s, compactTxMaxSize); err != nil {
 		return fmt.Errorf("compact %s into %s: %w", src, dst, err)
+	}
+	if err := os.Chmod(dst, srcInfo.Mode().Perm()); err != nil {
+		return fmt.Errorf("compact %s: %w", src, err)
+	}
+	if err := keepOwner(dst, srcInfo); err != nil {
+		return fmt.Errorf("compact %s: keep the owner on %s: %w", src, dst, err)
 	}
 	return nil
 }

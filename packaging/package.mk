@@ -6,6 +6,8 @@
 #   make package-test    build the host's .deb, install it, check it, purge it
 #                        (needs root and dpkg: it changes this machine)
 #   make package-clean   remove dist/
+#   make unit-check      systemd-analyze: the unit's exposure is at most 1.5
+#                        (security --offline=true) and it parses (verify)
 #   make monitoring-check  promtool on monitoring/: check rules, their unit
 #                        tests, every dashboard query (fetches promtool from
 #                        Debian's prometheus package if it is not installed)
@@ -28,7 +30,7 @@ GOENV_amd64 := GOARCH=amd64
 GOENV_arm64 := GOARCH=arm64
 GOENV_armhf := GOARCH=arm GOARM=7
 
-.PHONY: package package-test package-clean monitoring-check $(addprefix package-,$(PACKAGE_ARCHES))
+.PHONY: package package-test package-clean monitoring-check unit-check $(addprefix package-,$(PACKAGE_ARCHES))
 
 package: $(addprefix package-,$(PACKAGE_ARCHES))
 	@ls -l $(DIST)/*.deb
@@ -47,6 +49,9 @@ $(addprefix package-,$(PACKAGE_ARCHES)): package-%:
 
 package-test: package-$(HOST_DEB_ARCH)
 	bash packaging/test.sh $(DIST)/iot-producer_$(DEB_VERSION)_$(HOST_DEB_ARCH).deb
+
+unit-check:
+	bash systemd/check.sh systemd/iot-producer.service
 
 package-clean:
 	rm -rf $(DIST)

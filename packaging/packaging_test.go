@@ -102,18 +102,26 @@ func TestUnit(t *testing.T) {
 		{"Service.Type", "notify"},
 		{"Service.NotifyAccess", "main"},
 		{"Service.WatchdogSec", "30s"},
-		{"Service.ExecStartPre", binPath + " validate -c " + confPath},
 		{"Service.ExecStart", binPath + " run -c " + confPath},
 		{"Service.ExecReload", "/bin/kill -HUP $MAINPID"},
 		{"Service.Restart", "on-failure"},
-		{"Service.RestartSec", "2s"},
-		{"Service.RestartPreventExitStatus", "2"},
+		{"Service.RestartSec", "5s"},
+		{"Service.RestartSteps", "8"},
+		{"Service.RestartMaxDelaySec", "5min"},
+		{"Unit.StartLimitIntervalSec", "0"},
+		// run exits 78 (EX_CONFIG) for a refused configuration; 2 is a
+		// panic or the watchdog's SIGABRT, which must be restarted.
+		{"Service.RestartPreventExitStatus", "78"},
 		{"Service.TimeoutStopSec", "30s"},
 		{"Service.User", serviceID},
 		{"Service.Group", serviceID},
-		{"Service.SupplementaryGroups", "dialout"},
 		{"Service.StateDirectory", filepath.Base(stateDir)},
-		{"Service.ReadWritePaths", stateDir},
+		{"Service.UMask", "0077"},
+		{"Service.LimitNOFILE", "4096"},
+		{"Service.DevicePolicy", "closed"},
+		{"Service.PrivateMounts", "yes"},
+		{"Service.ProtectProc", "invisible"},
+		{"Service.RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"},
 		{"Service.ProtectSystem", "strict"},
 		{"Service.ProtectHome", "yes"},
 		{"Service.PrivateTmp", "yes"},
@@ -131,8 +139,24 @@ func TestUnit(t *testing.T) {
 			t.Errorf("%s = %q, want %q", tc.key, got, tc.want)
 		}
 	}
-	if _, ok := u["Service.LimitNOFILE"]; !ok {
-		t.Error("LimitNOFILE is not set")
+	if _, ok := u["Service.MemoryMax"]; !ok {
+		t.Error("MemoryMax is not set")
+	}
+	// Serial ports for Modbus RTU, and no other device.
+	wantDevices := []string{"char-ttyS rw", "char-ttyUSB rw", "char-ttyACM rw", "char-ttyAMA rw"}
+	if got := u["Service.DeviceAllow"]; !slices.Equal(got, wantDevices) {
+		t.Errorf("DeviceAllow = %q, want %q", got, wantDevices)
+	}
+	if got := u["Service.SystemCallFilter"]; !slices.Equal(got, []string{"@system-service", "~@privileged @resources"}) {
+		t.Errorf("SystemCallFilter = %q", got)
+	}
+	// Neither a start limit that leaves the unit failed for good, nor a
+	// validation in ExecStartPre= (RestartPreventExitStatus= does not apply
+	// to it, so a refused file would be retried), nor a redundant path.
+	for _, k := range []string{"Unit.StartLimitBurst", "Service.ExecStartPre", "Service.ReadWritePaths", "Service.SupplementaryGroups"} {
+		if v, ok := u[k]; ok {
+			t.Errorf("%s = %q, want it unset", k, v)
+		}
 	}
 }
 
@@ -187,7 +211,7 @@ func TestNfpmConfig(t *testing.T) {
 	}
 	// The unit runs and validates what the package installs.
 	u := unit(t, unitFile)
-	for _, k := range []string{"Service.ExecStart", "Service.ExecStartPre"} {
+	for _, k := range []string{"Service.ExecStart"} {
 		if v := u[k]; len(v) != 1 || !strings.HasPrefix(v[0], binPath+" ") || !strings.HasSuffix(v[0], " -c "+confPath) {
 			t.Errorf("%s = %q: not the packaged binary and configuration", k, v)
 		}

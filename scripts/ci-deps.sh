@@ -22,6 +22,7 @@ readonly PACKAGES=(
 	"shellcheck:shellcheck"
 	"openssl:openssl"
 	"lintian:lintian"
+	"systemd:systemd-analyze"
 )
 
 # npm packages the end-to-end tests use as independent peers, installed
