@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -77,6 +78,13 @@ func loadManifests(t *testing.T) *manifests {
 	if len(files) == 0 {
 		t.Fatal("no *.yaml manifests in k8s/")
 	}
+	// The examples (the placeholder Secret) are outside what
+	// `kubectl apply -f k8s/` applies, but checked the same way.
+	examples, err := filepath.Glob("examples/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, examples...)
 	m := &manifests{}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
@@ -603,4 +611,33 @@ func volumesNamed(m *manifests, name string) []volume {
 		}
 	}
 	return out
+}
+
+// TestImageAndSecretPlacement checks what `kubectl apply -f k8s/` does: it
+// applies no Secret (a placeholder would replace a real password), and the
+// Deployment names the image `make image` builds by a version tag.
+func TestImageAndSecretPlacement(t *testing.T) {
+	m := loadManifests(t)
+	for _, o := range m.objects {
+		if o.Kind == "Secret" && filepath.Dir(o.file) == "." {
+			t.Errorf("%s holds Secret %q: `kubectl apply -f k8s/` would apply it over the real one; keep it in examples/", o.file, o.Metadata.Name)
+		}
+	}
+	_, c := theDeployment(t, m)
+	name, tag, ok := strings.Cut(c.Image, ":")
+	if !ok || strings.Contains(tag, "/") {
+		t.Fatalf("image %q has no tag", c.Image)
+	}
+	if path.Base(name) != "iot-producer" {
+		t.Errorf("image %q: want the iot-producer image", c.Image)
+	}
+	if !regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`).MatchString(tag) {
+		t.Errorf("image tag %q: want a release version such as 1.0.0 (not latest)", tag)
+	}
+	if c.ImagePullPolicy != "IfNotPresent" {
+		t.Errorf("imagePullPolicy %q, want IfNotPresent: a version tag does not move", c.ImagePullPolicy)
+	}
+	if sc := c.SecurityContext; sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
+		t.Error("the container must run as non-root, as the image's user 10001 does")
+	}
 }

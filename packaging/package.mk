@@ -6,6 +6,10 @@
 #   make package-test    build the host's .deb, install it, check it, purge it
 #                        (needs root and dpkg: it changes this machine)
 #   make package-clean   remove dist/
+#   make image           the container image (OCI, linux/amd64 and linux/arm64,
+#                        non-root, on scratch) into dist/image, without Docker
+#   make image-test      make image, then read it back: entrypoint, user,
+#                        architectures, and each binary's `version` (qemu)
 #   make unit-check      systemd-analyze: the unit's exposure is at most 1.5
 #                        (security --offline=true) and it parses (verify)
 #   make monitoring-check  promtool on monitoring/: check rules, their unit
@@ -30,7 +34,7 @@ GOENV_amd64 := GOARCH=amd64
 GOENV_arm64 := GOARCH=arm64
 GOENV_armhf := GOARCH=arm GOARM=7
 
-.PHONY: package package-test package-clean monitoring-check unit-check $(addprefix package-,$(PACKAGE_ARCHES))
+.PHONY: package package-test package-clean monitoring-check unit-check image image-test $(addprefix package-,$(PACKAGE_ARCHES))
 
 package: $(addprefix package-,$(PACKAGE_ARCHES))
 	@ls -l $(DIST)/*.deb
@@ -49,6 +53,28 @@ $(addprefix package-,$(PACKAGE_ARCHES)): package-%:
 
 package-test: package-$(HOST_DEB_ARCH)
 	bash packaging/test.sh $(DIST)/iot-producer_$(DEB_VERSION)_$(HOST_DEB_ARCH).deb
+
+# The image's tag: the version without git's leading v (v1.2.3 -> 1.2.3,
+# v1.2.3-5-gabc1234 -> 1.2.3-5-gabc1234), which is a valid image tag.
+IMAGE_ARCHES ?= amd64 arm64
+IMAGE_TAG    := $(patsubst v%,%,$(VERSION))
+IMAGE_DIR    := $(abspath $(DIST))/image
+comma        := ,
+empty        :=
+space        := $(empty) $(empty)
+
+image:
+	@mkdir -p $(IMAGE_DIR)
+	for a in $(IMAGE_ARCHES); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+			-o $(IMAGE_DIR)/bin/$$a/iot-producer ./cmd/iot-producer || exit 1; \
+	done
+	cd packaging/image && SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run . -version '$(IMAGE_TAG)' -out $(IMAGE_DIR) \
+		$(foreach a,$(IMAGE_ARCHES),-binary linux/$(a)=$(IMAGE_DIR)/bin/$(a)/iot-producer)
+
+image-test: image
+	cd packaging/image && $(GO) vet ./... && $(GO) test -count=1 -v . \
+		-args -layout $(IMAGE_DIR)/oci -version '$(IMAGE_TAG)' -arches $(subst $(space),$(comma),$(IMAGE_ARCHES))
 
 unit-check:
 	bash systemd/check.sh systemd/iot-producer.service
