@@ -332,11 +332,16 @@ type qos0Wait struct {
 	i   int
 }
 
-// waitQoS0 settles QoS 0 messages once paho has written them. The tracker's
-// timeout covers tokens that never complete.
+// waitQoS0 settles QoS 0 messages once paho has written them. A token
+// that never completes (its connection died first) is left when the
+// tracker's timeout has finished the batch.
 func waitQoS0(t *tracker, ws []qos0Wait) {
 	for _, w := range ws {
-		<-w.tok.Done()
+		select {
+		case <-w.tok.Done():
+		case <-t.fin:
+			return
+		}
 		if err := w.tok.Error(); err != nil {
 			t.failOne(w.i, err)
 		} else {

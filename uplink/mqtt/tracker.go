@@ -17,11 +17,12 @@ type tracker struct {
 	settled   []bool
 	remaining int
 	finished  bool
+	fin       chan struct{} // closed once done has run
 	stops     []func() bool
 }
 
 func newTracker(n int, done func([]error)) *tracker {
-	return &tracker{done: done, settled: make([]bool, n), remaining: n}
+	return &tracker{done: done, settled: make([]bool, n), remaining: n, fin: make(chan struct{})}
 }
 
 // arm fails what is still open when ctx is done or after timeout.
@@ -99,4 +100,5 @@ func (t *tracker) finishLocked() {
 		stop()
 	}
 	done(errs)
+	close(t.fin)
 }
