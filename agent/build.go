@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -252,6 +253,9 @@ func (d deadLetters) Put(records [][]byte, reason string) error {
 
 func (a *Agent) newIngest() (*ingest.Ingest, error) {
 	m := a.metrics
+	// failingSince is when commits began failing (Unix ns), 0 while they
+	// succeed: the first commit that succeeds again clears degraded.
+	var failingSince atomic.Int64
 	in, err := ingest.New(a.buf, ingest.Options{
 		GatewayID:       a.cfg.Gateway.ID,
 		CommitInterval:  a.cfg.Buffer.CommitInterval.Std(),
@@ -260,12 +264,21 @@ func (a *Agent) newIngest() (*ingest.Ingest, error) {
 		DropNewest:      a.cfg.Buffer.DropPolicy == buffer.DropNewest.String(),
 		Logger:          a.log,
 		Metrics: ingest.Metrics{
-			Committed: func(n int) { m.IngestCommitted.Add(float64(n)); m.BufferCommits.Inc() },
-			Dropped:   func(reason string, n int) { m.IngestDropped.WithLabelValues(reason).Add(float64(n)) },
-			Pending:   func(n int) { m.IngestPending.Set(float64(n)) },
+			Committed: func(n int) {
+				m.IngestCommitted.Add(float64(n))
+				m.BufferCommits.Inc()
+				if failingSince.Swap(0) != 0 {
+					a.health.Set("ingest", telemetry.StateOK, "committing")
+				}
+			},
+			Dropped: func(reason string, n int) { m.IngestDropped.WithLabelValues(reason).Add(float64(n)) },
+			Pending: func(n int) { m.IngestPending.Set(float64(n)) },
 			CommitFailed: func() {
 				m.BufferCommitErrors.Inc()
-				a.health.Set("ingest", telemetry.StateDegraded, "buffer commits failing; samples held in memory")
+				now := time.Now()
+				failingSince.CompareAndSwap(0, now.UnixNano())
+				since := time.Unix(0, failingSince.Load()).UTC().Format(time.RFC3339)
+				a.health.Set("ingest", telemetry.StateDegraded, "buffer commits failing since "+since+"; samples held in memory")
 			},
 			CommitTime: func(d time.Duration) { m.BufferCommitDuration.Observe(d.Seconds()) },
 		},
@@ -352,12 +365,16 @@ func (ls *laneStates) reset() {
 func (ls *laneStates) uplinkState() string {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
+	out := telemetry.UplinkConnected
 	for _, st := range ls.state {
-		if st == uplink.StateBackingOff {
-			return telemetry.UplinkBackingOff
+		switch st {
+		case uplink.StateRefused:
+			return telemetry.UplinkRefused
+		case uplink.StateBackingOff:
+			out = telemetry.UplinkBackingOff
 		}
 	}
-	return telemetry.UplinkConnected
+	return out
 }
 
 func (ls *laneStates) set(lane uplink.Lane, st uplink.State, err error) {
@@ -369,8 +386,12 @@ func (ls *laneStates) set(lane uplink.Lane, st uplink.State, err error) {
 	ls.state[lane], ls.err[lane] = st, err
 	var problems []string
 	for _, l := range []uplink.Lane{uplink.Live, uplink.Backlog} {
-		if ls.state[l] == uplink.StateBackingOff {
+		switch ls.state[l] {
+		case uplink.StateBackingOff:
 			problems = append(problems, fmt.Sprintf("%s lane backing off since %s: %v", l, ls.since[l].UTC().Format(time.RFC3339), ls.err[l]))
+		case uplink.StateRefused:
+			problems = append(problems, fmt.Sprintf("REFUSED by the broker since %s (%s lane): %v; fix the broker's ACL or topic policy for this gateway; records stay in the buffer and are retried",
+				ls.since[l].UTC().Format(time.RFC3339), l, ls.err[l]))
 		}
 	}
 	if len(problems) == 0 {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -29,6 +30,12 @@ type lane struct {
 	nextSeq  uint64     // order of batches, for retries
 	epoch    string     // the last epoch read, kept to share its string
 	failures atomic.Int64
+	// readFails counts reads of the queue that failed in a row; owned by
+	// run.
+	readFails int
+	// probeDown is set when a probe found the broker unreachable, so that
+	// the next probe that succeeds ends the backoff; owned by run.
+	probeDown bool
 
 	mu     sync.Mutex
 	failed []*batch
@@ -45,6 +52,9 @@ type batch struct {
 	msgs    []Message
 	sentAt  time.Time
 	lastErr error
+	// refused is set when the broker refused records for a reason an
+	// operator must fix (Refuser).
+	refused bool
 	// After a failure: the indexes to retry and those refused for good,
 	// by reason.
 	retry []int
@@ -76,17 +86,60 @@ func (ln *lane) run(ctx context.Context) error {
 		case <-ln.failCh:
 			continue
 		}
+		if ln.hasFailed() {
+			// A failure came in while waiting for the slot: resend it
+			// before anything later, so a device's records keep their
+			// order within the lane.
+			<-ln.slots
+			continue
+		}
 		b, err := ln.next(ctx)
 		if err != nil || b == nil {
 			<-ln.slots
 			if err != nil && ctx.Err() == nil {
-				return err
+				ln.readFailed(ctx, err)
 			}
+			continue
+		}
+		ln.readFails = 0
+		if ln.hasFailed() {
+			// A batch failed while this one was read: it goes after the
+			// failed one, through recover.
+			<-ln.slots
+			ln.hold(b)
 			continue
 		}
 		ln.produce(b)
 	}
 	return nil
+}
+
+// readFailed reports a failed read of the queue and waits a backoff before
+// the lane reads again: a read error never ends the lane silently.
+func (ln *lane) readFailed(ctx context.Context, err error) {
+	ln.readFails++
+	wait := ln.l.backoff(ln.readFails - 1)
+	ln.setState(StateBackingOff, err)
+	ln.l.quiet.Log(ln.l.log, slog.LevelError, "read/"+ln.kind.String(), 1, "reading the queue failed; the lane reads again after a backoff",
+		"lane", ln.kind.String(), "retry_in", wait.Round(time.Millisecond), "err", err)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// hold queues b, read but not sent, behind the failed batches, so that
+// recover sends it in queue order after them.
+func (ln *lane) hold(b *batch) {
+	b.retry = make([]int, len(b.msgs))
+	for i := range b.retry {
+		b.retry[i] = i
+	}
+	ln.mu.Lock()
+	ln.failed = append(ln.failed, b)
+	ln.mu.Unlock()
 }
 
 // next reads the lane's next batch. It returns nil without error when it
@@ -109,7 +162,7 @@ func (ln *lane) next(ctx context.Context) (*batch, error) {
 	for _, r := range recs {
 		env, err := record.DecodeEnvelope(r.Data)
 		if err != nil {
-			ln.l.log.Error("undecodable record moved to the dead-letter queue", "frame", r.Pos.Frame, "index", r.Pos.Index, "err", err)
+			ln.l.quiet.Log(ln.l.log, slog.LevelError, "malformed", 1, "undecodable record moved to the dead-letter queue", "frame", r.Pos.Frame, "index", r.Pos.Index, "err", err)
 			malformed = append(malformed, r)
 			continue
 		}
@@ -249,6 +302,7 @@ func (ln *lane) done(b *batch, errs []error) {
 	defer ln.inflight.Done()
 	defer func() { <-ln.slots }()
 	m := &ln.l.opts.Metrics
+	refuser, _ := ln.l.sink.(Refuser)
 	var ok []int
 	if errs == nil {
 		ok = make([]int, len(b.msgs))
@@ -263,6 +317,11 @@ func (ln *lane) done(b *batch, errs []error) {
 		}
 		if b.lastErr == nil {
 			b.lastErr = err
+		}
+		if refuser != nil && refuser.Refused(err) {
+			b.refused = true
+			b.retry = append(b.retry, i)
+			continue
 		}
 		if ln.l.opts.DeadLetters != nil && ln.l.sink.Permanent(err) {
 			if b.dead == nil {
@@ -341,6 +400,7 @@ func (ln *lane) recover(ctx context.Context) {
 
 	var retry []*batch
 	var lastErr error
+	refused := false
 	for _, b := range failed {
 		for reason, idx := range b.dead {
 			recs := make([]buffer.Record, len(idx))
@@ -360,24 +420,32 @@ func (ln *lane) recover(ctx context.Context) {
 			nb.recs[j], nb.msgs[j] = b.recs[i], b.msgs[i]
 		}
 		retry = append(retry, nb)
-		lastErr = b.lastErr
+		if b.lastErr != nil {
+			lastErr = b.lastErr
+		}
+		refused = refused || b.refused
 	}
 	if len(retry) == 0 {
 		return
 	}
-	ln.setState(StateBackingOff, lastErr)
 	wait := ln.l.backoff(int(ln.failures.Add(1) - 1))
 	n := 0
 	for _, b := range retry {
 		n += len(b.msgs)
 	}
-	ln.l.log.Warn("send failed; retrying", "lane", ln.kind.String(), "records", n, "retry_in", wait.Round(time.Millisecond), "err", lastErr)
-	t := time.NewTimer(wait)
-	select {
-	case <-ctx.Done():
-		t.Stop()
+	lane := ln.kind.String()
+	if refused {
+		ln.setState(StateRefused, lastErr)
+		ln.l.quiet.Log(ln.l.log, slog.LevelError, "refused/"+lane, int64(n),
+			"the broker refuses the records: fix its ACL or topic policy; they stay in the buffer and are retried, nothing is dead-lettered",
+			"lane", lane, "records", n, "retry_in", wait.Round(time.Millisecond), "err", lastErr)
+	} else {
+		ln.setState(StateBackingOff, lastErr)
+		ln.l.quiet.Log(ln.l.log, slog.LevelWarn, "retry/"+lane, int64(n), "send failed; retrying",
+			"lane", lane, "records", n, "retry_in", wait.Round(time.Millisecond), "err", lastErr)
+	}
+	if !ln.wait(ctx, wait, !refused) {
 		return
-	case <-t.C:
 	}
 	for ; held > 0; held-- {
 		<-ln.slots
@@ -392,6 +460,42 @@ func (ln *lane) recover(ctx context.Context) {
 			f()
 		}
 		ln.produce(b)
+	}
+}
+
+// wait waits d, or less when probe is set, the sink is a Prober and a
+// probe finds the broker answering again after one found it unreachable.
+// It reports false when ctx ended first.
+func (ln *lane) wait(ctx context.Context, d time.Duration, probe bool) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	prober, ok := ln.l.sink.(Prober)
+	var tick <-chan time.Time
+	if probe && ok {
+		tk := time.NewTicker(ln.l.opts.ProbeInterval)
+		defer tk.Stop()
+		tick = tk.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		case <-tick:
+			pctx, cancel := context.WithTimeout(ctx, 2*ln.l.opts.ProbeInterval)
+			err := prober.Probe(pctx)
+			cancel()
+			if err != nil {
+				ln.probeDown = true
+				continue
+			}
+			if ln.probeDown {
+				ln.probeDown = false
+				ln.l.log.Info("broker answers again; retrying now", "lane", ln.kind.String())
+				return true
+			}
+		}
 	}
 }
 

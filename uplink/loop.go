@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/iot-producer/iot-producer/buffer"
+	"github.com/iot-producer/iot-producer/internal/lograte"
 )
 
 // Lane is the lane a message travels in.
@@ -72,9 +73,28 @@ type Sink interface {
 	// key must reach the broker in the order they were handed over.
 	Produce(ctx context.Context, lane Lane, batch []Message, done func(errs []error))
 	// Permanent reports whether err means the broker will never accept the
-	// message (too large, not authorised, invalid): such messages go to
-	// the dead-letter queue instead of being retried.
+	// message (too large, invalid): such messages go to the dead-letter
+	// queue instead of being retried.
 	Permanent(err error) bool
+}
+
+// Refuser is implemented by a sink whose broker can refuse records for a
+// reason an operator must fix on the broker's side (an ACL, a topic
+// policy). Refused records are not dead-lettered: the loop keeps them,
+// retries them with capped backoff and reports the lane as StateRefused,
+// loudly, until the broker takes them.
+type Refuser interface {
+	Refused(err error) bool
+}
+
+// Prober is implemented by a sink that can check cheaply whether its broker
+// answers (a metadata request, a connection already up). While a lane backs
+// off after its broker was unreachable, the loop probes every
+// ProbeInterval and retries as soon as a probe succeeds, so that a
+// restored link is used within a second or two instead of after the whole
+// backoff.
+type Prober interface {
+	Probe(ctx context.Context) error
 }
 
 // Queue is the part of a buffer queue the loop reads and acknowledges.
@@ -103,6 +123,7 @@ type State string
 const (
 	StateConnected  State = "connected"   // the last send succeeded (or none failed yet)
 	StateBackingOff State = "backing_off" // the last send failed; retrying
+	StateRefused    State = "refused"     // the broker refuses the records (Refuser); retrying
 )
 
 // Metrics receives the loop's counts. Any field may be nil. They are
@@ -143,6 +164,13 @@ type Options struct {
 	// loop's context is cancelled; what is not acknowledged by then stays
 	// in the buffer. Default 5s.
 	ShutdownGrace time.Duration
+	// ProbeInterval is how often a lane backing off probes a sink that is
+	// a Prober. Default 500ms.
+	ProbeInterval time.Duration
+	// LogInterval is the least time between two lines of one repeated
+	// warning (a failed send, an undecodable record, a failed read); the
+	// line says how many were held back. Default 10s.
+	LogInterval time.Duration
 	// DeadLetters receives records refused for good. Without it they are
 	// retried like any failure (and logged as refused).
 	DeadLetters DeadLetters
@@ -159,6 +187,8 @@ type Loop struct {
 	sink  Sink
 	opts  Options
 	log   *slog.Logger
+	// quiet holds back repeats of the loop's warnings.
+	quiet *lograte.Limiter
 
 	mu      sync.Mutex
 	ranges  []span        // backlog still to send, oldest first
@@ -192,6 +222,9 @@ func New(queue Queue, sink Sink, opts Options) *Loop {
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 5 * time.Second
 	}
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = 500 * time.Millisecond
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -200,6 +233,7 @@ func New(queue Queue, sink Sink, opts Options) *Loop {
 		sink:    sink,
 		opts:    opts,
 		log:     opts.Logger.With("sink", sink.Name()),
+		quiet:   &lograte.Limiter{Interval: opts.LogInterval},
 		rangeCh: make(chan struct{}, 1),
 	}
 }
@@ -285,7 +319,7 @@ func (l *Loop) ack(positions []buffer.Pos) {
 	if err := l.queue.Ack(positions...); err != nil {
 		// The records were delivered; if the buffer cannot forget them they
 		// are delivered again after a restart (at-least-once).
-		l.log.Error("acknowledge to buffer failed; records may be sent again", "records", len(positions), "err", err)
+		l.quiet.Log(l.log, slog.LevelError, "ack", int64(len(positions)), "acknowledge to buffer failed; records may be sent again", "records", len(positions), "err", err)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/iot-producer/iot-producer/drivers"
+	"github.com/iot-producer/iot-producer/internal/lograte"
 	"github.com/iot-producer/iot-producer/record"
 )
 
@@ -109,6 +110,10 @@ type Ingest struct {
 	store Store
 	opts  Options
 	log   *slog.Logger
+	// quiet holds back repeats of the drop and commit-failure lines.
+	quiet lograte.Limiter
+	// failing is set while commits fail; owned by Run.
+	failing bool
 
 	mu       sync.Mutex
 	pending  sampleQueue
@@ -263,7 +268,7 @@ func (in *Ingest) drop(reason string, n int) {
 	if m := in.opts.Metrics.Dropped; m != nil {
 		m(reason, n)
 	}
-	in.log.Warn("samples dropped before commit", "reason", reason, "samples", n)
+	in.quiet.Log(in.log, slog.LevelWarn, "dropped/"+reason, int64(n), "samples dropped before commit", "reason", reason, "samples", n)
 }
 
 // Run commits pending samples until ctx is cancelled, then commits what is
@@ -280,9 +285,14 @@ func (in *Ingest) Run(ctx context.Context) error {
 		case <-timer.C:
 		}
 		if err := in.commitPending(); err != nil {
-			in.log.Error("buffer commit failed; samples held in memory and retried", "err", err)
+			in.failing = true
+			in.quiet.Log(in.log, slog.LevelError, "commit", 1, "buffer commit failed; samples held in memory and retried", "err", err)
 			timer.Reset(in.opts.RetryInterval)
 			continue
+		}
+		if in.failing {
+			in.failing = false
+			in.log.Info("buffer commits succeed again")
 		}
 		timer.Reset(in.opts.CommitInterval)
 	}

@@ -21,22 +21,27 @@ func RefuseProduce(c *kfake.Cluster, err *kerr.Error, n int32) *atomic.Int32 {
 			return nil, nil, false
 		}
 		c.KeepControl()
-		pr := req.(*kmsg.ProduceRequest)
-		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
-		resp.Version = pr.Version
-		for _, rt := range pr.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			// Produce v13 names topics by id: echo both.
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = err.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
+		return Refusal(req.(*kmsg.ProduceRequest), err), nil, true
 	})
 	return &seen
+}
+
+// Refusal is the response to pr that refuses every partition it carries
+// with err, for a control function of a test's own.
+func Refusal(pr *kmsg.ProduceRequest, err *kerr.Error) *kmsg.ProduceResponse {
+	resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+	resp.Version = pr.Version
+	for _, rt := range pr.Topics {
+		st := kmsg.NewProduceResponseTopic()
+		// Produce v13 names topics by id: echo both.
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.ErrorCode = err.Code
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
 }

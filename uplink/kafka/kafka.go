@@ -295,14 +295,32 @@ func (t *tracker) settle(r *kgo.Record, err error) {
 }
 
 // Permanent reports whether err means the broker will never take the
-// record: it is too large, the topic is not authorised or invalid, or the
-// record itself is invalid. Everything else — connection failures,
-// timeouts, leader changes, authentication failures — is retried.
+// record: it is too large, the topic name is invalid, or the record itself
+// is invalid. Everything else — connection failures, timeouts, leader
+// changes, authentication and authorisation failures — is retried.
 func (s *Sink) Permanent(err error) bool {
 	for _, e := range []error{
 		kerr.MessageTooLarge, kerr.RecordListTooLarge, kerr.InvalidRecord,
-		kerr.TopicAuthorizationFailed, kerr.InvalidTopicException, kerr.InvalidTimestamp,
-		kerr.PolicyViolation, kerr.InvalidRequiredAcks,
+		kerr.InvalidTopicException, kerr.InvalidTimestamp, kerr.InvalidRequiredAcks,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// Refused reports whether err is the broker refusing the gateway for a
+// reason an operator fixes on the broker's side: an ACL
+// (TOPIC_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED), a topic
+// policy (POLICY_VIOLATION) or the credentials (SASL_AUTHENTICATION_FAILED).
+// One ACL mistake must not move the whole stream into the dead-letter
+// queue: the loop keeps such records in the buffer and retries them,
+// showing the sink as refused (uplink.Refuser).
+func (s *Sink) Refused(err error) bool {
+	for _, e := range []error{
+		kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed,
+		kerr.PolicyViolation, kerr.SaslAuthenticationFailed,
 	} {
 		if errors.Is(err, e) {
 			return true
@@ -313,6 +331,9 @@ func (s *Sink) Permanent(err error) bool {
 
 // Ping checks that a broker answers.
 func (s *Sink) Ping(ctx context.Context) error { return s.clients[uplink.Live].Ping(ctx) }
+
+// Probe implements uplink.Prober: a metadata request to any broker.
+func (s *Sink) Probe(ctx context.Context) error { return s.Ping(ctx) }
 
 // Close releases the clients; records not yet acknowledged fail.
 func (s *Sink) Close() {
