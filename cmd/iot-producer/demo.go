@@ -23,6 +23,9 @@ import (
 	"github.com/iot-producer/iot-producer/agent/config"
 	"github.com/iot-producer/iot-producer/configs"
 	"github.com/iot-producer/iot-producer/drivers"
+	"github.com/iot-producer/iot-producer/drivers/opcua"
+	simopcua "github.com/iot-producer/iot-producer/simulator/opcua"
+	simsignal "github.com/iot-producer/iot-producer/simulator/signal"
 	"github.com/iot-producer/iot-producer/telemetry"
 	"github.com/iot-producer/iot-producer/uplink/kafka"
 )
@@ -43,6 +46,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	healthAddr := fs.String("health-listen", "", "override telemetry.health_listen (default :8081)")
 	pprofAddr := fs.String("pprof-listen", "", "override telemetry.pprof_listen (default 127.0.0.1:6060; off disables it)")
 	plain := fs.Bool("plain", false, "print plain lines even on a terminal")
+	opcuaDevices := fs.Int("opcua", 2, "also serve this many simulated devices over OPC UA (the simulator's OPC UA server on a loopback port) and read them with the OPC UA driver by subscription; 0 turns it off")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -114,6 +118,17 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 			" — for trying things out only; it is not Apache Kafka and keeps nothing"
 	}
 
+	opcuaNote := ""
+	if *opcuaDevices > 0 {
+		srv, note, err := demoOPCUA(cfg, *opcuaDevices)
+		if err != nil {
+			fmt.Fprintf(stderr, "demo: %v\n", err)
+			return exitFailure
+		}
+		defer func() { _ = srv.Close() }()
+		opcuaNote = note
+	}
+
 	latest := newLatestValues()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -142,12 +157,14 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	header := []string{
 		"iot-producer demo — Ctrl-C stops it",
 		fmt.Sprintf("simulator: %d devices × %d tags every %s", cfg.Device.Count, cfg.Device.TagsPerDevice, cfg.Device.SampleInterval),
+		opcuaNote,
 		"sink:      " + brokerNote + ", topic " + kc.Topic,
 		"buffer:    " + cfg.Buffer.Path,
 		fmt.Sprintf("telemetry: http://%s/metrics  http://%s/config  http://%s/ready", hostPort(addrs.Metrics), hostPort(addrs.Metrics), hostPort(addrs.Health)),
 	}
 	screen := term.IsTerminal(int(os.Stdout.Fd())) && stdout == io.Writer(os.Stdout) && !*plain
 	view := &demoView{out: stdout, screen: screen, header: header, reg: a.Metrics(), latest: latest, log: &logBuf}
+	header = slices.DeleteFunc(header, func(h string) bool { return h == "" })
 	if !screen {
 		for _, h := range header {
 			fmt.Fprintln(stdout, h)
@@ -172,6 +189,37 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 			view.draw()
 		}
 	}
+}
+
+// demoOPCUA starts the simulator's OPC UA server with n devices on a
+// loopback port and adds a PLC per device to cfg, read by subscription.
+// Security is None: the server listens on loopback only, and gopcua's
+// server cannot open a secured channel (see simulator/opcua).
+func demoOPCUA(cfg *config.Config, n int) (*simopcua.Server, string, error) {
+	tags := max(cfg.Device.TagsPerDevice, 1)
+	srv, err := simopcua.New(simopcua.Options{Devices: n, TagsPerDevice: tags, NamePrefix: "opcua",
+		Interval: cfg.Device.SampleInterval.Std(), Seed: cfg.Device.Seed, Variation: cfg.Device.DataVariation})
+	if err != nil {
+		return nil, "", err
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		return nil, "", err
+	}
+	for d := range n {
+		dev := fmt.Sprintf("opcua-%04d", d+1)
+		c := opcua.NewConfig()
+		c.Endpoint = srv.Endpoint()
+		c.PollInterval = cfg.Device.SampleInterval
+		c.SecurityPolicy, c.AllowInsecure = "None", true
+		for t := range tags {
+			name := simsignal.TagProfile(t).Name
+			c.Tags = append(c.Tags, opcua.Tag{Name: name, Address: srv.NodeURI(dev, name)})
+		}
+		cfg.PLCs = append(cfg.PLCs, config.PLC{Name: dev, Driver: "opcua", Settings: c})
+	}
+	note := fmt.Sprintf("opc ua:    %d devices × %d tags served at %s, read by subscription (iot-producer opcua browse -endpoint %s -security-policy None -allow-insecure)",
+		n, tags, srv.Endpoint(), srv.Endpoint())
+	return srv, note, nil
 }
 
 func hostPort(addr string) string {

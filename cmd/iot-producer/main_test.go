@@ -107,7 +107,7 @@ func TestDemoRunsAndShowsAcknowledgedRecords(t *testing.T) {
 		t.Fatalf("demo exit %d\nstdout: %s\nstderr: %s", code, &out, &errOut)
 	}
 	text := out.String()
-	for _, s := range []string{"embedded dev broker (kfake)", "for trying things out only", "demo stopped", "sim-0001/"} {
+	for _, s := range []string{"embedded dev broker (kfake)", "for trying things out only", "demo stopped", "sim-0001/", "opc ua:    2 devices"} {
 		if !strings.Contains(text, s) {
 			t.Errorf("demo output lacks %q:\n%s", s, text)
 		}

@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -15,12 +17,13 @@ import (
 
 	"github.com/iot-producer/iot-producer/agent/config"
 	"github.com/iot-producer/iot-producer/drivers/opcua"
+	simopcua "github.com/iot-producer/iot-producer/simulator/opcua"
 )
 
 // cmdOPCUA dispatches the OPC UA commissioning commands.
 func cmdOPCUA(args []string, stdout, stderr io.Writer) int {
 	usage := func(w io.Writer) {
-		fmt.Fprintln(w, "Usage: iot-producer opcua <browse|read|trust> [flags]")
+		fmt.Fprintln(w, "Usage: iot-producer opcua <browse|read|trust|simulate> [flags]")
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "  browse  print the address space: node ids (with namespace URIs), browse names, data types, access")
 		fmt.Fprintln(w, "          iot-producer opcua browse -endpoint opc.tcp://10.0.0.5:4840 -node 'nsu=urn:plc;s=Line1' -depth 2 -snippet")
@@ -28,6 +31,7 @@ func cmdOPCUA(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(w, "  trust   add a server certificate to the agent's trust list:")
 		fmt.Fprintln(w, "          iot-producer opcua trust -endpoint opc.tcp://10.0.0.5:4840 -fingerprint <sha-256>   (fetch and trust)")
 		fmt.Fprintln(w, "          iot-producer opcua trust <state_dir>/opcua/rejected/<sha-256>.der                  (trust a refused one)")
+		fmt.Fprintln(w, "  simulate serve simulated devices over OPC UA: iot-producer opcua simulate -listen 127.0.0.1:4840 -devices 10 -tags 4")
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "browse and read connect as the agent does: -security-policy (default Basic256Sha256) with the")
 		fmt.Fprintln(w, "agent's certificate and trust list under -state-dir; -security-policy None needs -allow-insecure.")
@@ -46,6 +50,8 @@ func cmdOPCUA(args []string, stdout, stderr io.Writer) int {
 		return opcuaRead(args[1:], stdout, stderr)
 	case "trust":
 		return opcuaTrust(args[1:], stdout, stderr)
+	case "simulate":
+		return opcuaSimulate(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "opcua: unknown command %q\n\n", args[0])
 	usage(stderr)
@@ -300,5 +306,47 @@ func opcuaTrust(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "trusted %s\n  as %s\n", opcua.Describe(c), p)
 	}
 	fmt.Fprintln(stdout, "the agent uses it at its next connection attempt (no restart needed)")
+	return exitOK
+}
+
+func opcuaSimulate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("opcua simulate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:4840", "host:port to serve on (port 0 picks a free one)")
+	devices := fs.Int("devices", 10, "simulated devices: folders sim-0001... under Objects")
+	tags := fs.Int("tags", 4, "variables per device: temperature, pressure, counter, alarm, ...")
+	interval := fs.Duration("interval", time.Second, "time between updates of every variable")
+	types := fs.Bool("types", false, "add a device \"types\" with a variable of every built-in scalar type")
+	secure := fs.Bool("secure", false, "also list the secured endpoints and the server's certificate (sessions on them fail with gopcua v0.8.0's server)")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	host, port, err := net.SplitHostPort(*listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "opcua simulate: -listen: %v\n", err)
+		return exitUsage
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		fmt.Fprintf(stderr, "opcua simulate: -listen: port %q\n", port)
+		return exitUsage
+	}
+	srv, err := simopcua.New(simopcua.Options{Host: host, Port: p, Devices: *devices, TagsPerDevice: *tags, Interval: *interval, Types: *types, Secure: *secure, Seed: 1, Variation: 0.1})
+	if err != nil {
+		fmt.Fprintf(stderr, "opcua simulate: %v\n", err)
+		return exitFailure
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		fmt.Fprintf(stderr, "opcua simulate: %v\n", err)
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "opcua %s namespace %s index %d variables %d\n", srv.Endpoint(), simopcua.DefaultNamespaceURI, srv.NamespaceIndex(), srv.Variables())
+	fmt.Fprintln(stdout, "ready")
+	<-ctx.Done()
+	if err := srv.Close(); err != nil {
+		fmt.Fprintf(stderr, "opcua simulate: %v\n", err)
+	}
 	return exitOK
 }

@@ -202,6 +202,7 @@ func (d *Driver) Run(ctx context.Context, emit drivers.Emit) error {
 	defer d.st.state.Store(int32(StateStopped))
 	wait := backoffMin
 	failedBefore := false
+	lastLogged := ""
 	// kinds holds the kind of each tag's last good value, for the zero
 	// value of a bad sample.
 	r := &runner{d: d, emit: emit, kinds: make([]drivers.Kind, len(d.tags)), good: make([]int8, len(d.tags))}
@@ -221,12 +222,18 @@ func (d *Driver) Run(ctx context.Context, emit drivers.Emit) error {
 		}
 		d.fail(kind, err)
 		d.st.state.Store(int32(StateReconnecting))
-		if !failedBefore || r.connected {
+		switch {
+		case !failedBefore || r.connected:
 			d.log.Warn("opcua session failed; reconnecting", "err", err, "kind", kind)
 			r.outage(statusOf(err))
-		} else {
+		case err.Error() != lastLogged:
+			// A new reason (trusted now, but the password is wrong) is
+			// worth a warning; the same one again is not.
+			d.log.Warn("opcua reconnection failed", "err", err, "kind", kind)
+		default:
 			d.log.Debug("opcua reconnection failed", "err", err, "kind", kind)
 		}
+		lastLogged = err.Error()
 		if r.connected && time.Since(start) > d.cfg.ReconnectMax.Std() {
 			wait = backoffMin
 		}
