@@ -33,13 +33,14 @@ const bufferReadBatch = 10000
 // cmdBuffer dispatches the offline buffer file commands.
 func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 	usage := func(w io.Writer) {
-		fmt.Fprintln(w, "Usage: iot-producer buffer <stats|inspect|export|check|purge|compact> [-path FILE] [flags]")
+		fmt.Fprintln(w, "Usage: iot-producer buffer <stats|inspect|export|check|purge|replay|compact> [-path FILE] [flags]")
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "  stats     queue depths (records, bytes, frames), oldest and newest append times, file size")
 		fmt.Fprintln(w, "  inspect   records per device, per-series sequence numbers, frames")
 		fmt.Fprintln(w, "  export    records of one queue as JSON lines, for forensic recovery (-queue kafka, -limit N)")
 		fmt.Fprintln(w, "  check     bbolt's consistency check and a scan for intact frames; exit 1 when the file is damaged")
 		fmt.Fprintln(w, "  purge     delete every record of one queue (-queue NAME -yes)")
+		fmt.Fprintln(w, "  replay    move dead letters back into their sink's queue (-queue kafka.dead [-reason R] -yes)")
 		fmt.Fprintln(w, "  compact   rewrite the file at its live size and replace it")
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "The agent must be stopped: it holds the file's lock while it runs (its /metrics endpoint has the live numbers).")
@@ -66,6 +67,7 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 		"export":  bufferExport,
 		"check":   bufferCheck,
 		"purge":   bufferPurge,
+		"replay":  bufferReplay,
 		"compact": bufferCompact,
 	}
 	fn, ok := sub[args[0]]
@@ -85,6 +87,10 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 	case "purge":
 		fs.StringVar(&c.queue, "queue", "", "queue to empty (required)")
 		fs.BoolVar(&c.yes, "yes", false, "really delete the records")
+	case "replay":
+		fs.StringVar(&c.queue, "queue", "", "dead-letter queue to replay, <sink>.dead (required)")
+		fs.StringVar(&c.reason, "reason", "", "replay only the dead letters of this reason (default: all)")
+		fs.BoolVar(&c.yes, "yes", false, "really move the records")
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -137,6 +143,7 @@ func (e usageError) Error() string { return e.msg }
 type bufferCmd struct {
 	name           string
 	path, queue    string
+	reason         string
 	limit          int
 	yes            bool
 	stdout, stderr io.Writer
@@ -708,4 +715,96 @@ func syncFile(path string) error {
 		return fmt.Errorf("fsync %s: %w", path, serr)
 	}
 	return cerr
+}
+
+// bufferReplay moves the dead letters of one sink (all, or those of one
+// reason) back into the sink's queue, for the agent to send again once the
+// cause is fixed. Each chunk's acknowledgements in the dead-letter queue
+// and its append to the sink's queue commit in one transaction: a crash
+// leaves every record in exactly one of the two queues.
+func bufferReplay(c *bufferCmd) (err error) {
+	if c.queue == "" {
+		return usageError{"-queue is required: the dead-letter queue to replay, <sink>.dead"}
+	}
+	sink, ok := strings.CutSuffix(c.queue, ".dead")
+	if !ok || sink == "" {
+		return usageError{fmt.Sprintf("-queue %q is not a dead-letter queue (<sink>.dead, for example kafka.dead)", c.queue)}
+	}
+	ro, err := c.open(false)
+	if err != nil {
+		return err
+	}
+	dq, sq, names := ro.Queue(c.queue), ro.Queue(sink), queueNames(ro)
+	if err := ro.Close(); err != nil {
+		return err
+	}
+	if dq == nil || sq == nil {
+		return usageError{fmt.Sprintf("no queues %s and %s in %s (queues: %s)", sink, c.queue, c.path, names)}
+	}
+	b, err := buffer.Open(c.path, buffer.Options{
+		Queues:           []string{sink},
+		DeadLetterQueues: []string{c.queue},
+		LockTimeout:      bufferLockTimeout,
+		FlushInterval:    -1,
+		OnCorrupt:        buffer.Fail,
+		Logger:           slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Isolate:          bufferIsolate(),
+	})
+	if err != nil {
+		return openError(c.path, err)
+	}
+	defer closeBuffer(b, &err)
+	dead := b.Queue(c.queue)
+	byReason := map[string]int{}
+	moved, kept := 0, 0
+	after := buffer.Start()
+	for {
+		rs, err := dead.Read(after, bufferReadBatch)
+		if err != nil {
+			return fmt.Errorf("queue %s: %w", c.queue, err)
+		}
+		if len(rs) == 0 {
+			break
+		}
+		after = rs[len(rs)-1].Pos
+		var envs [][]byte
+		var pos []buffer.Pos
+		for _, r := range rs {
+			dl, err := record.DecodeDeadLetter(r.Data)
+			if err != nil {
+				return fmt.Errorf("queue %s: record %s: %w", c.queue, r.Pos, err)
+			}
+			if c.reason != "" && dl.Reason != c.reason {
+				kept++
+				continue
+			}
+			byReason[dl.Reason]++
+			envs = append(envs, dl.Envelope)
+			pos = append(pos, r.Pos)
+		}
+		if len(envs) == 0 || !c.yes {
+			moved += len(envs)
+			continue
+		}
+		if err := dead.Ack(pos...); err != nil {
+			return fmt.Errorf("queue %s: %w", c.queue, err)
+		}
+		if err := b.AppendTo(sink, envs); err != nil {
+			return fmt.Errorf("append to queue %s: %w", sink, err)
+		}
+		moved += len(envs)
+	}
+	reasons := make([]string, 0, len(byReason))
+	for _, r := range sortedKeys(byReason) {
+		reasons = append(reasons, fmt.Sprintf("%s: %d", r, byReason[r]))
+	}
+	detail := strings.Join(reasons, ", ")
+	if detail == "" {
+		detail = "none"
+	}
+	if !c.yes {
+		return usageError{fmt.Sprintf("would move %d dead letters (%s) from %s back to %s, keeping %d; add -yes to do it", moved, detail, c.queue, sink, kept)}
+	}
+	fmt.Fprintf(c.stdout, "moved %d dead letters (%s) from %s back to %s; %d kept\n", moved, detail, c.queue, sink, kept)
+	return nil
 }

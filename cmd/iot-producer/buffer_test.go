@@ -319,3 +319,58 @@ func TestBufferPurgeAndCompact(t *testing.T) {
 		t.Fatalf("sequence metadata after purge and compact: %v", seqs)
 	}
 }
+
+// TestBufferReplay moves dead letters back into their sink's queue, first
+// those of one reason, then the rest, and checks both queues after each.
+func TestBufferReplay(t *testing.T) {
+	path := makeBufferFile(t, 10, 0) // 60 records in kafka, 2 dead letters
+	depths := func() (kafka, dead int64, last []byte) {
+		t.Helper()
+		b, err := buffer.Open(path, bufferOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		rs, err := b.Queue("kafka").Read(buffer.Start(), 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Queue("kafka").Stats().Records, b.Queue("kafka.dead").Stats().Records, rs[len(rs)-1].Data
+	}
+	steps := []struct {
+		name       string
+		args       []string
+		code       int
+		out        string
+		kafka, dlq int64
+		lastDevice string // the device of the last record of kafka, "" to skip
+	}{
+		{"not a dead-letter queue", []string{"-queue", "kafka", "-yes"}, exitUsage, "not a dead-letter queue", 60, 2, ""},
+		{"no such queue", []string{"-queue", "mqtt.dead", "-yes"}, exitUsage, "no queues mqtt and mqtt.dead", 60, 2, ""},
+		{"dry run", []string{"-queue", "kafka.dead", "-reason", "MESSAGE_TOO_LARGE"}, exitUsage, "would move 1 dead letters (MESSAGE_TOO_LARGE: 1) from kafka.dead back to kafka, keeping 1; add -yes", 60, 2, ""},
+		{"one reason", []string{"-queue", "kafka.dead", "-reason", "MESSAGE_TOO_LARGE", "-yes"}, exitOK, "moved 1 dead letters (MESSAGE_TOO_LARGE: 1) from kafka.dead back to kafka; 1 kept", 61, 1, "dev-9"},
+		{"the rest", []string{"-queue", "kafka.dead", "-yes"}, exitOK, "moved 1 dead letters (malformed: 1) from kafka.dead back to kafka; 0 kept", 62, 0, ""},
+		{"nothing left", []string{"-queue", "kafka.dead", "-yes"}, exitOK, "moved 0 dead letters (none)", 62, 0, ""},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			code, stdout, stderr := runBuffer(t, append([]string{"replay", "-path", path}, st.args...)...)
+			if code != st.code || !strings.Contains(stdout+stderr, st.out) {
+				t.Fatalf("exit %d, want %d; output %q, want it to contain %q", code, st.code, stdout+stderr, st.out)
+			}
+			kafka, dead, last := depths()
+			if kafka != st.kafka || dead != st.dlq {
+				t.Fatalf("kafka %d, kafka.dead %d; want %d and %d", kafka, dead, st.kafka, st.dlq)
+			}
+			if st.lastDevice != "" {
+				env, err := record.DecodeEnvelope(last)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if env.Key != st.lastDevice {
+					t.Fatalf("last record of kafka is %s's, want the replayed %s's", env.Key, st.lastDevice)
+				}
+			}
+		})
+	}
+}
