@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/iot-producer/iot-producer/buffer"
@@ -44,6 +45,17 @@ func bufferHealth(b *buffer.Buffer) (telemetry.State, string) {
 				break
 			}
 			parts = append(parts, fmt.Sprintf("lost: queue %s frame %d, %d records appended from %s", l.Queue, l.Frame, l.Records, l.Appended.UTC().Format("2006-01-02T15:04:05Z")))
+		}
+	}
+	st := b.Stats()
+	names := make([]string, 0, len(st.Queues))
+	for name := range st.Queues {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if q := st.Queues[name]; q.CorruptFrames > 0 && r.Quarantined == "" {
+			parts = append(parts, fmt.Sprintf("queue %s: %d records lost in %d corrupt frames since the start", name, q.CorruptRecords, q.CorruptFrames))
 		}
 	}
 	if len(r.StateLost) > 0 {

@@ -214,6 +214,12 @@ func (a *Agent) openBuffer(queues []string) (*buffer.Buffer, error) {
 		OnCorrupt:        onCorrupt,
 		Logger:           a.log.With("component", "buffer"),
 		Isolate:          a.opts.BufferIsolate,
+		// Frames found corrupt, or a file recovered while running, show
+		// in /ready.
+		OnDamage: func(b *buffer.Buffer) {
+			state, detail := bufferHealth(b)
+			a.health.Set("buffer", state, detail)
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("buffer: %w", err)

@@ -71,6 +71,8 @@ type Buffer struct {
 	dbmu sync.RWMutex
 	// needRecover asks the background flush to recover a damaged file.
 	needRecover atomic.Bool
+	// damaged asks the background flush to call Options.OnDamage.
+	damaged atomic.Bool
 	// abandoned is set when a write transaction was abandoned (see
 	// update): db must not be written to or closed. Guarded by wmu.
 	abandoned bool
@@ -730,6 +732,9 @@ func (b *Buffer) run(ctx context.Context) {
 			}
 		}
 		b.wmu.Unlock()
+		if b.damaged.Swap(false) && b.opts.OnDamage != nil {
+			b.opts.OnDamage(b)
+		}
 		if err != nil && time.Since(lastErr) >= dropLogInterval {
 			lastErr = time.Now()
 			b.log.Error("buffer background flush failed; will retry", "error", err)

@@ -142,6 +142,11 @@ type Options struct {
 	// them in this process, where bbolt can still crash it on a damaged
 	// file.
 	Isolate IsolateFunc
+	// OnDamage, when set, is called by the background flush (outside the
+	// buffer's locks) after frames were found corrupt or the file was
+	// recovered while running, so that a caller can show it (the agent's
+	// /ready). Recovery and Stats say what happened.
+	OnDamage func(*Buffer)
 }
 
 const (

@@ -96,8 +96,9 @@ type QueueStats struct {
 	// with the next commit), so they survive a restart or a crash.
 	Dropped map[DropReason]uint64
 	// CorruptFrames counts frames skipped since Open because their
-	// checksum or layout did not match (or found damaged by a salvage).
-	CorruptFrames uint64
+	// checksum or layout did not match (or found damaged by a salvage),
+	// and CorruptRecords the records they held that were not acknowledged.
+	CorruptFrames, CorruptRecords uint64
 }
 
 // Queue is one FIFO queue of the buffer. Its methods are safe for
@@ -124,10 +125,12 @@ type Queue struct {
 	// dropsDirty: dropped changed outside a commit (a corrupt frame) and
 	// must be persisted by the next one.
 	dropsDirty bool
-	corrupt    uint64
-	pendingDel []uint64
-	delBytes   int64
-	dirty      map[uint64]*frameInfo
+	// corrupt and corruptRecords count corrupt frames since Open and the
+	// records they held.
+	corrupt, corruptRecords uint64
+	pendingDel              []uint64
+	delBytes                int64
+	dirty                   map[uint64]*frameInfo
 	// smallSinceMerge counts small frames appended since the last merge.
 	smallSinceMerge int
 }
@@ -348,8 +351,11 @@ func (q *Queue) corruptLocked(fi *frameInfo, err error) {
 	lost := uint64(fi.count - fi.acked)
 	q.b.log.Error("buffer frame corrupt; skipping it", "queue", q.name, "frame", fi.id, "records_lost", lost, "error", err)
 	q.corrupt++
+	q.corruptRecords += lost
 	q.dropped[reasonIndex(ReasonCorrupt)] += lost
 	q.dropsDirty = true
+	q.b.damaged.Store(true)
+	q.b.wake()
 	q.killLocked(fi)
 	q.deleteLocked(fi)
 }
@@ -462,11 +468,12 @@ func (q *Queue) Stats() QueueStats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	s := QueueStats{
-		Records:       q.records,
-		Bytes:         q.bytes,
-		Frames:        len(q.frames) - q.deadN,
-		Dropped:       make(map[DropReason]uint64, len(Reasons)),
-		CorruptFrames: q.corrupt,
+		Records:        q.records,
+		Bytes:          q.bytes,
+		Frames:         len(q.frames) - q.deadN,
+		Dropped:        make(map[DropReason]uint64, len(Reasons)),
+		CorruptFrames:  q.corrupt,
+		CorruptRecords: q.corruptRecords,
 	}
 	if len(q.frames) > 0 {
 		s.Oldest = time.Unix(0, q.frames[0].appended)

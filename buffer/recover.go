@@ -103,6 +103,7 @@ func (b *Buffer) recoverLocked(cause error) error {
 		r.Lost = r.Lost[len(r.Lost)-maxLostListed:]
 	}
 	r.Runtime++
+	b.damaged.Store(true)
 	return nil
 }
 

@@ -36,6 +36,9 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if runIsolationChild() {
+		os.Exit(0)
+	}
 	if path := os.Getenv(childEnv); path != "" {
 		if err := child(path, os.NewFile(3, "report")); err != nil {
 			fmt.Fprintln(os.Stderr, "crash child:", err)
