@@ -267,6 +267,7 @@ func (a *Agent) newIngest() (*ingest.Ingest, error) {
 		CommitInterval:  a.cfg.Buffer.CommitInterval.Std(),
 		CommitSize:      a.cfg.Buffer.CommitSize,
 		MaxPendingBytes: int64(a.cfg.Buffer.MaxPendingBytes),
+		SeriesIdle:      a.cfg.Buffer.SeriesIdle.Std(),
 		DropNewest:      a.cfg.Buffer.DropPolicy == buffer.DropNewest.String(),
 		Logger:          a.log,
 		Metrics: ingest.Metrics{

@@ -776,6 +776,22 @@ func (b *Buffer) Meta(fn func(key, value []byte) error) error {
 	return nil
 }
 
+// MetaValue returns a copy of the value of one metadata entry, nil when
+// there is none.
+func (b *Buffer) MetaValue(key string) ([]byte, error) {
+	var out []byte
+	err := b.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(metaBucket).Get([]byte(key)); v != nil {
+			out = append([]byte{}, v...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("buffer %s: read meta %q: %w", b.path, key, err)
+	}
+	return out, nil
+}
+
 // Queue returns the named queue, or nil if it was not in Options.Queues
 // or Options.DeadLetterQueues.
 func (b *Buffer) Queue(name string) *Queue {

@@ -81,6 +81,9 @@ type Buffer struct {
 	OnCorrupt string `yaml:"on_corrupt" json:"on_corrupt" enum:"quarantine,fail" doc:"quarantine (default: move the file aside, start fresh) or fail"`
 	// MaxPendingBytes bounds the samples held in memory while commits fail.
 	MaxPendingBytes ByteSize `yaml:"max_pending_bytes" json:"max_pending_bytes" min:"64KiB" doc:"memory for samples waiting while the disk refuses commits (a full disk); beyond it samples are dropped per drop_policy, numbered and counted, so the gap shows downstream; default 16MiB"`
+	// SeriesIdle is how long a series may go without a sample before the
+	// ingest stage forgets it (its last sequence number stays in the file).
+	SeriesIdle Duration `yaml:"series_idle" json:"series_idle" min:"1m" doc:"a series without a sample for this long leaves memory; its last sequence number stays in the buffer file and numbering resumes from it when the series comes back; default 1h"`
 }
 
 // Sink is one sink section of the file (producer, mqtt, ...): its enabled

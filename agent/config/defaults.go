@@ -52,6 +52,7 @@ func staticDefaults() Config {
 			OnCorrupt:      "quarantine",
 			// About 110,000 samples.
 			MaxPendingBytes: 16 << 20,
+			SeriesIdle:      Duration(time.Hour),
 		},
 		Sinks: newSinks(),
 		Telemetry: Telemetry{

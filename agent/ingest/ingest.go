@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +27,9 @@ type Store interface {
 	Append(records [][]byte, meta map[string][]byte) error
 	// Meta calls fn for every metadata entry.
 	Meta(fn func(key, value []byte) error) error
+	// MetaValue returns the value of one metadata entry, nil when there is
+	// none.
+	MetaValue(key string) ([]byte, error)
 	// Epoch is the stream epoch of the store: the sequence numbers in its
 	// metadata count within it, and every record carries it.
 	Epoch() string
@@ -69,8 +71,13 @@ type Options struct {
 	// RetryInterval is the wait between attempts of a failed commit.
 	// Default 1s.
 	RetryInterval time.Duration
-	Logger        *slog.Logger
-	Metrics       Metrics
+	// SeriesIdle is how long a series may go without a sample before the
+	// ingest stage forgets it: its last sequence number stays on disk, in
+	// an entry of its own, and is read back when the series comes again.
+	// It bounds the memory of series that come and go. 0: never.
+	SeriesIdle time.Duration
+	Logger     *slog.Logger
+	Metrics    Metrics
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -85,19 +92,12 @@ type Series struct{ Device, Tag string }
 // LastSeqs reads the last committed sequence number of every series from
 // store's metadata.
 func LastSeqs(store Store) (map[Series]uint64, error) {
-	out := make(map[Series]uint64)
-	err := store.Meta(func(key, value []byte) error {
-		k := string(key)
-		if !strings.HasPrefix(k, seqKeyPrefix) {
-			return nil
-		}
-		device, tag, ok := strings.Cut(k[len(seqKeyPrefix):], "\x00")
-		if !ok || len(value) != 8 {
-			return fmt.Errorf("sequence metadata %q: malformed entry (%d bytes)", k, len(value))
-		}
-		out[Series{device, tag}] = binary.BigEndian.Uint64(value)
-		return nil
-	})
+	pages, err := loadSeqPages(store)
+	if err != nil {
+		return nil, err
+	}
+	out := pages.cold
+	err = pages.each(func(_ uint32, k Series, seq uint64) { out[k] = seq })
 	if err != nil {
 		return nil, fmt.Errorf("load sequence numbers: %w", err)
 	}
@@ -127,23 +127,30 @@ type Ingest struct {
 	epoch string
 
 	// Owned by Run.
-	seqs map[Series]seriesState
-	held *commit // a commit that failed and is retried before anything else
+	series *seriesTable
+	start  time.Time // of the series table's ticks
+	// lastPrune is the tick of the last pruning of idle series.
+	lastPrune uint32
+	// taken are samples taken from pending whose series could not all be
+	// resolved yet (a failed read of the buffer); they go first.
+	taken *takenItems
+	held  *commit // a commit that failed and is retried before anything else
 	// The commit being built and its buffers, reused from one commit to
 	// the next: the buffer copies what it is given, so once a commit has
 	// succeeded its memory is free again. A held commit keeps them until
 	// it succeeds; nothing new is encoded meanwhile.
 	next    commit
 	arena   []byte
-	touched map[Series]uint64
+	handles []uint32 // the handle of each sample of the commit being built
 	// persisted is dropped as the last commit wrote it.
 	persisted map[string]uint64
 }
 
-// seriesState is what the ingest stage keeps per series.
-type seriesState struct {
-	seq uint64
-	key string // its metadata key, made once
+// takenItems are items taken from pending, with the drop counters to
+// commit with them.
+type takenItems struct {
+	items []pendingItem
+	drops map[string]uint64
 }
 
 // commit is one group of encoded samples with the sequence numbers they
@@ -185,23 +192,32 @@ func New(store Store, opts Options) (*Ingest, error) {
 		opts.Now = time.Now
 	}
 	in := &Ingest{
-		store: store,
-		opts:  opts,
-		log:   opts.Logger.With("component", "ingest"),
-		wake:  make(chan struct{}, 1),
-		seqs:  make(map[Series]seriesState),
-		epoch: store.Epoch(),
+		store:  store,
+		opts:   opts,
+		log:    opts.Logger.With("component", "ingest"),
+		wake:   make(chan struct{}, 1),
+		series: newSeriesTable(),
+		start:  opts.Now(),
+		epoch:  store.Epoch(),
 	}
 	if in.epoch == "" {
 		return nil, fmt.Errorf("ingest: the store has no stream epoch")
 	}
-	seqs, err := LastSeqs(store)
+	pages, err := loadSeqPages(store)
 	if err != nil {
 		return nil, err
 	}
-	for k, v := range seqs {
-		in.seqs[k] = seriesState{seq: v, key: SeqKey(k.Device, k.Tag)}
+	t := in.series
+	if err := pages.each(t.set); err != nil {
+		return nil, fmt.Errorf("load sequence numbers: %w", err)
 	}
+	for h, live := range t.live {
+		if !live {
+			t.free = append(t.free, uint32(h))
+		}
+	}
+	// Entries of series in no page are read when the series is seen.
+	t.cold = len(pages.cold) > 0
 	if in.dropped, err = loadDrops(store); err != nil {
 		return nil, err
 	}
@@ -210,8 +226,21 @@ func New(store Store, opts Options) (*Ingest, error) {
 }
 
 // LastSeq returns the last sequence number committed or being committed
-// for a series; 0 when it has none.
-func (in *Ingest) LastSeq(device, tag string) uint64 { return in.seqs[Series{device, tag}].seq }
+// for a series; 0 when it has none. It must not run beside Run.
+func (in *Ingest) LastSeq(device, tag string) uint64 {
+	if h, ok := in.series.ids[Series{device, tag}]; ok {
+		return in.series.seqs[h]
+	}
+	v, err := in.store.MetaValue(SeqKey(device, tag))
+	if err != nil || len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+// SeriesInMemory returns the number of series the ingest stage holds in memory.
+// It must not run beside Run.
+func (in *Ingest) SeriesInMemory() int { return len(in.series.ids) }
 
 // Emit queues samples for the next group commit. It never blocks on the
 // disk: when more than MaxPending samples (or MaxPendingBytes) wait, the
@@ -314,6 +343,11 @@ func (in *Ingest) final() error {
 		if in.held != nil {
 			n += in.held.samples
 		}
+		if in.taken != nil {
+			for _, it := range in.taken.items {
+				n += len(it.samples)
+			}
+		}
 		in.mu.Lock()
 		in.dropped["shutdown_commit_failed"] += uint64(n)
 		in.mu.Unlock()
@@ -337,11 +371,18 @@ func (in *Ingest) pendingCount() int {
 func (in *Ingest) commitPending() error {
 	for {
 		if in.held == nil {
-			items, drops := in.take()
-			if len(items) == 0 && drops == nil {
-				return nil
+			if in.taken == nil {
+				items, drops := in.take()
+				if len(items) == 0 && drops == nil {
+					return nil
+				}
+				in.taken = &takenItems{items: items, drops: drops}
 			}
-			in.held = in.encode(items, drops)
+			if err := in.resolve(in.taken.items); err != nil {
+				return err
+			}
+			in.held = in.encode(in.taken.items, in.taken.drops)
+			in.taken = nil
 		}
 		start := in.opts.Now()
 		if err := in.store.Append(in.held.records, in.held.meta); err != nil {
@@ -380,48 +421,76 @@ func (in *Ingest) take() ([]pendingItem, map[string]uint64) {
 	return items, drops
 }
 
-// encode numbers and encodes the samples of batches into the reused
-// commit. The sequence numbers advance in memory now; they reach the disk
-// with the records or, if the process dies first, were never seen by
-// anyone.
+// resolve gives every series of items a handle and leaves the handle of
+// each sample, in order, in in.handles. A series new to the table may have
+// its last sequence number on disk (pruned earlier): reading it may fail,
+// and resolve can be called again with the same items.
+func (in *Ingest) resolve(items []pendingItem) error {
+	t := in.series
+	tick := in.tick()
+	in.handles = in.handles[:0]
+	for _, item := range items {
+		for k := range item.dropped {
+			h, ok := t.ids[k]
+			if !ok {
+				var err error
+				if h, err = t.add(k, in.store.MetaValue); err != nil {
+					return err
+				}
+			}
+			t.seen[h] = tick
+		}
+		for i := range item.samples {
+			s := &item.samples[i]
+			h, ok := t.ids[Series{s.Device, s.Tag}]
+			if !ok {
+				var err error
+				if h, err = t.add(Series{s.Device, s.Tag}, in.store.MetaValue); err != nil {
+					return err
+				}
+			}
+			t.seen[h] = tick
+			in.handles = append(in.handles, h)
+		}
+	}
+	return nil
+}
+
+// tick is the time since the ingest stage started, in whole seconds.
+func (in *Ingest) tick() uint32 { return uint32(in.opts.Now().Sub(in.start) / time.Second) }
+
+// encode numbers and encodes the samples of items, whose handles resolve
+// left in in.handles, into the reused commit. The sequence numbers advance
+// in memory now; they reach the disk with the records or, if the process
+// dies first, were never seen by anyone.
 func (in *Ingest) encode(items []pendingItem, drops map[string]uint64) *commit {
 	c := &in.next
 	c.records = c.records[:0]
 	c.samples = 0
 	c.drops = drops
-	if in.touched == nil {
-		in.touched = make(map[Series]uint64)
-	}
-	clear(in.touched)
+	t := in.series
 	arena := in.arena[:0]
 	var fields record.Fields
 	fields.Gateway = in.opts.GatewayID
 	fields.Epoch = in.epoch
 	var offsets []int // record starts; the arena may move while it grows
+	handles := in.handles
 	for _, item := range items {
 		// Dropped samples take their numbers, which nothing will carry:
 		// a gap downstream shows the loss.
 		for k, n := range item.dropped {
-			st, ok := in.seqs[k]
-			if !ok {
-				st.key = SeqKey(k.Device, k.Tag)
-			}
-			st.seq += n
-			in.seqs[k] = st
-			in.touched[k] = st.seq
+			h := t.ids[k]
+			t.seqs[h] += n
+			t.markValue(h)
 		}
 		batch := item.samples
 		for i := range batch {
 			s := &batch[i]
-			k := Series{s.Device, s.Tag}
-			st, ok := in.seqs[k]
-			if !ok {
-				st.key = SeqKey(s.Device, s.Tag)
-			}
-			st.seq++
-			in.seqs[k] = st
-			in.touched[k] = st.seq
-			fillFields(&fields, s, st.seq)
+			h := handles[0]
+			handles = handles[1:]
+			t.seqs[h]++
+			t.markValue(h)
+			fillFields(&fields, s, t.seqs[h])
 			offsets = append(offsets, len(arena))
 			// An envelope's value runs to its end: the header, then the JSON.
 			arena = record.AppendEnvelope(arena, s.Device, s.ReadTime, in.epoch, nil)
@@ -434,16 +503,25 @@ func (in *Ingest) encode(items []pendingItem, drops map[string]uint64) *commit {
 		c.records = append(c.records, arena[offsets[i]:offsets[i+1]:offsets[i+1]])
 	}
 	in.arena = arena
+	if idle := in.opts.SeriesIdle; idle > 0 {
+		// Forget the series idle for longer than SeriesIdle, looking at
+		// most every SeriesIdle/4.
+		tick, every := in.tick(), uint32(max(idle/4, time.Second)/time.Second)
+		if tick-in.lastPrune >= every {
+			in.lastPrune = tick
+			if secs := uint32(idle / time.Second); tick > secs {
+				if n := t.prune(tick - secs); n > 0 {
+					in.log.Info("idle series forgotten; their last sequence numbers stay in the buffer", "series", n, "idle", idle)
+				}
+			}
+		}
+	}
 	if c.meta == nil {
 		c.meta = make(map[string][]byte)
 	}
 	clear(c.meta)
-	c.values = slices.Grow(c.values[:0], 8*len(in.touched))
-	for k, seq := range in.touched {
-		start := len(c.values)
-		c.values = binary.BigEndian.AppendUint64(c.values, seq)
-		c.meta[in.seqs[k].key] = c.values[start:len(c.values):len(c.values)]
-	}
+	c.values = slices.Grow(c.values[:0], t.metaBytes())
+	c.values = t.appendMeta(c.meta, c.values)
 	for reason, n := range drops {
 		c.meta[dropKeyPrefix+reason] = binary.BigEndian.AppendUint64(nil, n)
 	}

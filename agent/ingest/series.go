@@ -1,0 +1,285 @@
+package ingest
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// The last sequence number of every series is kept in the buffer's
+// metadata, committed in the same transaction as the records it numbers.
+// Series get a small integer handle when first seen; handles are grouped
+// in pages of pageSlots, and a commit writes one value per page that
+// changed instead of one entry per series:
+//
+//	"seqv/" + page (8 hex digits): pageSlots big-endian uint64, the last
+//	        sequence number of the series in each slot (0: a free slot)
+//	"seqn/" + page: for each slot, uvarint length + device, uvarint
+//	        length + tag (both empty for a free slot); written when the
+//	        page's series change
+//	"seq/" + device + "\x00" + tag: 8 bytes big-endian, a series in no
+//	        page: pruned after Options.SeriesIdle, or written before
+//	        pages existed. Taken back into a page (and the entry deleted
+//	        in the same commit) when the series is seen again.
+const (
+	pageSlots      = 64
+	seqValuePrefix = "seqv/"
+	seqNamePrefix  = "seqn/"
+)
+
+// seriesTable is the ingest stage's per-series state, indexed by handle.
+type seriesTable struct {
+	ids   map[Series]uint32
+	names []Series
+	seqs  []uint64
+	// seen is the tick (seconds since the table was made) of the last
+	// commit that numbered a sample of the series.
+	seen  []uint32
+	live  []bool
+	free  []uint32 // handles of pruned series, reused first
+	pages []pageState
+	dirty []uint32 // pages with a value or names to write
+	// cold reports that "seq/" entries may exist on disk, so a series not
+	// in the table is looked up there first.
+	cold bool
+	// coldOps are "seq/" entries to write (pruned series) or delete (nil:
+	// a series taken back into a page) with the next commit.
+	coldOps map[string][]byte
+}
+
+type pageState struct {
+	valueKey, nameKey     string
+	valueDirty, nameDirty bool
+	listed                bool // in dirty
+}
+
+func newSeriesTable() *seriesTable {
+	return &seriesTable{ids: make(map[Series]uint32), coldOps: make(map[string][]byte)}
+}
+
+// pageKey is the metadata key of page p under prefix.
+func pageKey(prefix string, p uint32) string {
+	return prefix + fmt.Sprintf("%08x", p)
+}
+
+// grow makes room for handle h.
+func (t *seriesTable) grow(h uint32) {
+	for uint32(len(t.names)) <= h {
+		t.names = append(t.names, Series{})
+		t.seqs = append(t.seqs, 0)
+		t.seen = append(t.seen, 0)
+		t.live = append(t.live, false)
+	}
+	for p := uint32(len(t.pages)); p <= h/pageSlots; p++ {
+		t.pages = append(t.pages, pageState{valueKey: pageKey(seqValuePrefix, p), nameKey: pageKey(seqNamePrefix, p)})
+	}
+}
+
+// set puts series k with last sequence number seq at handle h.
+func (t *seriesTable) set(h uint32, k Series, seq uint64) {
+	t.grow(h)
+	t.ids[k] = h
+	t.names[h] = k
+	t.seqs[h] = seq
+	t.live[h] = true
+}
+
+// markValue and markNames note that page of handle h must be written.
+func (t *seriesTable) markValue(h uint32) {
+	p := &t.pages[h/pageSlots]
+	p.valueDirty = true
+	t.list(h/pageSlots, p)
+}
+
+func (t *seriesTable) markNames(h uint32) {
+	p := &t.pages[h/pageSlots]
+	p.nameDirty, p.valueDirty = true, true
+	t.list(h/pageSlots, p)
+}
+
+func (t *seriesTable) list(n uint32, p *pageState) {
+	if !p.listed {
+		p.listed = true
+		t.dirty = append(t.dirty, n)
+	}
+}
+
+// add gives series k a handle; its last sequence number comes from its
+// "seq/" entry when cold is set (lookup reads it), 0 otherwise.
+func (t *seriesTable) add(k Series, lookup func(key string) ([]byte, error)) (uint32, error) {
+	var seq uint64
+	if t.cold && lookup != nil {
+		key := SeqKey(k.Device, k.Tag)
+		v, err := lookup(key)
+		if err != nil {
+			return 0, fmt.Errorf("look up the last sequence number of %s/%s: %w", k.Device, k.Tag, err)
+		}
+		if v != nil {
+			if len(v) != 8 {
+				return 0, fmt.Errorf("sequence metadata %q: malformed entry (%d bytes)", key, len(v))
+			}
+			seq = binary.BigEndian.Uint64(v)
+			t.coldOps[key] = nil
+		}
+	}
+	var h uint32
+	if n := len(t.free); n > 0 {
+		h = t.free[n-1]
+		t.free = t.free[:n-1]
+	} else {
+		h = uint32(len(t.names))
+	}
+	t.set(h, k, seq)
+	t.markNames(h)
+	return h, nil
+}
+
+// prune takes the series not seen since tick before out of the table,
+// writing their last sequence numbers to their own "seq/" entries with the
+// next commit, and returns how many it took.
+func (t *seriesTable) prune(before uint32) int {
+	n := 0
+	for h := range t.names {
+		if !t.live[h] || t.seen[h] >= before {
+			continue
+		}
+		k := t.names[h]
+		t.coldOps[SeqKey(k.Device, k.Tag)] = binary.BigEndian.AppendUint64(nil, t.seqs[h])
+		delete(t.ids, k)
+		t.names[h], t.seqs[h], t.live[h] = Series{}, 0, false
+		t.free = append(t.free, uint32(h))
+		t.markNames(uint32(h))
+		t.cold = true
+		n++
+	}
+	return n
+}
+
+// appendMeta adds the entries of every dirty page and the pending "seq/"
+// writes and deletions to meta, their values appended to values (which
+// must not move: the caller grows it first, see metaBytes), and clears
+// them.
+func (t *seriesTable) appendMeta(meta map[string][]byte, values []byte) []byte {
+	for _, n := range t.dirty {
+		p := &t.pages[n]
+		lo := n * pageSlots
+		hi := min(lo+pageSlots, uint32(len(t.names)))
+		if p.valueDirty {
+			start := len(values)
+			for h := lo; h < lo+pageSlots; h++ {
+				var seq uint64
+				if h < hi {
+					seq = t.seqs[h]
+				}
+				values = binary.BigEndian.AppendUint64(values, seq)
+			}
+			meta[p.valueKey] = values[start:len(values):len(values)]
+		}
+		if p.nameDirty {
+			start := len(values)
+			for h := lo; h < hi; h++ {
+				values = binary.AppendUvarint(values, uint64(len(t.names[h].Device)))
+				values = append(values, t.names[h].Device...)
+				values = binary.AppendUvarint(values, uint64(len(t.names[h].Tag)))
+				values = append(values, t.names[h].Tag...)
+			}
+			meta[p.nameKey] = values[start:len(values):len(values)]
+		}
+		p.valueDirty, p.nameDirty, p.listed = false, false, false
+	}
+	t.dirty = t.dirty[:0]
+	for k, v := range t.coldOps {
+		meta[k] = v
+	}
+	clear(t.coldOps)
+	return values
+}
+
+// metaBytes bounds what appendMeta appends.
+func (t *seriesTable) metaBytes() int {
+	n := 0
+	for _, p := range t.dirty {
+		n += 8 * pageSlots
+		if t.pages[p].nameDirty {
+			lo := p * pageSlots
+			for h := lo; h < min(lo+pageSlots, uint32(len(t.names))); h++ {
+				n += 2*binary.MaxVarintLen64 + len(t.names[h].Device) + len(t.names[h].Tag)
+			}
+		}
+	}
+	return n
+}
+
+// seqPages gathers the sequence pages of a store's metadata.
+type seqPages struct {
+	values, names map[uint32][]byte
+	cold          map[Series]uint64
+}
+
+// add takes one metadata entry; entries other than sequence state are
+// left alone.
+func (s *seqPages) add(key, value []byte) error {
+	k := string(key)
+	switch {
+	case strings.HasPrefix(k, seqKeyPrefix):
+		device, tag, ok := strings.Cut(k[len(seqKeyPrefix):], "\x00")
+		if !ok || len(value) != 8 {
+			return fmt.Errorf("sequence metadata %q: malformed entry (%d bytes)", k, len(value))
+		}
+		s.cold[Series{device, tag}] = binary.BigEndian.Uint64(value)
+	case strings.HasPrefix(k, seqValuePrefix), strings.HasPrefix(k, seqNamePrefix):
+		p, err := strconv.ParseUint(k[len(seqValuePrefix):], 16, 32)
+		if err != nil {
+			return fmt.Errorf("sequence metadata %q: malformed key", k)
+		}
+		if strings.HasPrefix(k, seqValuePrefix) {
+			if len(value) != 8*pageSlots {
+				return fmt.Errorf("sequence metadata %q: malformed page (%d bytes)", k, len(value))
+			}
+			s.values[uint32(p)] = value
+		} else {
+			s.names[uint32(p)] = value
+		}
+	}
+	return nil
+}
+
+// each calls fn for every series in a page with its handle and last
+// sequence number.
+func (s *seqPages) each(fn func(h uint32, k Series, seq uint64)) error {
+	for p, names := range s.names {
+		values, ok := s.values[p]
+		if !ok {
+			return fmt.Errorf("sequence metadata %q: no values for the page", pageKey(seqNamePrefix, p))
+		}
+		for slot := uint32(0); len(names) > 0; slot++ {
+			if slot >= pageSlots {
+				return fmt.Errorf("sequence metadata %q: more than %d series", pageKey(seqNamePrefix, p), pageSlots)
+			}
+			var parts [2]string
+			for i := range parts {
+				n, w := binary.Uvarint(names)
+				if w <= 0 || uint64(len(names)-w) < n {
+					return fmt.Errorf("sequence metadata %q: malformed names", pageKey(seqNamePrefix, p))
+				}
+				parts[i] = string(names[w : w+int(n)])
+				names = names[w+int(n):]
+			}
+			if parts[0] == "" && parts[1] == "" {
+				continue // a free slot
+			}
+			fn(p*pageSlots+slot, Series{parts[0], parts[1]}, binary.BigEndian.Uint64(values[8*slot:]))
+		}
+	}
+	return nil
+}
+
+// loadSeqPages reads the sequence state from store's metadata.
+func loadSeqPages(store Store) (*seqPages, error) {
+	s := &seqPages{values: map[uint32][]byte{}, names: map[uint32][]byte{}, cold: map[Series]uint64{}}
+	if err := store.Meta(s.add); err != nil {
+		return nil, fmt.Errorf("load sequence numbers: %w", err)
+	}
+	return s, nil
+}
