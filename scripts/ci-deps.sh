@@ -29,6 +29,7 @@ readonly PACKAGES=(
 # into NODE_DIR (in the machine's cache, never the repository).
 readonly NPM_PACKAGES=(
 	"sparkplug-payload@1.0.3"
+	"node-opcua@2.186.4"
 )
 NODE_DIR="${IOT_PRODUCER_NODE_DIR:-${HOME}/.cache/iot-producer/node}"
 readonly NODE_DIR
