@@ -12,8 +12,8 @@
 //
 // Each Append writes the records to every queue in a single bbolt write
 // transaction, packed into frames of up to 64 KiB: a frame holds many
-// records with a checksummed header (record count, append time) and a
-// CRC32C over the whole frame. Frame numbers only ever grow (the next one
+// records with a checksummed header (record count, append time, its queue
+// and id, see frame.go) and a CRC32C over the whole frame. Frame numbers only ever grow (the next one
 // is persisted); a record's position is its frame and its index in the
 // frame (Pos), stable across Close and Open once Read or Last has returned
 // it (a record no one has seen may move when small frames are merged,
@@ -48,18 +48,31 @@
 //     After Close and Open, acknowledged records are never delivered again.
 //   - A frame whose checksum does not match is skipped, counted
 //     (QueueStats.CorruptFrames and Dropped[ReasonCorrupt]) and logged; it
-//     never causes a panic. A file bbolt cannot open is moved aside to
-//     <path>.corrupt-<time> and a fresh buffer is started into which every
-//     intact frame, bitmap and metadata entry is copied (OnCorrupt
-//     Quarantine, the default), or Open fails (Fail).
+//     never causes a panic.
+//   - No bytes in the file can crash the process: an existing file is
+//     checked by bbolt in a child process first (Options.Isolate, see
+//     isolate.go). A file bbolt cannot open or finds inconsistent is moved
+//     aside to <path>.corrupt-<time> and a fresh buffer is started into
+//     which every intact frame found by scanning the raw file (rawscan.go,
+//     independent of bbolt's pages), and the metadata when bbolt can still
+//     read it in full and it is not older than those frames, are copied
+//     (OnCorrupt Quarantine, the default), or Open fails (Fail). Recovery
+//     says what was recovered and lost; when the metadata could not be
+//     carried over (or the file was empty, or missing though it existed)
+//     the file has a new epoch and Recovery.StateLost says why. A file
+//     damaged while running is handled the same way, in place
+//     (recover.go).
 //   - Bounds (MaxBytes, MaxAge) drop data instead of blocking, and count
-//     what they drop by reason (QueueStats.Dropped), logging totals at most
-//     once a minute. A full disk (or Options.MaxFileSize) makes DropOldest
-//     drop the oldest frames and retry; if that fails, or with DropNewest,
-//     Append returns an error wrapping ErrFull, commits nothing, and the
-//     caller may retry later.
+//     what they drop by reason (QueueStats.Dropped, kept in the file),
+//     logging totals at most once a minute. A full disk (or
+//     Options.MaxFileSize) makes DropOldest drop the oldest frames and
+//     retry; if that fails, or with DropNewest, Append returns an error
+//     wrapping ErrFull, commits nothing, and the caller may retry later.
 //   - A bbolt panic or memory fault on a damaged file is recovered and
-//     returned as an error wrapping ErrCorrupt.
+//     returned as an error wrapping ErrCorrupt; a write transaction that
+//     fails is abandoned rather than rolled back (bbolt's rollback walks
+//     the whole file in a goroutine that can crash the process) and the
+//     file is recovered.
 //
 // # Caveats
 //

@@ -71,6 +71,10 @@ type ChildReport struct {
 	MetaOK bool `json:"meta_ok,omitempty"`
 	// Queues names the queues whose buckets the file holds (ChildMeta).
 	Queues []string `json:"queues,omitempty"`
+	// Acks holds the acknowledgement bitmaps bbolt could read, by queue
+	// and frame id (ChildMeta), so that a salvage does not send again
+	// what was delivered.
+	Acks map[string]map[uint64][]byte `json:"acks,omitempty"`
 	// Locked is set when another process held the file's lock for the
 	// whole lock timeout; nothing was checked.
 	Locked bool `json:"locked,omitempty"`
@@ -197,7 +201,35 @@ func readMetaInProcess(path string, lockTimeout time.Duration) (r ChildReport) {
 	if err != nil {
 		r.Problems = append(r.Problems, err.Error())
 	}
+	r.Acks = readAcks(db)
 	return r
+}
+
+// readAcks reads the acknowledgement bitmaps of every queue of db, as far
+// as bbolt can: a damaged bucket yields what was read before the damage.
+func readAcks(db *bolt.DB) map[string]map[uint64][]byte {
+	out := map[string]map[uint64][]byte{}
+	_ = db.View(func(tx *bolt.Tx) error {
+		for _, name := range fileQueues(tx) {
+			func() {
+				defer func() { _ = recover() }()
+				ab := tx.Bucket([]byte(ackPrefix + name))
+				if ab == nil {
+					return
+				}
+				m := map[uint64][]byte{}
+				out[name] = m
+				_ = ab.ForEach(func(k, v []byte) error {
+					if len(k) == keyLen && v != nil {
+						m[binary.BigEndian.Uint64(k)] = bytes.Clone(v)
+					}
+					return nil
+				})
+			}()
+		}
+		return nil
+	})
+	return out
 }
 
 // runChild runs op on path in a child process (or in this process without

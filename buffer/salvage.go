@@ -82,7 +82,7 @@ func (b *Buffer) Recovery() Recovery {
 func (b *Buffer) salvage(src string) {
 	r := &b.recovery
 	mr, err := b.runChild(ChildMeta, src)
-	maxID, serr := b.salvageFrames(src)
+	maxID, serr := b.salvageFrames(src, mr.Acks)
 	if serr != nil {
 		b.log.Error("buffer salvage: scanning the damaged file failed; what was not copied stays in it", "moved_to", src, "error", serr)
 	}
@@ -193,7 +193,10 @@ type found struct {
 // first queue after them in append order.
 //
 // It returns the largest id of the version 3 frames it found intact.
-func (b *Buffer) salvageFrames(src string) (maxID uint64, err error) {
+//
+// acks are the acknowledgement bitmaps read from the damaged file: they
+// are copied with their frames, so what was delivered is not sent again.
+func (b *Buffer) salvageFrames(src string, acks map[string]map[uint64][]byte) (maxID uint64, err error) {
 	f, err := os.Open(src)
 	if err != nil {
 		return 0, err
@@ -276,8 +279,14 @@ func (b *Buffer) salvageFrames(src string) (maxID uint64, err error) {
 		if buf, err = readFrame(f, fr, buf); err != nil {
 			return maxID, err
 		}
-		if err := w.put(byTag[fr.h.loc.queue], fr.h.loc.id, buf); err != nil {
+		q := byTag[fr.h.loc.queue]
+		if err := w.put(q, fr.h.loc.id, buf); err != nil {
 			return maxID, err
+		}
+		if bits := acks[q.name][fr.h.loc.id]; bits != nil {
+			if err := w.putAck(q, fr.h.loc.id, bits); err != nil {
+				return maxID, err
+			}
 		}
 		r.FramesRecovered++
 		r.RecordsRecovered += uint64(fr.h.count)
@@ -344,6 +353,12 @@ func (w *salvageWriter) put(q *Queue, id uint64, v []byte) error {
 	w.size += len(v)
 	// bbolt keeps v until the commit: give it its own copy.
 	return putFrame(w.tx.Bucket(q.bucket), id, bytes.Clone(v))
+}
+
+// putAck writes the acknowledgement bitmap of frame id of q, in the
+// transaction of the frame's put.
+func (w *salvageWriter) putAck(q *Queue, id uint64, bits []byte) error {
+	return w.tx.Bucket(q.ackBucket).Put(frameKey(id), bytes.Clone(bits))
 }
 
 func (w *salvageWriter) commit() error {

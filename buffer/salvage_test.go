@@ -14,8 +14,8 @@ import (
 
 // TestQuarantineSalvagesIntactQueues damages the root page of one queue's
 // bucket: Open's structural check fails, the file is quarantined, and every
-// frame of both queues (found in the raw file, acknowledged records
-// included: at-least-once) and the metadata are copied into the fresh file.
+// frame of both queues (found in the raw file), the acknowledgements bbolt
+// can still read and the metadata are copied into the fresh file.
 func TestQuarantineSalvagesIntactQueues(t *testing.T) {
 	path := testPath(t)
 	o := testOptions("kafka", "mqtt")
@@ -66,7 +66,7 @@ func TestQuarantineSalvagesIntactQueues(t *testing.T) {
 		t.Fatalf("quarantined files: %v; log: %s", moved, logs.String())
 	}
 	got := readAll(t, b.Queue("kafka"), 1000)
-	if len(got) != 600 || got[0].Pos != all[0].Pos || got[599].Pos != all[599].Pos {
+	if len(got) != 597 || got[0].Pos != all[2].Pos || got[596].Pos != all[598].Pos {
 		t.Fatalf("kafka after salvage: %d records from %v; log: %s", len(got), got[0].Pos, logs.String())
 	}
 	if n := b.Queue("mqtt").Stats().Records; n != 600 {
