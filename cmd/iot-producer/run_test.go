@@ -25,7 +25,6 @@ import (
 const (
 	runTestMetricsPort = 26081
 	runTestHealthPort  = 26082
-	runTestBusyPort    = 26083
 )
 
 // TestRunRefusesWithExitConfig checks that run refuses what validate
@@ -217,12 +216,12 @@ telemetry: {metrics_listen: "127.0.0.1:%d", health_listen: "127.0.0.1:%d", pprof
 
 	// A port in use: the new configuration does not start, the previous
 	// one runs again.
-	busy, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", runTestBusyPort))
+	busy, err := net.Listen("tcp", "127.0.0.1:0") // held open: in use
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	write(good(runTestBusyPort, 2))
+	write(good(busy.Addr().(*net.TCPAddr).Port, 2))
 	log.waitCount(t, "starting the previous one again", 1)
 	log.waitCount(t, "agent started", 2)
 	health()
