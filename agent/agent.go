@@ -196,12 +196,18 @@ func New(cfg *config.Config, opts Options) (_ *Agent, err error) {
 		ConfigAllowRemote: cfg.Telemetry.ConfigAllowRemote,
 		PprofAllowRemote:  cfg.Telemetry.PprofAllowRemote,
 	})
+	a.noteWarnings(cfg)
+	return a, nil
+}
+
+// noteWarnings logs the settings of cfg that weaken security and shows
+// them in /ready.
+func (a *Agent) noteWarnings(cfg *config.Config) {
 	warnings := cfg.Warnings()
 	for _, w := range warnings {
 		a.log.Warn("insecure setting in the configuration", "setting", w)
 	}
 	a.health.SetWarnings(warnings)
-	return a, nil
 }
 
 // Metrics returns the agent's metrics.

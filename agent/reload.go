@@ -148,6 +148,7 @@ func (a *Agent) Reload(next *config.Config) ([]string, error) {
 	}
 	a.cfg = next
 	a.shown.Store(next)
+	a.noteWarnings(next)
 	return changed, nil
 }
 

@@ -73,7 +73,7 @@ image:
 		$(foreach a,$(IMAGE_ARCHES),-binary linux/$(a)=$(IMAGE_DIR)/bin/$(a)/iot-producer)
 
 image-test: image
-	cd packaging/image && $(GO) vet ./... && $(GO) test -count=1 -v . \
+	cd packaging/image && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./... && $(GO) test -count=1 -v . \
 		-args -layout $(IMAGE_DIR)/oci -version '$(IMAGE_TAG)' -arches $(subst $(space),$(comma),$(IMAGE_ARCHES))
 
 unit-check:
