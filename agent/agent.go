@@ -54,6 +54,8 @@ type Agent struct {
 	buf    *buffer.Buffer
 	ingest *ingest.Ingest
 	shared *drivers.Shared
+	// plcs follows each PLC's reads for /ready.
+	plcs *plcStates
 
 	// shown is the configuration /config serves; a reload swaps it.
 	shown atomic.Pointer[config.Config]
@@ -110,7 +112,7 @@ func Check(cfg *config.Config) error {
 	log := slog.New(slog.DiscardHandler)
 	shared := &drivers.Shared{}
 	defer shared.Close()
-	if _, err := buildSources(cfg, shared, telemetry.NewMetrics(), log); err != nil {
+	if _, err := buildSources(cfg, shared, telemetry.NewMetrics(), nil, log); err != nil {
 		return err
 	}
 	sinks, err := buildSinks(cfg, log)
@@ -139,6 +141,7 @@ func New(cfg *config.Config, opts Options) (_ *Agent, err error) {
 		metrics: telemetry.NewMetrics(),
 		health:  telemetry.NewHealth(),
 		shared:  &drivers.Shared{},
+		plcs:    &plcStates{},
 	}
 	a.shown.Store(cfg)
 	if opts.Version != "" {
@@ -150,7 +153,7 @@ func New(cfg *config.Config, opts Options) (_ *Agent, err error) {
 		}
 	}()
 
-	if a.sources, err = buildSources(cfg, a.shared, a.metrics, a.log); err != nil {
+	if a.sources, err = buildSources(cfg, a.shared, a.metrics, a.plcs, a.log); err != nil {
 		return nil, err
 	}
 	sinks, err := buildSinks(cfg, a.log)
@@ -310,7 +313,11 @@ func (a *Agent) startSource(src *source) {
 	name := src.d.Name()
 	a.metrics.InitSource(name)
 	a.health.Set("source/"+name, telemetry.StateOK, "running")
-	emit := a.emitter(name)
+	var track *plcTracker
+	if _, session := src.d.(drivers.SessionReporter); !session && src.key != deviceKey {
+		track = &plcTracker{name: name, health: a.health, plcs: a.plcs, state: telemetry.StateOK}
+	}
+	emit := a.emitter(name, track)
 	stopWatch := a.watchSession(name, src.d)
 	go func() {
 		defer close(src.done)
@@ -416,11 +423,15 @@ func (a *Agent) logStart() {
 		"metrics", a.server.Addrs().Metrics, "health", a.server.Addrs().Health, "pprof", a.server.Addrs().Pprof)
 }
 
-// emitter counts a source's samples and passes them to the ingest stage.
-func (a *Agent) emitter(source string) drivers.Emit {
+// emitter counts a source's samples and passes them to the ingest stage;
+// a PLC's polls also go to its tracker (nil for the others).
+func (a *Agent) emitter(source string, track *plcTracker) drivers.Emit {
 	generated := a.metrics.DataGenerated.WithLabelValues(source)
 	return func(samples []drivers.Sample) {
 		generated.Add(float64(len(samples)))
+		if track != nil {
+			track.polled(samples)
+		}
 		if a.opts.Tap != nil {
 			a.opts.Tap(samples)
 		}

@@ -28,11 +28,11 @@ import (
 // PLC, each built by its driver plug-in; drivers count their errors in m
 // and share what they share through shared. Errors name the PLC's config
 // path.
-func buildSources(cfg *config.Config, shared *drivers.Shared, m *telemetry.Metrics, log *slog.Logger) ([]*source, error) {
+func buildSources(cfg *config.Config, shared *drivers.Shared, m *telemetry.Metrics, plcs *plcStates, log *slog.Logger) ([]*source, error) {
 	var out []*source
 	keys := sourceKeys(cfg)
 	for _, k := range keys {
-		d, err := buildSource(cfg, k, shared, m, log)
+		d, err := buildSource(cfg, k, shared, m, plcs, log)
 		if err != nil {
 			return nil, err
 		}
@@ -64,7 +64,7 @@ const deviceKey = "device"
 func plcKey(name string) string { return "plcs/" + name }
 
 // buildSource builds the source of key (see sourceKeys).
-func buildSource(cfg *config.Config, key string, shared *drivers.Shared, m *telemetry.Metrics, log *slog.Logger) (drivers.Driver, error) {
+func buildSource(cfg *config.Config, key string, shared *drivers.Shared, m *telemetry.Metrics, plcs *plcStates, log *slog.Logger) (drivers.Driver, error) {
 	if key == deviceKey {
 		src, err := simulator.NewSource(simulator.SourceOptions{
 			Devices:       cfg.Device.Count,
@@ -81,14 +81,15 @@ func buildSource(cfg *config.Config, key string, shared *drivers.Shared, m *tele
 	}
 	for i, plc := range cfg.PLCs {
 		if plcKey(plc.Name) == key {
-			return buildDriver(cfg, i, shared, m, log)
+			return buildDriver(cfg, i, shared, m, plcs, log)
 		}
 	}
 	return nil, fmt.Errorf("BUG: no source %s in the configuration", key)
 }
 
-// buildDriver builds plcs[i] through its driver plug-in.
-func buildDriver(cfg *config.Config, i int, shared *drivers.Shared, m *telemetry.Metrics, log *slog.Logger) (drivers.Driver, error) {
+// buildDriver builds plcs[i] through its driver plug-in; its read errors go
+// to plcs (may be nil) for /ready.
+func buildDriver(cfg *config.Config, i int, shared *drivers.Shared, m *telemetry.Metrics, plcs *plcStates, log *slog.Logger) (drivers.Driver, error) {
 	plc := cfg.PLCs[i]
 	path := fmt.Sprintf("plcs[%d]", i)
 	b, ok := plc.Settings.(drivers.Builder)
@@ -100,9 +101,10 @@ func buildDriver(cfg *config.Config, i int, shared *drivers.Shared, m *telemetry
 	d, err := b.Build(drivers.Env{
 		Device:   plc.Name,
 		Logger:   log.With("source", source),
-		OnError:  func(kind string) { errs.WithLabelValues(source, kind).Inc() },
-		Shared:   shared,
-		StateDir: cfg.Gateway.StateDir,
+		OnError:     func(kind string) { errs.WithLabelValues(source, kind).Inc() },
+		OnReadError: func(err error) { plcs.readError(source, err) },
+		Shared:      shared,
+		StateDir:    cfg.Gateway.StateDir,
 	})
 	if err != nil {
 		return nil, cfg.Problem(path, fmt.Errorf("(%s): %w", plc.Name, err))

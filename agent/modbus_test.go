@@ -174,3 +174,63 @@ func TestModbusConfigErrorsNameThePLC(t *testing.T) {
 		})
 	}
 }
+
+// TestPLCStatesInReady: /ready shows a PLC whose reads all succeed as ok,
+// one whose reads partly fail as degraded and one that never answers as
+// down, each failing one with since when and its last error; a failing
+// PLC does not make the gateway unready.
+func TestPLCStatesInReady(t *testing.T) {
+	checkLeaks(t)
+	endpoint, _ := serveModbus(t)
+	cfg := modbusConfig(t, t.TempDir(), endpoint, newCluster(t).ListenAddrs()[0], `  - name: half
+    driver: modbus
+    endpoint: `+endpoint+`
+    unit_id: 1
+    poll_interval: 20ms
+    timeout: 100ms
+    tags:
+      - {name: speed, address: "40001", type: float32, byte_order: CDAB}
+      - {name: missing, address: "49001", type: int16}
+`)
+	a, stop := startAgent(t, cfg)
+	want := []struct {
+		name  string
+		state telemetry.State
+		words []string
+	}{
+		{"source/modbus:pump", telemetry.StateOK, []string{"running"}},
+		{"source/modbus:half", telemetry.StateDegraded, []string{"1 of 2 tags failing (missing) since", "last error at", "illegal data address"}},
+		{"source/modbus:dead", telemetry.StateDown, []string{"every read failed for", "polls in a row since", "last error at"}},
+	}
+	waitForOr(t, "each PLC's state in /ready", func() bool {
+		got := map[string]telemetry.ComponentStatus{}
+		for _, c := range a.Health().Snapshot() {
+			got[c.Name] = c
+		}
+		for _, w := range want {
+			c := got[w.name]
+			if c.State != w.state {
+				return false
+			}
+			for _, word := range w.words {
+				if !strings.Contains(c.Detail, word) {
+					return false
+				}
+			}
+		}
+		return true
+	}, func() {
+		for _, c := range a.Health().Snapshot() {
+			t.Logf("%s %s: %s", c.Name, c.State, c.Detail)
+		}
+	})
+	if !a.Health().Ready() {
+		t.Fatalf("a failing PLC made the gateway unready: %+v", a.Health().Snapshot())
+	}
+	for _, c := range a.Health().Snapshot() {
+		t.Logf("%s %s: %s", c.Name, c.State, c.Detail)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}

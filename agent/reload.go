@@ -70,7 +70,7 @@ func (a *Agent) Reload(next *config.Config) ([]string, error) {
 			sources = append(sources, src)
 			continue
 		}
-		d, err := buildSource(next, key, a.shared, a.metrics, a.log)
+		d, err := buildSource(next, key, a.shared, a.metrics, a.plcs, a.log)
 		if err != nil {
 			return changed, err
 		}

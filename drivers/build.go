@@ -12,6 +12,10 @@ type Env struct {
 	Logger *slog.Logger
 	// OnError, when set, counts a failed read by kind; it must not block.
 	OnError func(kind string)
+	// OnReadError, when set, is given each failed read's error (naming
+	// the device, address and cause), for /ready to show the last one; it
+	// must not block.
+	OnReadError func(err error)
 	// Shared holds what the agent's drivers share for the agent's whole
 	// life (a connection pool); never nil.
 	Shared *Shared

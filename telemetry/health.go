@@ -42,6 +42,9 @@ type ComponentStatus struct {
 	Detail string `json:"detail"`
 	// Since is when the component entered State.
 	Since time.Time `json:"since"`
+	// External marks a component outside the gateway (a PLC): its state
+	// is shown but does not decide readiness (see SetExternal).
+	External bool `json:"external,omitempty"`
 }
 
 // Health records the state of each component of the pipeline and derives
@@ -71,6 +74,27 @@ func (h *Health) Set(component string, state State, detail string) {
 		cur = ComponentStatus{Name: component, State: state, Since: h.clock()}
 	}
 	cur.Detail = detail
+	cur.External = false
+	h.comps[component] = cur
+}
+
+// SetExternal records the state of a component outside the gateway, a PLC
+// seen through its driver: /ready shows it (down when every read fails,
+// degraded when some do), but it does not make the gateway unready, since
+// the pipeline itself still runs and a failing PLC is not fixed by
+// restarting or removing the gateway. Since works as for Set.
+func (h *Health) SetExternal(component string, state State, detail string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.comps == nil {
+		h.comps = make(map[string]ComponentStatus)
+	}
+	cur, ok := h.comps[component]
+	if !ok || cur.State != state {
+		cur = ComponentStatus{Name: component, State: state, Since: h.clock()}
+	}
+	cur.Detail = detail
+	cur.External = true
 	h.comps[component] = cur
 }
 
@@ -99,7 +123,8 @@ func (h *Health) Remove(component string) {
 }
 
 // Ready reports whether at least one component is registered and every
-// component is StateOK or StateDegraded (none is starting, down or stopped).
+// component but the external ones (SetExternal) is StateOK or
+// StateDegraded (none is starting, down or stopped).
 func (h *Health) Ready() bool {
 	ready, _ := h.status()
 	return ready
@@ -120,7 +145,7 @@ func (h *Health) status() (bool, []ComponentStatus) {
 	ready := len(h.comps) > 0
 	for _, c := range h.comps {
 		out = append(out, c)
-		ready = ready && readyState(c.State)
+		ready = ready && (c.External || readyState(c.State))
 	}
 	h.mu.Unlock()
 	slices.SortFunc(out, func(a, b ComponentStatus) int { return strings.Compare(a.Name, b.Name) })

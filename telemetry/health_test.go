@@ -96,3 +96,28 @@ func TestHealthConcurrentUse(t *testing.T) {
 		t.Errorf("after concurrent use: Ready() = %v, %d components; want true, 8", h.Ready(), len(h.Snapshot()))
 	}
 }
+
+// TestExternalComponentsDoNotDecideReadiness: a PLC shown down keeps the
+// gateway ready; the same component set with Set counts again.
+func TestExternalComponentsDoNotDecideReadiness(t *testing.T) {
+	h := NewHealth()
+	h.Set("ingest", StateOK, "committing")
+	tests := []struct {
+		name  string
+		set   func()
+		ready bool
+	}{
+		{"PLC down, external", func() { h.SetExternal("source/modbus:press", StateDown, "every read failed") }, true},
+		{"PLC degraded, external", func() { h.SetExternal("source/modbus:press", StateDegraded, "1 of 2 tags failing") }, true},
+		{"driver stopped, not external", func() { h.Set("source/modbus:press", StateDown, "driver stopped") }, false},
+		{"external again", func() { h.SetExternal("source/modbus:press", StateDown, "every read failed") }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.set()
+			if got := h.Ready(); got != tt.ready {
+				t.Fatalf("Ready() = %v, want %v: %+v", got, tt.ready, h.Snapshot())
+			}
+		})
+	}
+}

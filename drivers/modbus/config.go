@@ -219,6 +219,7 @@ func (c *Config) Build(env drivers.Env) (drivers.Driver, error) {
 		return NewPool(PoolOptions{Logger: log.With("component", "modbus")}), nil
 	}).(*Pool)
 	opts.OnError = env.OnError
+	opts.OnReadError = env.OnReadError
 	opts.Logger = log
 	return New(opts)
 }

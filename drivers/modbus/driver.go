@@ -81,6 +81,9 @@ type Options struct {
 	// OnError, when set, is called for every failed request with its
 	// kind (one of the Kind constants); it must not block.
 	OnError func(kind string)
+	// OnReadError, when set, is given every failed request's *ReadError;
+	// it must not block.
+	OnReadError func(err error)
 	Logger  *slog.Logger
 }
 
@@ -278,6 +281,9 @@ func (p *poller) poll(ctx context.Context, start time.Time) []drivers.Sample {
 		rerr := &ReadError{Device: o.Name, Endpoint: o.Endpoint.String(), Unit: o.Unit, Register: r.reg, Address: r.addr, Quantity: r.qty, Kind: kind, Err: err}
 		if o.OnError != nil {
 			o.OnError(kind)
+		}
+		if o.OnReadError != nil {
+			o.OnReadError(rerr)
 		}
 		if p.failing {
 			o.Logger.Debug("modbus read failed", "err", rerr)
