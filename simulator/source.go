@@ -201,7 +201,7 @@ func (s *Source) tick(ctx context.Context, t time.Time, slot int, emit drivers.E
 			return false
 		}
 		end := min(start+batchSize, hi)
-		batch := make([]drivers.Sample, end-start)
+		batch := drivers.NewBatch(end - start)[:end-start]
 		for i := range batch {
 			sr := &s.series[start+i]
 			batch[i] = drivers.Sample{

@@ -382,6 +382,11 @@ func (in *Ingest) commitPending() error {
 				return err
 			}
 			in.held = in.encode(in.taken.items, in.taken.drops)
+			// The samples are encoded: their batches go back to the
+			// drivers.
+			for _, it := range in.taken.items {
+				drivers.ReleaseBatch(it.samples)
+			}
 			in.taken = nil
 		}
 		start := in.opts.Now()
@@ -440,17 +445,41 @@ func (in *Ingest) resolve(items []pendingItem) error {
 			}
 			t.seen[h] = tick
 		}
-		for i := range item.samples {
-			s := &item.samples[i]
-			h, ok := t.ids[Series{s.Device, s.Tag}]
+		batch := item.samples
+		if len(batch) == 0 {
+			continue
+		}
+		// A driver emits the same names in the same order poll after
+		// poll: the batch's shape last time gives the handles without
+		// hashing a name, as long as each name is the very same string.
+		sh := t.shapes[batch[0].Device]
+		if sh == nil {
+			sh = &shape{}
+			t.shapes[batch[0].Device] = sh
+		}
+		for i := range batch {
+			s := &batch[i]
+			if i < len(sh.names) && sh.names[i].is(s) {
+				h := sh.names[i].h
+				t.seen[h] = tick
+				in.handles = append(in.handles, h)
+				continue
+			}
+			k := Series{s.Device, s.Tag}
+			h, ok := t.ids[k]
 			if !ok {
 				var err error
-				if h, err = t.add(Series{s.Device, s.Tag}, in.store.MetaValue); err != nil {
+				if h, err = t.add(k, in.store.MetaValue); err != nil {
 					return err
 				}
 			}
 			t.seen[h] = tick
 			in.handles = append(in.handles, h)
+			if i < len(sh.names) {
+				sh.names[i] = shapeName(s, h)
+			} else if i == len(sh.names) {
+				sh.names = append(sh.names, shapeName(s, h))
+			}
 		}
 	}
 	return nil

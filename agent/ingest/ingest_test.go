@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -219,7 +220,7 @@ func TestEncodesEveryKind(t *testing.T) {
 	for i, v := range values {
 		in1 = append(in1, drivers.Sample{Device: "d", Tag: fmt.Sprint("t", i), Value: v, Quality: drivers.Quality(i % 3), ReadTime: at, SourceTime: src})
 	}
-	in.Emit(in1)
+	in.Emit(slices.Clone(in1)) // Emit takes the slice: keep our own
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

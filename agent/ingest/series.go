@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unsafe"
+
+	"github.com/iot-producer/iot-producer/drivers"
 )
 
 // The last sequence number of every series is kept in the buffer's
@@ -46,6 +49,30 @@ type seriesTable struct {
 	// coldOps are "seq/" entries to write (pruned series) or delete (nil:
 	// a series taken back into a page) with the next commit.
 	coldOps map[string][]byte
+	// shapes are the names and handles of the last batch whose first
+	// sample was of a device, by that device.
+	shapes map[string]*shape
+}
+
+// shape is the series of a batch, in order.
+type shape struct{ names []shapeEntry }
+
+// shapeEntry is a sample's device and tag, as the addresses and lengths
+// of the very strings (which the entry keeps alive), and their handle.
+type shapeEntry struct {
+	device, tag       *byte
+	deviceLen, tagLen int
+	h                 uint32
+}
+
+func shapeName(s *drivers.Sample, h uint32) shapeEntry {
+	return shapeEntry{unsafe.StringData(s.Device), unsafe.StringData(s.Tag), len(s.Device), len(s.Tag), h}
+}
+
+// is reports whether s names the entry's series with the same strings.
+func (e *shapeEntry) is(s *drivers.Sample) bool {
+	return e.device == unsafe.StringData(s.Device) && e.tag == unsafe.StringData(s.Tag) &&
+		e.deviceLen == len(s.Device) && e.tagLen == len(s.Tag)
 }
 
 type pageState struct {
@@ -55,7 +82,7 @@ type pageState struct {
 }
 
 func newSeriesTable() *seriesTable {
-	return &seriesTable{ids: make(map[Series]uint32), coldOps: make(map[string][]byte)}
+	return &seriesTable{ids: make(map[Series]uint32), coldOps: make(map[string][]byte), shapes: make(map[string]*shape)}
 }
 
 // pageKey is the metadata key of page p under prefix.
@@ -152,6 +179,9 @@ func (t *seriesTable) prune(before uint32) int {
 		t.markNames(uint32(h))
 		t.cold = true
 		n++
+	}
+	if n > 0 {
+		clear(t.shapes) // they may name handles that are free now
 	}
 	return n
 }

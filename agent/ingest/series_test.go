@@ -3,6 +3,7 @@ package ingest_test
 import (
 	"encoding/binary"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -208,6 +209,74 @@ func TestManySeriesInPages(t *testing.T) {
 		}
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestSameNamesEveryPoll: batches that reuse the very same name strings
+// poll after poll (as drivers emit them), in changing subsets and orders,
+// across the pruning of idle series whose handles go to new ones, are
+// numbered per series without gaps.
+func TestSameNamesEveryPoll(t *testing.T) {
+	clk := newClock(time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC))
+	b := openBuffer(t, filepath.Join(t.TempDir(), "b.db"))
+	committed, onCommit := committedChan()
+	in, err := ingest.New(b, ingest.Options{GatewayID: "gw", Logger: quiet, Now: clk.now, SeriesIdle: 10 * time.Second,
+		Metrics: ingest.Metrics{Committed: onCommit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, in)
+	devA, devB := "dev-a", "dev-b"
+	tags := []string{"t0", "t1", "t2", "t3"}
+	emit := func(device string, order ...int) {
+		batch := drivers.NewBatch(len(order))
+		for _, i := range order {
+			batch = append(batch, drivers.Sample{Device: device, Tag: tags[i], Value: drivers.Int(1), ReadTime: clk.now()})
+		}
+		in.Emit(batch)
+		waitCommitted(t, committed, len(order))
+	}
+	want := map[string][]uint64{}
+	note := func(device string, seqs map[int]uint64, order ...int) {
+		for _, i := range order {
+			seqs[i]++
+			want[device+"/"+tags[i]] = append(want[device+"/"+tags[i]], seqs[i])
+		}
+	}
+	seqA, seqB := map[int]uint64{}, map[int]uint64{}
+	steps := []struct {
+		device  string
+		seqs    map[int]uint64
+		order   []int
+		advance time.Duration
+	}{
+		{devA, seqA, []int{0, 1, 2, 3}, 0},
+		{devA, seqA, []int{0, 1, 2, 3}, 0},
+		{devA, seqA, []int{0, 2}, 0},          // a subset
+		{devA, seqA, []int{3, 2, 1, 0}, 0},    // another order
+		{devA, seqA, []int{0, 1, 2, 3, 1}, 0}, // a series twice
+		{devB, seqB, []int{0, 1}, 20 * time.Second},
+		{devB, seqB, []int{0, 1, 2, 3}, 0}, // this commit forgets dev-a
+		{devB, seqB, []int{0, 1, 2, 3}, 0}, // dev-b on dev-a's handles
+		{devA, seqA, []int{0, 1, 2, 3}, 0}, // dev-a back, same strings
+		{devB, seqB, []int{0, 1, 2, 3}, 0},
+	}
+	for _, st := range steps {
+		clk.add(st.advance)
+		emit(st.device, st.order...)
+		note(st.device, st.seqs, st.order...)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]uint64{}
+	for _, f := range readAll(t, b) {
+		got[f.Device+"/"+f.Tag] = append(got[f.Device+"/"+f.Tag], f.Seq)
+	}
+	for k, w := range want {
+		if !slices.Equal(got[k], w) {
+			t.Errorf("%s numbered %v, want %v", k, got[k], w)
 		}
 	}
 }

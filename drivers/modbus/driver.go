@@ -239,7 +239,7 @@ func (p *poller) poll(ctx context.Context, start time.Time) []drivers.Sample {
 		return nil
 	}
 	deadline := start.Add(o.Interval)
-	out := make([]drivers.Sample, 0, len(o.Tags))
+	out := drivers.NewBatch(len(o.Tags))
 	pollFailed := false
 	// answered: some request got an answer from the unit (data, an
 	// exception of its own, or a broken answer); silent: the error that
