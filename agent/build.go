@@ -99,8 +99,8 @@ func buildDriver(cfg *config.Config, i int, shared *drivers.Shared, m *telemetry
 	source := plc.Driver + ":" + plc.Name
 	errs := m.DriverErrors
 	d, err := b.Build(drivers.Env{
-		Device:   plc.Name,
-		Logger:   log.With("source", source),
+		Device:      plc.Name,
+		Logger:      log.With("source", source),
 		OnError:     func(kind string) { errs.WithLabelValues(source, kind).Inc() },
 		OnReadError: func(err error) { plcs.readError(source, err) },
 		Shared:      shared,

@@ -84,7 +84,7 @@ type Options struct {
 	// OnReadError, when set, is given every failed request's *ReadError;
 	// it must not block.
 	OnReadError func(err error)
-	Logger  *slog.Logger
+	Logger      *slog.Logger
 }
 
 // Driver polls one device and emits a sample per tag per poll. It
