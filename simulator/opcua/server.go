@@ -333,8 +333,13 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-// Update advances every signal to t and notifies the subscribers.
+// Update advances every signal to t and notifies the subscribers. A
+// subscriber that does not take its notifications within half an interval
+// misses the rest of this update (counted in Dropped).
 func (s *Server) Update(t time.Time) {
+	giveUp := make(chan struct{})
+	stop := time.AfterFunc(s.opts.Interval/2, func() { close(giveUp) })
+	defer stop.Stop()
 	for _, v := range s.vars {
 		if v.model == nil {
 			continue
@@ -343,7 +348,7 @@ func (s *Server) Update(t time.Time) {
 		st := v.status
 		s.mu.Unlock()
 		v.dv.Store(dataValue(ua.MustVariant(variantOf(v.model.Next(t))), st, t))
-		s.notify(v)
+		s.notify(v, giveUp)
 	}
 }
 
@@ -362,23 +367,28 @@ func (s *Server) Set(device, tag string, val any, status ua.StatusCode) error {
 	v.status = status
 	s.mu.Unlock()
 	v.dv.Store(dataValue(variant, status, time.Now()))
-	s.notify(v)
+	giveUp := make(chan struct{})
+	stop := time.AfterFunc(time.Second, func() { close(giveUp) })
+	defer stop.Stop()
+	s.notify(v, giveUp)
 	return nil
 }
 
-// notify hands the variable's value to every monitored item on it, never
-// blocking: gopcua's own ChangeNotification blocks on a full queue while
-// holding the item lock, which stalls the server when a subscription has
-// died. A notification refused by a full queue is counted.
-func (s *Server) notify(v *variable) {
+// notify hands the variable's value to every monitored item on it, waiting
+// for a full queue until giveUp is closed. gopcua's own ChangeNotification
+// blocks on a full queue while holding the item lock, which stalls the
+// server for good when a subscription has died; here the lock is held only
+// to list the items. A notification given up is counted.
+func (s *Server) notify(v *variable, giveUp <-chan struct{}) {
 	mis := s.srv.MonitoredItemService
 	if mis == nil {
 		return
 	}
 	dv := v.dv.Load()
 	mis.Mu.Lock()
-	defer mis.Mu.Unlock()
-	for _, it := range mis.Nodes[v.key] {
+	items := append([]*server.MonitoredItem(nil), mis.Nodes[v.key]...)
+	mis.Mu.Unlock()
+	for _, it := range items {
 		if it == nil || it.Sub == nil || it.Req == nil {
 			continue
 		}
@@ -386,7 +396,11 @@ func (s *Server) notify(v *variable) {
 		select {
 		case it.Sub.NotifyChannel <- n:
 		default:
-			s.dropped.Add(1)
+			select {
+			case it.Sub.NotifyChannel <- n:
+			case <-giveUp:
+				s.dropped.Add(1)
+			}
 		}
 	}
 }
