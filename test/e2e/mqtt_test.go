@@ -22,6 +22,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/iot-producer/iot-producer/buffer"
 	"github.com/iot-producer/iot-producer/internal/seqcheck"
 	"github.com/iot-producer/iot-producer/record"
 )
@@ -510,11 +511,15 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 	if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("exit %d:\n%s", code, a.tail(40))
 	}
+	// The JSON records: what Kafka has, and what is still buffered for it.
 	kafkaRecs := map[string]record.Fields{} // "device/tag/seq"
 	for _, recs := range readModbusTopic(t, c.brokers(), topic) {
 		for _, f := range recs {
 			kafkaRecs[fmt.Sprintf("%s/%s/%d", f.Device, f.Tag, f.Seq)] = f
 		}
+	}
+	for _, f := range bufferedFields(t, filepath.Join(dir, "buffer.db"), "kafka") {
+		kafkaRecs[fmt.Sprintf("%s/%s/%d", f.Device, f.Tag, f.Seq)] = f
 	}
 
 	// Wait for the subscriber to have every DDATA the agent had
@@ -541,13 +546,18 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 				}
 			}
 			r := checker.Verify(last)
-			t.Logf("Sparkplug decoded by sparkplug-payload: %d messages, %d NBIRTH, %d DBIRTH, %d DDATA (%d historical); delivery %s (%d still buffered)",
-				len(msgs), host.nbirths, host.dbirths, len(host.data), host.historical, r, left)
+			t.Logf("Sparkplug decoded by sparkplug-payload: %d messages, %d NBIRTH, %d DBIRTH, %d DDATA (%d historical), %d DDEATH, %d NDEATH; delivery %s (%d still buffered)",
+				len(msgs), host.nbirths, host.dbirths, len(host.data), host.historical, host.ddeaths, host.ndeaths, r, left)
 			if r.Missing != 0 || r.Unexpected != 0 {
 				t.Fatalf("lost samples: %s", r)
 			}
 			if host.nbirths < 3 || host.historical == 0 {
 				t.Errorf("%d NBIRTH (want one per session and one for the rebirth: at least 3), %d historical DDATA (want some after the restart)", host.nbirths, host.historical)
+			}
+			// The agent's stop ends the session: a DDEATH per device, then
+			// the NDEATH (Mosquitto also sends the will when it stops).
+			if last := msgs[len(msgs)-1].Topic; host.ddeaths != 10 || host.ndeaths == 0 || !strings.Contains(last, "/NDEATH/") {
+				t.Errorf("%d DDEATH, %d NDEATH, last message on %s; want one DDEATH per device (10) and an NDEATH last", host.ddeaths, host.ndeaths, last)
 			}
 			return
 		}
@@ -575,8 +585,8 @@ process.stdout.write(Buffer.from(sp.encodePayload({timestamp: Date.now(), metric
 
 // sparkplugHost is what checkSparkplugHost saw.
 type sparkplugHost struct {
-	nbirths, dbirths, historical int
-	data                         []record.Fields // each DDATA metric as the Kafka record it matches
+	nbirths, dbirths, ddeaths, ndeaths, historical int
+	data                                           []record.Fields // each DDATA metric as the Kafka record it matches
 }
 
 // checkSparkplugHost follows the decoded messages as a host application
@@ -594,7 +604,11 @@ func checkSparkplugHost(t *testing.T, msgs []nodeMessage, kafkaRecs map[string]r
 			t.Fatalf("message %d: topic %q", i, msg.Topic)
 		}
 		kind := parts[2]
-		if kind == "NCMD" || kind == "NDEATH" {
+		if kind == "NCMD" {
+			continue
+		}
+		if kind == "NDEATH" {
+			h.ndeaths++
 			continue
 		}
 		if msg.Payload.Seq == nil {
@@ -631,6 +645,12 @@ func checkSparkplugHost(t *testing.T, msgs []nodeMessage, kafkaRecs map[string]r
 		}
 		dev := parts[4]
 		switch kind {
+		case "DDEATH":
+			if _, ok := births[dev]; !ok {
+				t.Fatalf("message %d: DDEATH of %s, not born", i, dev)
+			}
+			delete(births, dev)
+			h.ddeaths++
 		case "DBIRTH":
 			b := map[string]born{}
 			for _, m := range msg.Payload.Metrics {
@@ -707,4 +727,31 @@ func checkSparkplugValue(t *testing.T, key string, m nodeMetric, f record.Fields
 	if !ok {
 		t.Fatalf("%s: Sparkplug %s %s, Kafka record %+v", key, m.Type, m.Value, f)
 	}
+}
+
+// bufferedFields returns the records still in a queue of the buffer.
+func bufferedFields(t *testing.T, path, queue string) []record.Fields {
+	t.Helper()
+	buf, err := buffer.Open(path, buffer.Options{Queues: []string{queue}, LockTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer buf.Close()
+	recs, err := buf.Queue(queue).Read(buffer.Start(), 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]record.Fields, 0, len(recs))
+	for _, r := range recs {
+		env, err := record.DecodeEnvelope(r.Data)
+		if err != nil {
+			t.Fatalf("buffered record %s: %v", r.Pos, err)
+		}
+		f, err := record.Decode(env.Value)
+		if err != nil {
+			t.Fatalf("buffered record %s: %v", r.Pos, err)
+		}
+		out = append(out, f)
+	}
+	return out
 }

@@ -34,6 +34,7 @@ func (c *jsonCodec) encode(_ uplink.Lane, m *uplink.Message, out []publish) ([]p
 }
 
 func (c *jsonCodec) sessionStart() []publish { return nil }
+func (c *jsonCodec) sessionEnd() []publish   { return nil }
 func (c *jsonCodec) will() *publish          { return nil }
 func (c *jsonCodec) cleanSession() bool      { return false }
 func (c *jsonCodec) commands() (string, func(string, []byte) bool) {

@@ -131,6 +131,9 @@ type codec interface {
 	// sessionStart returns what opens a new session (called under the
 	// publish lock, before any data).
 	sessionStart() []publish
+	// sessionEnd returns what a graceful disconnect sends first (called
+	// under the publish lock): the broker drops the will on a DISCONNECT.
+	sessionEnd() []publish
 	// will returns the last will for the next connection, or nil.
 	will() *publish
 	// cleanSession reports whether sessions must be clean.
@@ -397,7 +400,8 @@ func (s *Sink) Permanent(err error) bool {
 }
 
 // Close disconnects; messages not yet acknowledged fail and stay in the
-// buffer.
+// buffer. A Sparkplug session ends with a DDEATH for every device and the
+// NDEATH first, as the broker does not send the will on a DISCONNECT.
 func (s *Sink) Close() {
 	if s.closed.Swap(true) {
 		return
@@ -406,10 +410,28 @@ func (s *Sink) Close() {
 	s.wg.Wait()
 	s.pubMu.Lock()
 	cl := s.client
+	var last []paho.Token
+	if cl != nil && s.online.Load() {
+		for _, p := range s.codec.sessionEnd() {
+			if tok, err := s.publishLocked(p, ref{}); err == nil {
+				last = append(last, tok)
+			}
+		}
+	}
 	s.client = nil
 	s.online.Store(false)
 	s.pubMu.Unlock()
 	if cl != nil && cl.IsConnectionOpen() {
+		// Give what ends the session a moment to be acknowledged.
+		deadline := time.After(2 * time.Second)
+	wait:
+		for _, tok := range last {
+			select {
+			case <-tok.Done():
+			case <-deadline:
+				break wait
+			}
+		}
 		cl.Disconnect(250)
 	}
 	s.store.failAll(uplink.ErrClosed)

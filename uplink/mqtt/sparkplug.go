@@ -119,6 +119,25 @@ func (c *sparkplugCodec) sessionStart() []publish {
 	return out
 }
 
+// sessionEnd returns a DDEATH for every device born in this session and
+// the NDEATH (the will's payload: bdSeq, no seq), for a graceful
+// disconnect.
+func (c *sparkplugCodec) sessionEnd() []publish {
+	var out []publish
+	now := c.ms(c.now())
+	for _, name := range c.order {
+		if d := c.devices[name]; d.born {
+			p := sparkplug.Payload{Timestamp: now}
+			out = append(out, c.message(sparkplug.DDeath, name, &p))
+			d.born = false
+		}
+	}
+	nd := sparkplug.Payload{Timestamp: now, Metrics: []sparkplug.Metric{
+		{Name: sparkplug.MetricBdSeq, Type: sparkplug.Int64, Value: sparkplug.Value{Long: c.bdSeq}},
+	}}
+	return append(out, publish{topic: sparkplug.Topic(c.group, sparkplug.NDeath, c.node, ""), payload: nd.Append(nil), qos: 1})
+}
+
 // commands subscribes to the node's NCMD topic and asks for a rebirth
 // when a host sends Node Control/Rebirth = true.
 func (c *sparkplugCodec) commands() (string, func(topic string, payload []byte) bool) {

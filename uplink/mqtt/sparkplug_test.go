@@ -24,6 +24,7 @@ type spHost struct {
 	nextSeq  uint64 // expected seq of the next message
 	births   int
 	deaths   int
+	ddeaths  int
 	born     map[string]map[uint64]spBorn // device → alias → metric
 	values   map[string]uint64            // "device/tag" → highest seq seen in DDATA
 	samples  int                          // DDATA metrics seen
@@ -98,6 +99,12 @@ func (h *spHost) one(topic string, payload []byte) {
 	h.nextSeq = (h.nextSeq + 1) % 256
 	dev := parts[4]
 	switch typ {
+	case sparkplug.DDeath:
+		if _, ok := h.born[dev]; !ok {
+			t.Fatalf("DDEATH of %s, not born", dev)
+		}
+		delete(h.born, dev)
+		h.ddeaths++
 	case sparkplug.DBirth:
 		b := map[uint64]spBorn{}
 		for _, m := range p.Metrics {
@@ -282,5 +289,32 @@ func TestSparkplugRefuses(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc.o, err, tc.want)
 		}
+	}
+}
+
+// TestSparkplugGracefulClose: Close ends the session with a DDEATH per
+// device and the NDEATH, since the broker drops the will on DISCONNECT.
+func TestSparkplugGracefulClose(t *testing.T) {
+	b := startBroker(t, brokerConf{})
+	sub := subscribe(t, b.addr(), "spBv1.0/#", nil)
+	s := sparkplugSink(t, b.addr(), SparkplugOptions{})
+	waitConnected(t, s)
+	if err := firstErr(produce(t, s, uplink.Live, messages([]string{"a", "b"}, 4, 1))); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	got := sub.waitFor(t, 1, func(msgs []paho.Message) int {
+		n := 0
+		for _, m := range msgs {
+			if strings.Contains(m.Topic(), "/NDEATH/") {
+				n++
+			}
+		}
+		return n
+	})
+	h := newSpHost(t)
+	h.follow(got)
+	if h.ddeaths != 2 || h.deaths != 1 {
+		t.Errorf("%d DDEATH and %d NDEATH, want 2 and 1", h.ddeaths, h.deaths)
 	}
 }
