@@ -156,7 +156,7 @@ func TestOPCUAAgainstNodeOPCUA(t *testing.T) {
 	}
 	t.Setenv("OPCUA_PASSWORD", "right-pass")
 	topic := fmt.Sprintf("e2e-opcua-%d", time.Now().UnixNano())
-	plc := func(name, mode, password string) string {
+	plc := func(name, mode, password, extra string) string {
 		return fmt.Sprintf(`
   - name: %s
     driver: opcua
@@ -169,20 +169,42 @@ func TestOPCUAAgainstNodeOPCUA(t *testing.T) {
     security_mode: SignAndEncrypt
     auth: username
     username: gw
-    %s
+    %s%s
     tags:
-%s`, name, endpoint, mode, password, tags.String())
+%s`, name, endpoint, mode, password, extra, tags.String())
 	}
+	// Aes256_Sha256_RsaPss with Sign only, and an absolute deadband of 5 on
+	// a counter that moves by 1 every 100ms.
+	aes := fmt.Sprintf(`
+  - name: node-aes
+    driver: opcua
+    endpoint: %s
+    mode: subscribe
+    poll_interval: 200ms
+    timeout: 5s
+    reconnect_max: 2s
+    security_policy: Aes256_Sha256_RsaPss
+    security_mode: Sign
+    auth: username
+    username: gw
+    password: ${OPCUA_PASSWORD}
+    deadband_type: absolute
+    deadband_value: 5
+    tags:
+      - {name: Counter, address: "nsu=urn:e2e:plc;s=Line1.Counter", type: uint32}
+`, endpoint)
 	cfg := fmt.Sprintf(`
 gateway: {id: gw-e2e-opcua, state_dir: %q}
 producer:
   brokers: [%s]
   topic: %s
 telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_listen: "off"}
-plcs:%s%s%s`, dir, strings.Join(brokers, ", "), topic,
-		plc("node-sub", "subscribe", "password: ${OPCUA_PASSWORD}"),
-		plc("node-poll", "poll", "password: ${OPCUA_PASSWORD}"),
-		plc("node-wrongpw", "poll", "password_file: "+wrong))
+plcs:%s%s%s%s`, dir, strings.Join(brokers, ", "), topic,
+		// Five items per subscription: the 22 tags take five subscriptions.
+		plc("node-sub", "subscribe", "password: ${OPCUA_PASSWORD}", "\n    max_items_per_subscription: 5"),
+		plc("node-poll", "poll", "password: ${OPCUA_PASSWORD}", ""),
+		plc("node-wrongpw", "poll", "password_file: "+wrong, ""),
+		aes)
 	a := startAgent(t, writeConfig(t, dir, cfg))
 
 	// Refused until trusted, with a message that says how.
@@ -201,6 +223,10 @@ plcs:%s%s%s`, dir, strings.Join(brokers, ", "), topic,
 	a.waitReadAndAcked(t, "opcua:node-sub", 2*perRound, 120*time.Second)
 	a.waitReadAndAcked(t, "opcua:node-poll", 10*perRound, 120*time.Second)
 	a.waitLog(t, "BadUserAccessDenied", 30*time.Second)
+	a.waitReadAndAcked(t, "opcua:node-aes", 5, 120*time.Second)
+	if subs, err := a.counter(`iot_driver_subscriptions{source="opcua:node-sub"}`); err != nil || subs != 5 {
+		t.Errorf("node-sub has %v subscriptions (%v), want 5 (22 items, 5 per subscription)", subs, err)
+	}
 
 	// The server dies and comes back with the same certificate.
 	before, err := a.counter(`iot_driver_recoveries_total`)
@@ -216,11 +242,11 @@ plcs:%s%s%s`, dir, strings.Join(brokers, ", "), topic,
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got >= before+2 {
+		if got >= before+3 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("recoveries %.0f after the restart, want %.0f:\n%s", got, before+2, a.log())
+			t.Fatalf("recoveries %.0f after the restart, want %.0f:\n%s", got, before+3, a.log())
 		}
 		time.Sleep(200 * time.Millisecond) // scrape interval
 	}
@@ -291,6 +317,24 @@ plcs:%s%s%s`, dir, strings.Join(brokers, ", "), topic,
 		if goodFlaky == 0 || badFlaky == 0 || goodCounter == 0 || badCounter == 0 {
 			t.Errorf("%s: want good and bad samples of Flaky and Counter", device)
 		}
+	}
+	// The deadband: a counter that moves by 1 every 100ms arrives only when
+	// it moved by more than 5 since the last value reported.
+	var prev uint64
+	var reported int
+	for _, f := range all["node-aes"] {
+		if f.Quality != "good" {
+			prev = 0 // the restart starts the counter again
+			continue
+		}
+		if prev != 0 && f.Uint > prev && f.Uint-prev <= 5 {
+			t.Errorf("node-aes/Counter: %d after %d, within the deadband of 5", f.Uint, prev)
+		}
+		prev = f.Uint
+		reported++
+	}
+	if reported < 3 {
+		t.Errorf("node-aes: %d good Counter samples, want at least 3", reported)
 	}
 	for _, f := range all["node-wrongpw"] {
 		if f.Quality != "bad" {

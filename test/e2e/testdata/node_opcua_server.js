@@ -1,5 +1,6 @@
 // An OPC UA server this project did not write, for the end-to-end tests:
-// node-opcua with security None and Basic256Sha256 SignAndEncrypt, users
+// node-opcua with security None, Basic256Sha256 and Aes256_Sha256_RsaPss
+// (Sign, SignAndEncrypt), users
 // checked by name and password, the test namespace at index 3, a variable
 // of every built-in scalar type with a fixed source time, a counter, and a
 // node whose status turns bad every other second.
@@ -53,8 +54,8 @@ async function main() {
       automaticallyAcceptUnknownCertificate: true,
       rootFolder: pki,
     }),
-    securityPolicies: [SecurityPolicy.None, SecurityPolicy.Basic256Sha256],
-    securityModes: [MessageSecurityMode.None, MessageSecurityMode.SignAndEncrypt],
+    securityPolicies: [SecurityPolicy.None, SecurityPolicy.Basic256Sha256, SecurityPolicy.Aes256_Sha256_RsaPss],
+    securityModes: [MessageSecurityMode.None, MessageSecurityMode.Sign, MessageSecurityMode.SignAndEncrypt],
     allowAnonymous: false,
     userManager: {
       isValidUser: (user, password) => user === "gw" && password === "right-pass",
