@@ -21,7 +21,7 @@ import (
 	"github.com/iot-producer/iot-producer/agent/config"
 )
 
-// Names the ops manual (shared/ops-manual.md) uses in its commands.
+// Names the operations guide (docs/operations.md) and the runbook scripts use in their commands.
 const (
 	manualNamespace  = "iot-monitoring"
 	manualConfigMap  = "iot-producer-config"
