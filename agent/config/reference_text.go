@@ -88,7 +88,10 @@ const referenceRules = `
 - MQTT: when enabled, ` + "`broker`" + ` is required, a URL with scheme ` + "`tcp`" + `, ` + "`mqtt`" + `,
   ` + "`ssl`" + `, ` + "`tls`" + `, ` + "`mqtts`" + `, ` + "`ws`" + ` or ` + "`wss`" + `; TLS needs an ` + "`ssl`" + `, ` + "`tls`" + `,
   ` + "`mqtts`" + ` or ` + "`wss`" + ` broker (those turn it on by themselves). The topic holds no
-  ` + "`+`" + ` or ` + "`#`" + ` wildcards.
+  ` + "`+`" + ` or ` + "`#`" + ` wildcards and may use ` + "`{gateway}`" + `, ` + "`{device}`" + ` and ` + "`{tag}`" + `. A
+  password needs a username. ` + "`payload: sparkplug`" + ` needs ` + "`sparkplug.group_id`" + `;
+  Sparkplug ids hold no ` + "`/`" + `, ` + "`+`" + ` or ` + "`#`" + `. ` + "`max_inflight`" + `, when set, is at least
+  ` + "`batch_size`" + ` × ` + "`worker_count`" + ` × 2.
 - Telemetry: listen addresses are ` + "`[host]:port`" + `; ` + "`pprof_listen: off`" + ` (or empty)
   disables pprof.
 
