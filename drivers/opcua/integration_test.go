@@ -433,3 +433,46 @@ func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(b)))
 	return len(b), nil
 }
+
+// TestNetworkCut stalls the network under a session (nothing is closed,
+// nothing answers): the subscription's watchdog or the read's timeout ends
+// the session, the outage shows as bad samples, and the session comes back
+// when the network does.
+func TestNetworkCut(t *testing.T) {
+	for _, mode := range []string{"subscribe", "poll"} {
+		t.Run(mode, func(t *testing.T) {
+			sim := startSim(t, simopcua.Options{Devices: 1, TagsPerDevice: 3, Interval: 50 * time.Millisecond})
+			cfg := simConfig(sim, mode, "None", opcua.Tag{Name: "counter", Address: sim.NodeURI("sim-0001", "counter")})
+			cfg.Timeout = config.Duration(time.Second)
+			cfg.Watchdog = config.Duration(2 * time.Second)
+			cfg.ReconnectMax = config.Duration(time.Second)
+			errs := make(chan string, 1000)
+			d, col := runDriver(t, "cut-"+mode, cfg, t.TempDir(), func(k string) {
+				select {
+				case errs <- k:
+				default:
+				}
+			})
+			col.waitFor(t, "5 good samples", func(ss []drivers.Sample) bool { return countGood(ss, "counter") >= 5 })
+			sim.Stall(true)
+			want := opcua.KindRead
+			if mode == "subscribe" {
+				want = opcua.KindSilent
+			}
+			if k := <-errs; k != want {
+				t.Errorf("first error kind %q, want %q", k, want)
+			}
+			before := col.waitFor(t, "a bad sample for the cut", func(ss []drivers.Sample) bool {
+				return ss[len(ss)-1].Quality == drivers.QualityBad
+			})
+			sim.Stall(false)
+			n := len(before)
+			col.waitFor(t, "good samples once the network is back", func(ss []drivers.Sample) bool {
+				return countGood(ss[n:], "counter") >= 5
+			})
+			if st := d.Status(); st.Recoveries < 1 || st.State != opcua.StateConnected {
+				t.Errorf("status after the cut: %+v", st)
+			}
+		})
+	}
+}

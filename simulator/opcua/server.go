@@ -25,7 +25,6 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -111,6 +110,10 @@ type Server struct {
 	inner string
 	front net.Listener
 	conns map[net.Conn]struct{}
+	// stalled holds every byte back (Stall); flow signals its end and
+	// closing.
+	stalled, closing bool
+	flow             *sync.Cond
 	// dropped counts change notifications a full subscriber queue refused.
 	dropped atomic.Uint64
 }
@@ -147,6 +150,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: opts, byName: map[string]*variable{}, conns: map[net.Conn]struct{}{}}
+	s.flow = sync.NewCond(&s.mu)
 	s.url = fmt.Sprintf("opc.tcp://%s:%d", opts.Host, opts.Port)
 	s.inner = fmt.Sprintf("127.0.0.1:%d", inner)
 	if opts.Cert == nil || opts.Key == nil {
@@ -434,6 +438,8 @@ func (s *Server) Close() error {
 	s.cancel()
 	_ = s.front.Close()
 	s.mu.Lock()
+	s.closing = true
+	s.flow.Broadcast()
 	for c := range s.conns {
 		_ = c.Close()
 	}
@@ -496,10 +502,46 @@ func (s *Server) accept(ctx context.Context) {
 	}
 }
 
+// Stall cuts the network between the clients and the server without
+// closing anything, as a pulled cable or a dead switch does: while on,
+// bytes in either direction are held back (new connections are accepted
+// and get no answer). Off lets them flow again.
+func (s *Server) Stall(on bool) {
+	s.mu.Lock()
+	s.stalled = on
+	s.mu.Unlock()
+	s.flow.Broadcast()
+}
+
+// flowing waits while the network is stalled; false once the server is
+// closing.
+func (s *Server) flowing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.stalled && !s.closing {
+		s.flow.Wait()
+	}
+	return !s.closing
+}
+
 // relay copies src to dst, then closes both.
 func (s *Server) relay(dst, src net.Conn) {
 	defer s.wg.Done()
-	_, _ = io.Copy(dst, src)
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if !s.flowing() {
+				break
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
 	_ = dst.Close()
 	_ = src.Close()
 	s.mu.Lock()
