@@ -184,7 +184,7 @@ func BenchmarkModbusAgent(b *testing.B) {
 	createTopic(b, brokers, topic, 1)
 	dir := b.TempDir()
 	ag := startAgent(b, bin, dir, modbusAgentConfig(dir, brokers, topic, addrs, benchRegisters, benchInterval,
-		"telemetry: {metrics_listen: \"127.0.0.1:0\", health_listen: \"127.0.0.1:0\", pprof_listen: \"off\"}\n"))
+		"telemetry: {metrics_listen: \"127.0.0.1:0\", health_listen: \"127.0.0.1:0\", pprof_listen: \"127.0.0.1:0\"}\n"))
 	generated := func() float64 { return ag.scrape("device_data_generated_total") }
 	time.Sleep(warmup) // let every driver connect and settle into its interval
 	b.ResetTimer()
@@ -199,6 +199,13 @@ func BenchmarkModbusAgent(b *testing.B) {
 	b.ReportMetric((g1-g0)/benchRegisters/el.Seconds(), "polls/s")
 	b.ReportMetric(100*(c1-c0).Seconds()/el.Seconds(), "%cpu")
 	b.ReportMetric(rss/(1<<20), "MB-rss-anon")
-	fmt.Printf("modbus agent: 1000 devices × 20 registers at 1s: %.0f samples/s read, %.0f sent in all; agent CPU %.1f%% of one core over %s, RssAnon %.1f MiB after %s (targets ≤ 10%%, ≤ 32 MB)\n",
+	// Profiles after the measurement, so as not to weigh on it.
+	if err := ag.profile("heap", 0, "modbus-agent.heap.pprof"); err != nil {
+		b.Logf("no heap profile: %v", err)
+	}
+	if err := ag.profile("profile", 20*time.Second, "modbus-agent.cpu.pprof"); err != nil {
+		b.Logf("no CPU profile: %v", err)
+	}
+	fmt.Printf("modbus agent: 1000 devices × 20 registers at 1s: %.0f samples/s read, %.0f sent in all; agent CPU %.1f%% of one core over %s, RssAnon %.1f MiB after %s (targets ≤ 10%%, ≤ 32 MB); profiles of the 20 s after in bench/modbus-agent.{cpu,heap}.pprof\n",
 		(g1-g0)/el.Seconds(), sent, 100*(c1-c0).Seconds()/el.Seconds(), el.Round(time.Second), rss/(1<<20), (warmup + el).Round(time.Second))
 }

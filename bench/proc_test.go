@@ -132,11 +132,21 @@ func (a *agentProc) scrape(name string) float64 {
 
 // cpuProfile fetches a CPU profile of the agent over d into path.
 func (a *agentProc) cpuProfile(d time.Duration, path string) error {
+	return a.profile("profile", d, path)
+}
+
+// profile fetches the named pprof profile of the agent (over d for a CPU
+// profile) into path.
+func (a *agentProc) profile(name string, d time.Duration, path string) error {
 	if a.pprof == "" {
 		return fmt.Errorf("pprof is off")
 	}
 	c := http.Client{Timeout: d + 30*time.Second}
-	resp, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", a.pprof, int(d.Seconds())))
+	url := fmt.Sprintf("http://%s/debug/pprof/%s", a.pprof, name)
+	if d > 0 {
+		url += fmt.Sprintf("?seconds=%d", int(d.Seconds()))
+	}
+	resp, err := c.Get(url)
 	if err != nil {
 		return err
 	}
