@@ -56,6 +56,9 @@ type Agent struct {
 	shared *drivers.Shared
 	// plcs follows each PLC's reads for /ready.
 	plcs *plcStates
+	// progress follows whether ingest and the send loops make progress,
+	// for the watchdog (Stalled).
+	progress progress
 
 	// shown is the configuration /config serves; a reload swaps it.
 	shown atomic.Pointer[config.Config]
@@ -318,15 +321,11 @@ func (a *Agent) startSource(src *source) {
 		track = &plcTracker{name: name, health: a.health, plcs: a.plcs, state: telemetry.StateOK}
 	}
 	emit := a.emitter(name, track)
-	stopWatch := a.watchSession(name, src.d)
+	a.metrics.ComponentRestarts.WithLabelValues("source/" + name)
+	d, key := src.d, src.key
 	go func() {
 		defer close(src.done)
-		err := src.d.Run(ctx, emit)
-		stopWatch()
-		if err != nil {
-			a.log.Error("driver stopped", "source", name, "err", err)
-			a.health.Set("source/"+name, telemetry.StateDown, err.Error())
-		}
+		a.superviseSource(ctx, key, d, emit)
 	}()
 }
 
@@ -382,12 +381,20 @@ func (a *Agent) startSink(s *sinkRunner) {
 	ctx, cancel := context.WithCancel(a.uplinkCtx)
 	s.cancel, s.done = cancel, make(chan struct{})
 	a.health.Set("sink/"+s.name, telemetry.StateOK, "sending")
+	a.metrics.ComponentRestarts.WithLabelValues("sink/" + s.name)
+	a.progress.watch("sink/"+s.name, func() (bool, string) {
+		n := s.queue.Stats().Records
+		if n == 0 {
+			return true, ""
+		}
+		if st := s.states.uplinkState(); st != telemetry.UplinkConnected {
+			return true, ""
+		}
+		return false, fmt.Sprintf("%d records waiting, connected", n)
+	})
 	go func() {
 		defer close(s.done)
-		if err := s.loop.Run(ctx); err != nil {
-			a.log.Error("send loop stopped", "sink", s.name, "err", err)
-			a.health.Set("sink/"+s.name, telemetry.StateDown, err.Error())
-		}
+		a.superviseSink(ctx, s)
 	}()
 }
 

@@ -264,6 +264,13 @@ func (a *Agent) newIngest() (*ingest.Ingest, error) {
 	// failingSince is when commits began failing (Unix ns), 0 while they
 	// succeed: the first commit that succeeds again clears degraded.
 	var failingSince atomic.Int64
+	// pending is the number of samples waiting for a commit: with none,
+	// ingest is legitimately idle.
+	var pending atomic.Int64
+	a.progress.watch("ingest", func() (bool, string) {
+		n := pending.Load()
+		return n == 0, fmt.Sprintf("%d samples waiting for a commit", n)
+	})
 	in, err := ingest.New(a.buf, ingest.Options{
 		GatewayID:       a.cfg.Gateway.ID,
 		CommitInterval:  a.cfg.Buffer.CommitInterval.Std(),
@@ -274,6 +281,7 @@ func (a *Agent) newIngest() (*ingest.Ingest, error) {
 		Logger:          a.log,
 		Metrics: ingest.Metrics{
 			Committed: func(n int) {
+				a.progress.beat("ingest")
 				m.IngestCommitted.Add(float64(n))
 				m.BufferCommits.Inc()
 				if failingSince.Swap(0) != 0 {
@@ -281,8 +289,9 @@ func (a *Agent) newIngest() (*ingest.Ingest, error) {
 				}
 			},
 			Dropped: func(reason string, n int) { m.IngestDropped.WithLabelValues(reason).Add(float64(n)) },
-			Pending: func(n int) { m.IngestPending.Set(float64(n)) },
+			Pending: func(n int) { pending.Store(int64(n)); m.IngestPending.Set(float64(n)) },
 			CommitFailed: func() {
+				a.progress.beat("ingest")
 				m.BufferCommitErrors.Inc()
 				now := time.Now()
 				failingSince.CompareAndSwap(0, now.UnixNano())
@@ -312,6 +321,7 @@ func (a *Agent) newLoop(s *sinkRunner) *uplink.Loop {
 	delivery := m.SampleDelivery.WithLabelValues(name)
 	errs := m.SendErrors.WithLabelValues(name)
 	retries := m.UplinkRetries.WithLabelValues(name)
+	component := "sink/" + name
 	st := s.settings
 	// A sink's states outlive a restart of its loop (the collector reads
 	// them at any time); the new loop starts connected.
@@ -329,6 +339,7 @@ func (a *Agent) newLoop(s *sinkRunner) *uplink.Loop {
 		Logger:        a.log,
 		Metrics: uplink.Metrics{
 			Sent: func(_ uplink.Lane, n int, d time.Duration, readTimes []time.Time) {
+				a.progress.beat(component)
 				sent.Add(float64(n))
 				batches.Inc()
 				sendDur.Observe(d.Seconds())
@@ -337,7 +348,7 @@ func (a *Agent) newLoop(s *sinkRunner) *uplink.Loop {
 					delivery.Observe(now.Sub(t).Seconds())
 				}
 			},
-			Failed:       func(n int) { errs.Add(float64(n)) },
+			Failed:       func(n int) { a.progress.beat(component); errs.Add(float64(n)) },
 			Retried:      retries.Inc,
 			DeadLettered: func(reason string, n int) { m.DeadLetter.WithLabelValues(name, reason).Add(float64(n)) },
 		},

@@ -110,6 +110,10 @@ type Metrics struct {
 	// BuildInfo is iot_build_info{version,goversion}, always 1. Set it with
 	// SetBuildInfo.
 	BuildInfo *prometheus.GaugeVec
+	// ComponentRestarts is iot_component_restarts_total{component}: a
+	// driver or a send loop that stopped with an error and was started
+	// again ("source/modbus:press", "sink/kafka").
+	ComponentRestarts *prometheus.CounterVec
 
 	// stats exports what is read from the components at scrape time:
 	// kafka_producer_buffer_depth, iot_buffer_bytes,
@@ -197,6 +201,10 @@ func NewMetrics() *Metrics {
 			Name: "iot_driver_errors_total",
 			Help: "Failed reads, connects or subscriptions of a driver.",
 		}, []string{LabelSource, LabelKind}),
+		ComponentRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "iot_component_restarts_total",
+			Help: "Drivers and send loops that stopped with an error and were started again.",
+		}, []string{"component"}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "iot_build_info",
 			Help: "Always 1; the labels say which build is running.",
@@ -215,7 +223,7 @@ func NewMetrics() *Metrics {
 		m.BufferCommits, m.BufferCommitErrors, m.BufferCommitDuration,
 		m.IngestCommitted, m.IngestDropped, m.IngestPending,
 		m.UplinkRetries, m.DeadLetter, m.DriverErrors,
-		m.BuildInfo, m.stats,
+		m.BuildInfo, m.ComponentRestarts, m.stats,
 	)
 	m.SetBuildInfo(moduleVersion())
 	return m

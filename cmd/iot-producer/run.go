@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -85,6 +86,8 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 type supervisor struct {
 	path string
 	log  *slog.Logger
+	// current is the running agent, for the watchdog; nil between two.
+	current atomic.Pointer[agent.Agent]
 }
 
 // running is one started agent.
@@ -96,7 +99,12 @@ type running struct {
 }
 
 func (s *supervisor) run(ctx context.Context, cfg *config.Config, hup <-chan os.Signal) error {
-	stopWatchdog := startWatchdog(ctx, s.log)
+	stopWatchdog := startWatchdog(ctx, s.log, func(window time.Duration) []string {
+		if a := s.current.Load(); a != nil {
+			return a.Stalled(window)
+		}
+		return nil
+	})
 	defer stopWatchdog()
 	changes := s.watch(ctx)
 
@@ -198,6 +206,7 @@ func (s *supervisor) start(ctx context.Context, cfg *config.Config) (*running, e
 	go func() { r.done <- a.Run(actx) }()
 	select {
 	case <-ready:
+		s.current.Store(a)
 		return r, nil
 	case err := <-r.done:
 		stop()
@@ -263,26 +272,49 @@ func notify(log *slog.Logger, state string) {
 	}
 }
 
-// startWatchdog pings systemd's watchdog at half its interval while ctx
-// lives, when the unit has WatchdogSec set.
-func startWatchdog(ctx context.Context, log *slog.Logger) (stop func()) {
+// startWatchdog pings systemd's watchdog while ctx lives, when the unit
+// has WatchdogSec set: every quarter of the interval, and only while
+// stalled(half the interval) is empty — every component of the pipeline
+// made progress within half the interval or is legitimately waiting. A
+// stuck ingest stage or send loop therefore stops the pings, and systemd
+// restarts the agent; the buffer carries everything over.
+func startWatchdog(ctx context.Context, log *slog.Logger, stalled func(window time.Duration) []string) (stop func()) {
 	interval, err := daemon.SdWatchdogEnabled(false)
 	if err != nil || interval == 0 {
 		return func() {}
 	}
+	return runWatchdog(ctx, interval, stalled, func() { notify(log, daemon.SdNotifyWatchdog) },
+		func(stuck []string) {
+			log.Error("watchdog not pinged: the pipeline is stuck; systemd restarts the agent if it stays so", "stalled", stuck, "watchdog", interval)
+		})
+}
+
+// runWatchdog calls ping every interval/4 while stalled(interval/2) is
+// empty, and withheld with what is stalled otherwise (once per stall),
+// until ctx ends.
+func runWatchdog(ctx context.Context, interval time.Duration, stalled func(time.Duration) []string, ping func(), withheld func([]string)) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(interval / 2)
+		t := time.NewTicker(interval / 4)
 		defer t.Stop()
+		reported := false
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				notify(log, daemon.SdNotifyWatchdog)
 			}
+			if stuck := stalled(interval / 2); len(stuck) > 0 {
+				if !reported {
+					withheld(stuck)
+					reported = true
+				}
+				continue
+			}
+			reported = false
+			ping()
 		}
 	}()
 	return func() { cancel(); <-done }
