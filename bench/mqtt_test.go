@@ -55,7 +55,7 @@ type mqttPipeline struct {
 	lat   []time.Duration // read → PUBACK of each acknowledged sample
 }
 
-func newMQTTPipeline(b *testing.B, broker string) (*mqttPipeline, func()) {
+func newMQTTPipeline(b *testing.B, broker string, payload string) (*mqttPipeline, func()) {
 	b.Helper()
 	buf, err := buffer.Open(filepath.Join(b.TempDir(), "buffer.db"), buffer.Options{Queues: []string{"mqtt"}})
 	if err != nil {
@@ -63,6 +63,10 @@ func newMQTTPipeline(b *testing.B, broker string) (*mqttPipeline, func()) {
 	}
 	cfg := mqtt.NewConfig()
 	cfg.Broker = broker
+	if payload == "sparkplug" {
+		cfg.Payload = "sparkplug"
+		cfg.Sparkplug.GroupID = "bench"
+	}
 	cfg.Derive(config.Gateway{ID: "gw-bench"})
 	opts, err := cfg.Options("gw-bench")
 	if err != nil {
@@ -145,50 +149,55 @@ func (p *mqttPipeline) offer(b *testing.B, rate int, d time.Duration) int {
 
 // BenchmarkMQTTThroughput fills the buffer with 300,000 records and
 // reports how many a second the MQTT sink gets acknowledged by Mosquitto
-// (its own process, QoS 1, the mqtt section's defaults).
+// (its own process, QoS 1, the mqtt section's defaults), with JSON
+// payloads and with Sparkplug B (one DDATA a sample, encoded at send time).
 func BenchmarkMQTTThroughput(b *testing.B) {
-	broker := startMosquitto(b, 25890)
-	p, stop := newMQTTPipeline(b, broker)
-	defer stop()
-	const total = 300000
-	recs := make([][]byte, 0, 1000)
-	for i := range total {
-		read := time.Now()
-		f := record.Fields{Gateway: "gw-bench", Epoch: "bench", Device: fmt.Sprintf("dev-%04d", i%1000), Tag: "t",
-			Seq: uint64(i/1000 + 1), Type: record.TypeFloat, Float: float64(i), Quality: record.QualityGood, ReadTime: read}
-		recs = append(recs, record.AppendEnvelope(nil, f.Device, read, f.Epoch, record.AppendJSON(nil, &f)))
-		if len(recs) == cap(recs) {
-			if err := p.buf.Append(recs, nil); err != nil {
-				b.Fatal(err)
+	for i, payload := range []string{"json", "sparkplug"} {
+		b.Run(payload, func(b *testing.B) {
+			broker := startMosquitto(b, 25890+2*i)
+			p, stop := newMQTTPipeline(b, broker, payload)
+			defer stop()
+			const total = 300000
+			recs := make([][]byte, 0, 1000)
+			for i := range total {
+				read := time.Now()
+				f := record.Fields{Gateway: "gw-bench", Epoch: "bench", Device: fmt.Sprintf("dev-%04d", i%1000), Tag: "t",
+					Seq: uint64(i/1000 + 1), Type: record.TypeFloat, Float: float64(i), Quality: record.QualityGood, ReadTime: read}
+				recs = append(recs, record.AppendEnvelope(nil, f.Device, read, f.Epoch, record.AppendJSON(nil, &f)))
+				if len(recs) == cap(recs) {
+					if err := p.buf.Append(recs, nil); err != nil {
+						b.Fatal(err)
+					}
+					recs = recs[:0]
+				}
 			}
-			recs = recs[:0]
-		}
+			start := time.Now()
+			for {
+				p.mu.Lock()
+				acked := p.acked
+				p.mu.Unlock()
+				if acked >= total {
+					break
+				}
+				if time.Since(start) > 5*time.Minute {
+					b.Fatalf("only %d of %d acknowledged in 5 minutes", acked, total)
+				}
+				time.Sleep(50 * time.Millisecond) // progress poll
+			}
+			el := time.Since(start)
+			rate := float64(total) / el.Seconds()
+			b.ReportMetric(rate, "samples/s")
+			fmt.Printf("MQTT throughput (%s), QoS 1, Mosquitto in its own process: %d records acknowledged in %s: %.0f samples/s\n", payload, total, el.Round(time.Millisecond), rate)
+		})
 	}
-	start := time.Now()
-	for {
-		p.mu.Lock()
-		acked := p.acked
-		p.mu.Unlock()
-		if acked >= total {
-			break
-		}
-		if time.Since(start) > 5*time.Minute {
-			b.Fatalf("only %d of %d acknowledged in 5 minutes", acked, total)
-		}
-		time.Sleep(50 * time.Millisecond) // progress poll
-	}
-	el := time.Since(start)
-	rate := float64(total) / el.Seconds()
-	b.ReportMetric(rate, "samples/s")
-	fmt.Printf("MQTT throughput, QoS 1, Mosquitto in its own process: %d records acknowledged in %s: %.0f samples/s\n", total, el.Round(time.Millisecond), rate)
 }
 
 // BenchmarkMQTTLatency commits 10,000 samples/s for 30 s and reports
 // p50/p95/p99 of read → PUBACK (the loop's acknowledgement, which follows
 // the broker's PUBACK of the sample).
 func BenchmarkMQTTLatency(b *testing.B) {
-	broker := startMosquitto(b, 25891)
-	p, stop := newMQTTPipeline(b, broker)
+	broker := startMosquitto(b, 25894)
+	p, stop := newMQTTPipeline(b, broker, "json")
 	offered := p.offer(b, 10000, 30*time.Second)
 	deadline := time.Now().Add(time.Minute)
 	for {
