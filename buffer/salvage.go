@@ -3,6 +3,7 @@ package buffer
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -121,7 +122,7 @@ func (b *Buffer) salvage(src string) {
 	if r.RecordsLost > 0 || len(r.StateLost) > 0 {
 		level = slog.LevelError
 	}
-	b.log.Log(nil, level, "buffer salvaged the damaged file", attrs...) //nolint:staticcheck // nil context: slog accepts it
+	b.log.Log(context.Background(), level, "buffer salvaged the damaged file", attrs...)
 	if len(r.StateLost) > 0 {
 		b.log.Error("buffer sequence state lost: a new epoch starts", "why", r.StateLost)
 	}
