@@ -160,10 +160,12 @@ func TestBrokerDownKeepsSamplesInTheBuffer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	<-ready
-	for a.Buffer().Queue("kafka").Stats().Records < 200 {
-		time.Sleep(5 * time.Millisecond) // polling the queue depth
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("agent stopped before it was ready: %v", err)
 	}
+	waitFor(t, "200 records in the queue", func() bool { return a.Buffer().Queue("kafka").Stats().Records >= 200 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)

@@ -105,7 +105,8 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 	}
 }
 
-// waitFor polls cond every 5ms for up to 30s.
+// waitFor polls cond every 5ms for up to two minutes: a bound for a stuck
+// agent, generous for a loaded machine, not a speed check.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	waitForOr(t, what, cond, nil)
@@ -115,7 +116,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // what it saw.
 func waitForOr(t *testing.T, what string, cond func() bool, show func()) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
 			if show != nil {

@@ -257,9 +257,7 @@ func TestEveryFailedAttemptCounts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
-	for c.retried.Load() < 10 {
-		time.Sleep(time.Millisecond) // polling the retry counter
-	}
+	eventually(t, "10 retries", func() bool { return c.retried.Load() >= 10 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -401,13 +399,9 @@ func TestLiveDataDoesNotWaitBehindTheBacklog(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
-	for sentBacklog.Load() == 0 {
-		time.Sleep(time.Millisecond) // polling: wait until the backlog lane is sending
-	}
+	eventually(t, "the backlog lane sending", func() bool { return sentBacklog.Load() > 0 })
 	f.appendRecords(t, "fresh", 1, 100)
-	for sentLive.Load() < 100 || sentBacklog.Load() < backlog {
-		time.Sleep(2 * time.Millisecond) // polling the counters
-	}
+	eventually(t, "live and backlog sent", func() bool { return sentLive.Load() >= 100 && sentBacklog.Load() >= backlog })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -431,4 +425,17 @@ func TestLiveDataDoesNotWaitBehindTheBacklog(t *testing.T) {
 	}
 	r := f.verifyTopic(t, want)
 	t.Logf("first live batch acknowledged as #%d of %d batches; %s", firstLive, len(order), r)
+}
+
+// eventually polls cond until it holds, failing t after two minutes: a
+// bound for a stuck loop, generous for a loaded machine, not a speed check.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond) // polling the condition
+	}
 }

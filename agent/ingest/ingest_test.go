@@ -279,7 +279,7 @@ func TestFailedCommitsHoldSamplesUntilTheDiskRecovers(t *testing.T) {
 	stop := run(t, in)
 	in.Emit(samples(5, 5, time.Now()))
 	for range 3 {
-		<-failed
+		receive(t, "a failed commit", failed)
 	}
 	if d := store.Queue("q").Stats().Records; d != 0 {
 		t.Fatalf("%d records in the queue while commits fail", d)
@@ -287,7 +287,7 @@ func TestFailedCommitsHoldSamplesUntilTheDiskRecovers(t *testing.T) {
 	store.fail.Store(false)
 	total := 0
 	for total < 25 {
-		total += <-committed
+		total += receive(t, "a commit after recovery", committed)
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -385,5 +385,20 @@ func TestFinalCommitFailureIsReported(t *testing.T) {
 	err = stop()
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Run returned %v, want the commit error", err)
+	}
+}
+
+// receive waits for a value from ch, failing t after two minutes: a bound
+// for a stuck stage, generous for a loaded machine, not a speed check.
+func receive[T any](t *testing.T, what string, ch <-chan T) T {
+	t.Helper()
+	timer := time.NewTimer(2 * time.Minute)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("no %s within two minutes", what)
+		panic("unreachable")
 	}
 }

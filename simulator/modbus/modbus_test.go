@@ -145,12 +145,23 @@ func TestRTUFramingOnAPty(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// waitStats waits (bounded) until the server has dealt with a frame,
+	// so that the next one is not sent while it still drains the line.
+	waitStats := func(what string, done func(Stats) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); !done(srv.Stats()); {
+			if time.Now().After(deadline) {
+				t.Fatalf("the server did not handle %s: %+v", what, srv.Stats())
+			}
+			time.Sleep(time.Millisecond) // polling the server's counters
+		}
+	}
 	// A frame with a bad CRC and one for another unit get no answer; the
 	// good one after them does.
 	send("0503000000020000", false)
-	time.Sleep(50 * time.Millisecond) // a silent interval between frames, as on a real line
+	waitStats("the bad frame", func(st Stats) bool { return st.BadFrames == 1 })
 	send("060300000002", true)
-	time.Sleep(50 * time.Millisecond) // a silent interval between frames
+	waitStats("the frame for unit 6", func(st Stats) bool { return st.Requests[6] == 1 })
 	send("050300000002", true)
 	want, _ := hex.DecodeString("050304beef0001")
 	c := crc16(want)

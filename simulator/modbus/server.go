@@ -45,6 +45,9 @@ type Stats struct {
 	Accepted, Rejected, Peak int
 	// Requests counts requests per unit id, answered or not.
 	Requests map[uint8]int
+	// BadFrames counts RTU frames dropped for a bad CRC, each counted once
+	// the line was quiet again (the server is then ready for the next).
+	BadFrames int
 }
 
 // Server answers Modbus TCP and RTU requests from a Bank, with optional
@@ -254,6 +257,9 @@ func (s *Server) ServeRTU(ctx context.Context, line Line) error {
 		frame := buf[:n]
 		if crc16(frame[:n-2]) != uint16(frame[n-2])|uint16(frame[n-1])<<8 {
 			resync(line)
+			s.mu.Lock()
+			s.stats.BadFrames++
+			s.mu.Unlock()
 			continue
 		}
 		unit := frame[0]
