@@ -353,6 +353,9 @@ func (a *Agent) watchSession(name string, d drivers.Driver) (stop func()) {
 		for {
 			s := r.SessionStatus()
 			detail := fmt.Sprintf("%s; %d subscriptions, %d items good, %d bad, %d recoveries", s.State, s.Subscriptions, s.ItemsGood, s.ItemsBad, s.Recoveries)
+			if s.ItemsBad > 0 && s.LastStatus != "" {
+				detail += "; last bad status " + s.LastStatus
+			}
 			state := telemetry.StateOK
 			if !s.Connected {
 				state = telemetry.StateDegraded

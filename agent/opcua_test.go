@@ -133,7 +133,7 @@ plcs:%s%s`, t.TempDir(), newCluster(t).ListenAddrs()[0], plc("sub", "subscribe",
 	restarted = true
 	waitFor("the outage in /ready, the metrics and the samples", func(ss []drivers.Sample, m telemetry.MetricsSnapshot) bool {
 		return m.Sum("iot_driver_connected") == 0 && ss[len(ss)-1].Quality == drivers.QualityBad &&
-			health(telemetry.StateDegraded, "last error at ") && a.Health().Ready()
+			health(telemetry.StateDegraded, "last error at ") && health(telemetry.StateDegraded, "last bad status all tags: Bad") && a.Health().Ready()
 	})
 	mu.Lock()
 	mark := len(samples)

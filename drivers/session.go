@@ -17,6 +17,9 @@ type SessionStatus struct {
 	ItemsGood, ItemsBad int
 	// Recoveries counts the sessions rebuilt after a failure.
 	Recoveries uint64
+	// LastStatus names the last status that was not good, with its tag:
+	// "oven_temp: BadSensorFailure"; empty when none.
+	LastStatus string
 	// LastError is the last failure, empty when none; LastErrorTime when.
 	LastError     string
 	LastErrorTime time.Time

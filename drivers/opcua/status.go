@@ -131,6 +131,7 @@ func (d *Driver) SessionStatus() drivers.SessionStatus {
 		ItemsGood:     s.ItemsGood,
 		ItemsBad:      s.ItemsBad,
 		Recoveries:    s.Recoveries,
+		LastStatus:    s.LastStatus,
 		LastError:     s.LastError,
 		LastErrorTime: s.LastErrorTime,
 	}
