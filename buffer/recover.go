@@ -98,6 +98,7 @@ func (b *Buffer) recoverLocked(cause error) error {
 	r.FramesLost += nb.recovery.FramesLost
 	r.RecordsLost += nb.recovery.RecordsLost
 	r.UnknownQueueFrames += nb.recovery.UnknownQueueFrames
+	r.StaleFrames += nb.recovery.StaleFrames
 	r.Lost = append(r.Lost, nb.recovery.Lost...)
 	if len(r.Lost) > maxLostListed {
 		r.Lost = r.Lost[len(r.Lost)-maxLostListed:]

@@ -46,6 +46,10 @@ type Recovery struct {
 	// UnknownQueueFrames counts intact frames of queues not configured now:
 	// they stay in the quarantined file.
 	UnknownQueueFrames uint64
+	// StaleFrames counts intact frames left out because they are old
+	// copies of frames a merge had combined into another (still in the
+	// pages the merge freed): their records came back once, with it.
+	StaleFrames uint64
 	// Runtime counts the files found damaged while running and recovered
 	// in place; the other fields then add up every recovery (Quarantined,
 	// Cause and MetaRecovered are the last one's).
@@ -109,6 +113,9 @@ func (b *Buffer) salvage(src string) {
 		"frames_lost", r.FramesLost, "records_lost", r.RecordsLost, "metadata_recovered", r.MetaRecovered}
 	if r.UnknownQueueFrames > 0 {
 		attrs = append(attrs, "frames_of_other_queues_left_in_file", r.UnknownQueueFrames)
+	}
+	if r.StaleFrames > 0 {
+		attrs = append(attrs, "merged_copies_skipped", r.StaleFrames)
 	}
 	for i, l := range r.Lost {
 		if i == 10 {
@@ -276,10 +283,19 @@ func (b *Buffer) salvageFrames(src string, acks map[string]map[uint64][]byte) (m
 	w := &salvageWriter{b: b}
 	defer w.rollback()
 	buf := make([]byte, 0, 64<<10)
+	var merged *mergedFrame
 	for _, fr := range keep {
 		if buf, err = readFrame(f, fr, buf); err != nil {
 			return maxID, err
 		}
+		if merged != nil && merged.queue != fr.h.loc.queue {
+			merged = nil
+		}
+		if merged.holds(buf, fr.h) {
+			r.StaleFrames++
+			continue
+		}
+		merged = newMergedFrame(buf, fr.h)
 		q := byTag[fr.h.loc.queue]
 		if err := w.put(q, fr.h.loc.id, buf); err != nil {
 			return maxID, err
@@ -309,6 +325,45 @@ func (b *Buffer) salvageFrames(src string, acks map[string]map[uint64][]byte) (m
 	}
 	b.nextFrame = next
 	return maxID, w.commit()
+}
+
+// mergedFrame is a frame that a merge made from a run of small frames (it
+// has a segment table): the old copies of those frames, still in the pages
+// the merge freed, follow it in id order and hold a part of its records.
+type mergedFrame struct {
+	queue   uint32
+	records []byte
+	times   map[int64]bool
+}
+
+// newMergedFrame returns v as a mergedFrame, or nil when it has no segment
+// table.
+func newMergedFrame(v []byte, h frameHeader) *mergedFrame {
+	if !hasSegments(v[0]) {
+		return nil
+	}
+	recEnd, table, err := splitFrame(v)
+	if err != nil {
+		return nil
+	}
+	m := &mergedFrame{queue: h.loc.queue, records: bytes.Clone(v[h.hdrLen:recEnd]), times: map[int64]bool{h.appended: true}}
+	for i := 0; i+segmentLen <= len(table); i += segmentLen {
+		m.times[int64(binary.BigEndian.Uint64(table[i+4:]))] = true
+	}
+	return m
+}
+
+// holds reports whether frame v is an old copy of frames merged into m:
+// appended at the time of one of m's segments, its records a run of m's.
+func (m *mergedFrame) holds(v []byte, h frameHeader) bool {
+	if m == nil || h.count == 0 || !m.times[h.appended] {
+		return false
+	}
+	recEnd, _, err := splitFrame(v)
+	if err != nil || recEnd-h.hdrLen >= len(m.records) {
+		return false
+	}
+	return bytes.Contains(m.records, v[h.hdrLen:recEnd])
 }
 
 // noteLost counts a frame whose header is intact and whose records are not.
