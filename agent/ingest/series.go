@@ -61,18 +61,18 @@ type shape struct{ names []shapeEntry }
 // of the very strings (which the entry keeps alive), and their handle.
 type shapeEntry struct {
 	device, tag       *byte
-	deviceLen, tagLen int
+	deviceLen, tagLen uint32 // names are far shorter than 4 GiB
 	h                 uint32
 }
 
 func shapeName(s *drivers.Sample, h uint32) shapeEntry {
-	return shapeEntry{unsafe.StringData(s.Device), unsafe.StringData(s.Tag), len(s.Device), len(s.Tag), h}
+	return shapeEntry{unsafe.StringData(s.Device), unsafe.StringData(s.Tag), uint32(len(s.Device)), uint32(len(s.Tag)), h}
 }
 
 // is reports whether s names the entry's series with the same strings.
 func (e *shapeEntry) is(s *drivers.Sample) bool {
 	return e.device == unsafe.StringData(s.Device) && e.tag == unsafe.StringData(s.Tag) &&
-		e.deviceLen == len(s.Device) && e.tagLen == len(s.Tag)
+		int(e.deviceLen) == len(s.Device) && int(e.tagLen) == len(s.Tag)
 }
 
 type pageState struct {
