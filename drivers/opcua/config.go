@@ -34,7 +34,7 @@ type Config struct {
 	DeadbandValue    float64         `yaml:"deadband_value" json:"deadband_value" doc:"subscribe: the deadband; a change smaller than this is not reported"`
 	Timeout          config.Duration `yaml:"timeout" json:"timeout" min:"10ms" doc:"bound on every call to the server (connect, read, subscribe); default 5s"`
 	// MaxItemsPerSubscription splits the items over several subscriptions.
-	MaxItemsPerSubscription int             `yaml:"max_items_per_subscription" json:"max_items_per_subscription" range:"0," doc:"subscribe: monitored items per subscription at most (halved again when the server refuses more); default 1000"`
+	MaxItemsPerSubscription int             `yaml:"max_items_per_subscription" json:"max_items_per_subscription" range:"0," doc:"subscribe: monitored items per subscription at most (items the server refuses with BadTooManyMonitoredItems go to new subscriptions of the size it accepted); default 1000"`
 	MaxNodesPerRead         int             `yaml:"max_nodes_per_read" json:"max_nodes_per_read" range:"0," doc:"poll: nodes per Read at most; default the server's MaxNodesPerRead, else 1000"`
 	Watchdog                config.Duration `yaml:"watchdog" json:"watchdog" doc:"subscribe: a subscription silent this long gets the server probed, and the session rebuilt if it does not answer; default 30s"`
 	ReconnectMax            config.Duration `yaml:"reconnect_max" json:"reconnect_max" doc:"longest wait between two reconnection attempts (the wait doubles from 500ms); default 30s"`

@@ -1,7 +1,8 @@
 // An OPC UA server this project did not write, for the end-to-end tests:
 // node-opcua with security None, Basic256Sha256 and Aes256_Sha256_RsaPss
 // (Sign, SignAndEncrypt), users
-// checked by name and password, the test namespace at index 3, a variable
+// checked by name and password, at most 8 monitored items per
+// subscription, the test namespace at index 3, a variable
 // of every built-in scalar type with a fixed source time, a counter, and a
 // node whose status turns bad every other second.
 //
@@ -57,6 +58,9 @@ async function main() {
     securityPolicies: [SecurityPolicy.None, SecurityPolicy.Basic256Sha256, SecurityPolicy.Aes256_Sha256_RsaPss],
     securityModes: [MessageSecurityMode.None, MessageSecurityMode.Sign, MessageSecurityMode.SignAndEncrypt],
     allowAnonymous: false,
+    // A small cap, so that the agent must split its items over several
+    // subscriptions.
+    serverCapabilities: { maxMonitoredItemsPerSubscription: 8 },
     userManager: {
       isValidUser: (user, password) => user === "gw" && password === "right-pass",
     },
