@@ -325,9 +325,9 @@ func (a *agentProc) watchOther(t *testing.T, sink string, d time.Duration) (maxD
 // falls into backlog) and its delivery time is reported beside the one
 // before the outage. Afterwards both have every sequence number.
 func TestKafkaAndMQTTSideBySide(t *testing.T) {
-	// kafka.sh puts the controller on P+1000: 26150.
-	c := startCluster(t, "--port", "25150")
-	m := startMosquitto(t, 25885)
+	// kafka.sh puts the controller on P+1000: 26160.
+	c := startCluster(t, "--port", "25160")
+	m := startMosquitto(t, 25887)
 	sub := collectMQTT(t, m.url(), "iot/#")
 	topic := fmt.Sprintf("e2e-side-by-side-%d", time.Now().UnixNano())
 	dir := t.TempDir()
@@ -475,8 +475,8 @@ func decodeWithNode(t *testing.T, c *mqttCollector) []nodeMessage {
 // record of the same series and sequence number; and every committed
 // sequence number came as DDATA or is still buffered.
 func TestSparkplugDecodedByNode(t *testing.T) {
-	c := startCluster(t, "--port", "25150")
-	m := startMosquitto(t, 25886)
+	c := startCluster(t, "--port", "25170") // controller on 26170
+	m := startMosquitto(t, 25888)
 	sub := collectMQTT(t, m.url(), "spBv1.0/#")
 	topic := fmt.Sprintf("e2e-sparkplug-%d", time.Now().UnixNano())
 	dir := t.TempDir()
