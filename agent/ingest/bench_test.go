@@ -35,7 +35,15 @@ func BenchmarkIngestCommit(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer buf.Close()
-			in, err := ingest.New(buf, ingest.Options{GatewayID: "gw-bench", Logger: quiet})
+			// Back-pressure for the benchmark, so nothing is dropped: the
+			// producer waits for a commit while 50,000 samples are pending.
+			committed := make(chan struct{}, 1)
+			in, err := ingest.New(buf, ingest.Options{GatewayID: "gw-bench", Logger: quiet, Metrics: ingest.Metrics{Committed: func(int) {
+				select {
+				case committed <- struct{}{}:
+				default:
+				}
+			}}})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -55,7 +63,7 @@ func BenchmarkIngestCommit(b *testing.B) {
 				}
 				in.Emit(batch)
 				for in.Pending() > 50_000 {
-					time.Sleep(100 * time.Microsecond) // back-pressure for the benchmark: nothing is dropped
+					<-committed
 				}
 			}
 			cancel()
