@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iot-producer/iot-producer/drivers/opcua"
 	"github.com/iot-producer/iot-producer/record"
 )
 
@@ -109,7 +112,8 @@ var fingerprintRe = regexp.MustCompile(`--fingerprint ([0-9a-f]{64})`)
 // opcua trust`, a wrong password is refused, every scalar type arrives in
 // Kafka with its exact value and source time, a node whose status turns
 // bad arrives bad without a value, items are split over subscriptions when
-// the server caps them, a deadband holds, and after the server is killed and
+// the server caps them, a deadband holds, a user identified by a
+// certificate reads, and after the server is killed and
 // started again the data resumes without restarting the agent.
 func TestOPCUAAgainstNodeOPCUA(t *testing.T) {
 	brokers := kafkaBrokers(t)
@@ -156,6 +160,19 @@ func TestOPCUAAgainstNodeOPCUA(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("OPCUA_PASSWORD", "right-pass")
+	// A user identified by a certificate and its key.
+	userDER, userKey, err := opcua.NewCertificate("e2e-user", "urn:e2e:user", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	userCert, userKeyFile := filepath.Join(dir, "user.der"), filepath.Join(dir, "user.key")
+	if err := os.WriteFile(userCert, userDER, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(userKey)})
+	if err := os.WriteFile(userKeyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	topic := fmt.Sprintf("e2e-opcua-%d", time.Now().UnixNano())
 	plc := func(name, mode, password, extra string) string {
 		return fmt.Sprintf(`
@@ -193,7 +210,19 @@ func TestOPCUAAgainstNodeOPCUA(t *testing.T) {
     deadband_value: 5
     tags:
       - {name: Counter, address: "nsu=urn:e2e:plc;s=Line1.Counter", type: uint32}
-`, endpoint)
+  - name: node-usercert
+    driver: opcua
+    endpoint: %[1]s
+    mode: poll
+    poll_interval: 200ms
+    timeout: 5s
+    reconnect_max: 2s
+    auth: certificate
+    user_certificate_file: %[2]s
+    user_key_file: %[3]s
+    tags:
+      - {name: Counter, address: "nsu=urn:e2e:plc;s=Line1.Counter", type: uint32}
+`, endpoint, userCert, userKeyFile)
 	cfg := fmt.Sprintf(`
 gateway: {id: gw-e2e-opcua, state_dir: %q}
 producer:
@@ -224,6 +253,7 @@ plcs:%s%s%s%s`, dir, strings.Join(brokers, ", "), topic,
 	a.waitReadAndAcked(t, "opcua:node-poll", 10*perRound, 120*time.Second)
 	a.waitLog(t, "BadUserAccessDenied", 30*time.Second)
 	a.waitReadAndAcked(t, "opcua:node-aes", 5, 120*time.Second)
+	a.waitReadAndAcked(t, "opcua:node-usercert", 5, 120*time.Second)
 	// The server takes 8 items per subscription: the 22 need three.
 	if subs, err := a.counter(`iot_driver_subscriptions{source="opcua:node-sub"}`); err != nil || subs != 3 {
 		t.Errorf("node-sub has %v subscriptions (%v), want 3 (22 items, the server takes 8 per subscription)", subs, err)
@@ -336,6 +366,15 @@ plcs:%s%s%s%s`, dir, strings.Join(brokers, ", "), topic,
 	}
 	if reported < 3 {
 		t.Errorf("node-aes: %d good Counter samples, want at least 3", reported)
+	}
+	userGood := 0
+	for _, f := range all["node-usercert"] {
+		if f.Quality == "good" {
+			userGood++
+		}
+	}
+	if userGood == 0 {
+		t.Error("node-usercert: no good sample with a user certificate")
 	}
 	for _, f := range all["node-wrongpw"] {
 		if f.Quality != "bad" {

@@ -58,6 +58,12 @@ async function main() {
     securityPolicies: [SecurityPolicy.None, SecurityPolicy.Basic256Sha256, SecurityPolicy.Aes256_Sha256_RsaPss],
     securityModes: [MessageSecurityMode.None, MessageSecurityMode.Sign, MessageSecurityMode.SignAndEncrypt],
     allowAnonymous: false,
+    // Users by certificate: any certificate is accepted once its holder
+    // proves it has the key (the signature of the server's nonce).
+    userCertificateManager: new OPCUACertificateManager({
+      automaticallyAcceptUnknownCertificate: true,
+      rootFolder: pki + "-users",
+    }),
     // A small cap, so that the agent must split its items over several
     // subscriptions.
     serverCapabilities: { maxMonitoredItemsPerSubscription: 8 },
