@@ -779,6 +779,7 @@ func (r *runner) subscribe(ctx context.Context, c *opcua.Client, nodes []*ua.Nod
 				}
 				return kinded(KindSilent, fmt.Errorf("subscriptions silent for %s and the server does not answer: %w", cfg.Watchdog, err))
 			}
+			d.st.probes.Add(1)
 			watchdog.Reset(cfg.Watchdog.Std())
 		}
 	}

@@ -57,6 +57,12 @@ func (c *collector) waitFor(t *testing.T, what string, pred func([]drivers.Sampl
 	}
 }
 
+func (c *collector) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.samples)
+}
+
 // tryWait is waitFor that reports instead of failing.
 func (c *collector) tryWait(bound time.Duration, pred func([]drivers.Sample) bool) bool {
 	deadline := time.NewTimer(bound)
@@ -474,5 +480,33 @@ func TestNetworkCut(t *testing.T) {
 				t.Errorf("status after the cut: %+v", st)
 			}
 		})
+	}
+}
+
+// TestQuietSubscriptionKept: a subscription with nothing to report (a
+// still plant, a deadband) is not taken for a dead one: the watchdog asks
+// the server, which answers, and the session stays.
+func TestQuietSubscriptionKept(t *testing.T) {
+	// The signals never move: after the first values, nothing changes.
+	sim := startSim(t, simopcua.Options{Devices: 1, TagsPerDevice: 2, Interval: time.Hour})
+	cfg := simConfig(sim, "subscribe", "None", opcua.Tag{Name: "t", Address: sim.NodeURI("sim-0001", "temperature")})
+	cfg.Watchdog = config.Duration(300 * time.Millisecond)
+	cfg.Timeout = config.Duration(2 * time.Second)
+	errs := make(chan string, 100)
+	d, col := runDriver(t, "quiet", cfg, t.TempDir(), func(k string) { errs <- k })
+	col.waitFor(t, "the first value", func(ss []drivers.Sample) bool { _, ok := lastGood(ss, "t"); return ok })
+	// Wait for three watchdog probes, then look at what happened.
+	for d.Status().Probes < 3 {
+		select {
+		case k := <-errs:
+			t.Fatalf("error %q on a quiet subscription: %+v", k, d.Status())
+		case <-time.After(50 * time.Millisecond): // polling the probe counter
+		}
+	}
+	if st := d.Status(); st.Recoveries != 0 || st.State != opcua.StateConnected || st.ItemsBad != 0 {
+		t.Fatalf("status after three probes: %+v", st)
+	}
+	if n := col.len(); n != 1 {
+		t.Errorf("%d samples, want the first value only", n)
 	}
 }

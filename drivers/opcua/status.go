@@ -45,6 +45,7 @@ type stats struct {
 	recoveries    atomic.Uint64
 	polls         atomic.Uint64
 	notifications atomic.Uint64
+	probes        atomic.Uint64
 	lastStatus    atomic.Value // string
 	mu            sync.Mutex
 	lastErr       string
@@ -70,6 +71,9 @@ type Status struct {
 	// Polls counts completed polls; Notifications the data change
 	// notifications received.
 	Polls, Notifications uint64
+	// Probes counts the watchdog's questions to a server whose
+	// subscriptions were silent and which answered.
+	Probes uint64
 	// LastError and LastErrorTime describe the last failure; empty when
 	// none.
 	LastError     string
@@ -89,6 +93,7 @@ func (d *Driver) Status() Status {
 		Recoveries:    s.recoveries.Load(),
 		Polls:         s.polls.Load(),
 		Notifications: s.notifications.Load(),
+		Probes:        s.probes.Load(),
 	}
 	if v, ok := s.lastStatus.Load().(string); ok {
 		st.LastStatus = v
