@@ -370,3 +370,29 @@ func TestSalvageSkipsMergedCopies(t *testing.T) {
 		t.Fatalf("recovery %+v: want the merged copies skipped and %d records", r, len(want))
 	}
 }
+
+// TestCheckThatNeverEnds opens a file (found by FuzzOpenDamaged) on which
+// bbolt's consistency check loops: the child is killed after its time and
+// the file counts as damaged, so Open quarantines and salvages it instead
+// of waiting forever.
+func TestCheckThatNeverEnds(t *testing.T) {
+	old := childBaseTimeout
+	childBaseTimeout = 2 * time.Second
+	t.Cleanup(func() { childBaseTimeout = old })
+	data, err := os.ReadFile("testdata/check-loops.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := testPath(t)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := testOptions("kafka", "mqtt")
+	o.Isolate = testIsolate
+	b := openT(t, path, o)
+	r := b.Recovery()
+	if r.Quarantined == "" || !strings.Contains(r.Cause, "did not finish") {
+		t.Fatalf("recovery %+v: want the file quarantined after the check's time ran out", r)
+	}
+	mustAppend(t, b, payloads("after", 2), nil)
+}

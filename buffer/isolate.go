@@ -126,8 +126,20 @@ func runOp(op, path string, lockTimeout time.Duration) (ChildReport, error) {
 	return ChildReport{}, fmt.Errorf("unknown child operation %q (want %s or %s)", op, ChildCheck, ChildMeta)
 }
 
-// childTimeout bounds a child: bbolt can loop on a damaged file.
-var childTimeout = 10 * time.Minute
+// A child is given childBaseTimeout plus the time to read the file at
+// childReadRate: bbolt can loop forever on a damaged file (a fuzzed file of
+// 64 KiB kept its consistency check busy for minutes), which must not keep
+// the agent from starting. A child that runs out of time is killed and the
+// file counts as damaged. Variables so that tests can shorten them.
+var (
+	childBaseTimeout       = 30 * time.Second
+	childReadRate    int64 = 16 << 20 // bytes per second: a slow SD card
+)
+
+// childTimeout is the time a child gets for a file of size bytes.
+func childTimeout(size int64) time.Duration {
+	return childBaseTimeout + time.Duration(size/childReadRate)*time.Second
+}
 
 // checkInProcess opens path read-only and runs bbolt's consistency check.
 // Panics on the calling goroutine are reported as problems; those on
@@ -242,11 +254,17 @@ func (b *Buffer) runChild(op, path string) (ChildReport, error) {
 	if b.opts.Isolate == nil || os.Getenv(inChildEnv) != "" {
 		return runOp(op, path, b.opts.LockTimeout)
 	}
+	var size int64
+	if fi, err := os.Stat(path); err == nil {
+		size = fi.Size()
+	}
+	timeout := childTimeout(size)
 	cmd := b.opts.Isolate(op, path)
 	if cmd.Env == nil {
 		cmd.Env = os.Environ()
 	}
 	cmd.Env = append(cmd.Env, lockTimeoutEnv+"="+b.opts.LockTimeout.String(), inChildEnv+"=1")
+	dieWithParent(cmd)
 	var stdout bytes.Buffer
 	stderr := &tailBuffer{max: 4096}
 	cmd.Stdout, cmd.Stderr = &stdout, stderr
@@ -258,10 +276,10 @@ func (b *Buffer) runChild(op, path string) (ChildReport, error) {
 	var werr error
 	select {
 	case werr = <-done:
-	case <-time.After(childTimeout):
+	case <-time.After(timeout):
 		_ = cmd.Process.Kill()
 		<-done
-		return ChildReport{Problems: []string{fmt.Sprintf("bbolt's %s did not finish in %s", op, childTimeout)}}, nil
+		return ChildReport{Problems: []string{fmt.Sprintf("bbolt's %s did not finish in %s: killed", op, timeout)}}, nil
 	}
 	var r ChildReport
 	if jerr := json.Unmarshal(stdout.Bytes(), &r); werr != nil || jerr != nil {
