@@ -35,9 +35,17 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// testExecEnv names the program that runs this test binary when it is not
+// native (scripts/ci-qemu.sh sets it to the qemu it passes to go test
+// -exec): the isolation child is the same binary, so it needs the same.
+const testExecEnv = "IOT_PRODUCER_TEST_EXEC"
+
 // testIsolate runs the isolation child in this test binary.
 func testIsolate(op, path string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	if wrapper := os.Getenv(testExecEnv); wrapper != "" {
+		cmd = exec.Command(wrapper, os.Args[0], "-test.run=^$")
+	}
 	cmd.Env = append(os.Environ(), childOpEnv+"="+op, childPathEnv+"="+path)
 	return cmd
 }

@@ -21,7 +21,11 @@ done
 
 start=$(date +%s)
 echo "== 32-bit ARM (GOARCH=arm GOARM=7) under qemu-arm-static"
-CGO_ENABLED=0 GOARCH=arm GOARM=7 go test -count=1 -timeout 10m -exec qemu-arm-static "$@" "${pkgs[@]}"
+# The buffer's damage tests run bbolt in a child process of the test
+# binary; IOT_PRODUCER_TEST_EXEC tells them to start it through qemu too.
+CGO_ENABLED=0 GOARCH=arm GOARM=7 IOT_PRODUCER_TEST_EXEC=qemu-arm-static \
+	go test -count=1 -timeout 10m -exec qemu-arm-static "$@" "${pkgs[@]}"
 echo "== ARM64 (GOARCH=arm64) under qemu-aarch64-static"
-CGO_ENABLED=0 GOARCH=arm64 go test -count=1 -timeout 10m -exec qemu-aarch64-static "$@" "${pkgs[@]}"
+CGO_ENABLED=0 GOARCH=arm64 IOT_PRODUCER_TEST_EXEC=qemu-aarch64-static \
+	go test -count=1 -timeout 10m -exec qemu-aarch64-static "$@" "${pkgs[@]}"
 echo "== ci-qemu: both architectures passed in $(($(date +%s) - start))s"
