@@ -252,13 +252,18 @@ func TestDamageWhileRunning(t *testing.T) {
 	if _, err := b.Queue("mqtt").Read(Start(), 10); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("read of the damaged queue: %v, want ErrCorrupt", err)
 	}
-	// The background flush is off in tests: run what it runs.
-	b.wmu.Lock()
-	err = b.recoverLocked(errors.New("test"))
-	b.wmu.Unlock()
-	if err != nil {
-		t.Fatal(err)
+	// The failed read asked the background flush to recover the file
+	// (tests turn its timer off, not its wake-up): wait for that one
+	// recovery.
+	deadline := time.Now().Add(30 * time.Second)
+	for b.Recovery().Runtime == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery 30s after the damaged read\n%s", logs.String())
+		}
+		time.Sleep(5 * time.Millisecond) // polling the recovery count
 	}
+	b.wmu.Lock() // a recovery runs under it: wait for it to end
+	b.wmu.Unlock()
 	r := b.Recovery()
 	if r.Runtime != 1 || r.RecordsRecovered != 1200 || !r.MetaRecovered || len(r.StateLost) != 0 {
 		t.Fatalf("recovery %+v\n%s", r, logs.String())
