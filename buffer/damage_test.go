@@ -262,9 +262,7 @@ func TestDamageWhileRunning(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond) // polling the recovery count
 	}
-	b.wmu.Lock() // a recovery runs under it: wait for it to end
-	b.wmu.Unlock()
-	r := b.Recovery()
+	r := b.Recovery() // taken under the lock a recovery holds to its end
 	if r.Runtime != 1 || r.RecordsRecovered != 1200 || !r.MetaRecovered || len(r.StateLost) != 0 {
 		t.Fatalf("recovery %+v\n%s", r, logs.String())
 	}
