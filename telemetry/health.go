@@ -64,18 +64,7 @@ func NewHealth() *Health { return new(Health) }
 // Set records that component is in state, with detail for an operator.
 // Since is updated only when the state changes; a new detail alone keeps it.
 func (h *Health) Set(component string, state State, detail string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.comps == nil {
-		h.comps = make(map[string]ComponentStatus)
-	}
-	cur, ok := h.comps[component]
-	if !ok || cur.State != state {
-		cur = ComponentStatus{Name: component, State: state, Since: h.clock()}
-	}
-	cur.Detail = detail
-	cur.External = false
-	h.comps[component] = cur
+	h.set(component, state, detail, false)
 }
 
 // SetExternal records the state of a component outside the gateway, a PLC
@@ -84,6 +73,10 @@ func (h *Health) Set(component string, state State, detail string) {
 // the pipeline itself still runs and a failing PLC is not fixed by
 // restarting or removing the gateway. Since works as for Set.
 func (h *Health) SetExternal(component string, state State, detail string) {
+	h.set(component, state, detail, true)
+}
+
+func (h *Health) set(component string, state State, detail string, external bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.comps == nil {
@@ -94,7 +87,7 @@ func (h *Health) SetExternal(component string, state State, detail string) {
 		cur = ComponentStatus{Name: component, State: state, Since: h.clock()}
 	}
 	cur.Detail = detail
-	cur.External = true
+	cur.External = external
 	h.comps[component] = cur
 }
 

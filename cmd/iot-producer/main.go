@@ -89,3 +89,26 @@ func cmdVersion(_ []string, stdout, _ io.Writer) int {
 	fmt.Fprintf(stdout, "iot-producer %s\n", version)
 	return exitOK
 }
+
+// subcommand runs one subcommand with its arguments and returns its exit
+// status.
+type subcommand func(args []string, stdout, stderr io.Writer) int
+
+// dispatch runs the subcommand of group that args[0] names: usage on
+// stdout for help (exit 0) or no arguments (exit 2), on stderr for an
+// unknown name (exit 2).
+func dispatch(group string, args []string, stdout, stderr io.Writer, usage func(io.Writer), cmds map[string]subcommand) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	if run, ok := cmds[args[0]]; ok {
+		return run(args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "%s: unknown command %q\n\n", group, args[0])
+	usage(stderr)
+	return exitUsage
+}

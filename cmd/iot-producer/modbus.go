@@ -33,24 +33,11 @@ func cmdModbus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "Addresses are 0-based with -register, or in notation without it: 40001 is holding 0, 30001 input 0, 00001 coil 0, 10001 discrete 0.")
 	}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stdout)
-		if len(args) == 0 {
-			return exitUsage
-		}
-		return exitOK
-	}
-	switch args[0] {
-	case "read":
-		return modbusRead(args[1:], stdout, stderr)
-	case "probe":
-		return modbusProbe(args[1:], stdout, stderr)
-	case "simulate":
-		return modbusSimulate(args[1:], stdout, stderr)
-	}
-	fmt.Fprintf(stderr, "modbus: unknown command %q\n\n", args[0])
-	usage(stderr)
-	return exitUsage
+	return dispatch("modbus", args, stdout, stderr, usage, map[string]subcommand{
+		"read":     modbusRead,
+		"probe":    modbusProbe,
+		"simulate": modbusSimulate,
+	})
 }
 
 // linkFlags are the flags that say where a device is.

@@ -36,26 +36,12 @@ func cmdOPCUA(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(w, "browse and read connect as the agent does: -security-policy (default Basic256Sha256) with the")
 		fmt.Fprintln(w, "agent's certificate and trust list under -state-dir; -security-policy None needs -allow-insecure.")
 	}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stdout)
-		if len(args) == 0 {
-			return exitUsage
-		}
-		return exitOK
-	}
-	switch args[0] {
-	case "browse":
-		return opcuaBrowse(args[1:], stdout, stderr)
-	case "read":
-		return opcuaRead(args[1:], stdout, stderr)
-	case "trust":
-		return opcuaTrust(args[1:], stdout, stderr)
-	case "simulate":
-		return opcuaSimulate(args[1:], stdout, stderr)
-	}
-	fmt.Fprintf(stderr, "opcua: unknown command %q\n\n", args[0])
-	usage(stderr)
-	return exitUsage
+	return dispatch("opcua", args, stdout, stderr, usage, map[string]subcommand{
+		"browse":   opcuaBrowse,
+		"read":     opcuaRead,
+		"trust":    opcuaTrust,
+		"simulate": opcuaSimulate,
+	})
 }
 
 // defaultStateDir is systemd's STATE_DIRECTORY when set, else the agent's
