@@ -10,9 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopcua/opcua/ua"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/iot-producer/iot-producer/agent"
 	"github.com/iot-producer/iot-producer/agent/config"
 	"github.com/iot-producer/iot-producer/drivers"
+	"github.com/iot-producer/iot-producer/record"
 	simopcua "github.com/iot-producer/iot-producer/simulator/opcua"
 	"github.com/iot-producer/iot-producer/telemetry"
 )
@@ -54,11 +58,12 @@ func TestOPCUAPLCsThroughTheAgent(t *testing.T) {
       - {name: counter, address: "%s"}
 `, name, sim.Endpoint(), mode, sim.NodeURI(dev, "temperature"), sim.NodeURI(dev, "counter"))
 	}
+	cluster := newCluster(t)
 	yaml := fmt.Sprintf(`
 gateway: {id: gw-test, state_dir: %q}
 producer: {brokers: ["%s"], topic: iot-test}
 telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_listen: "off"}
-plcs:%s%s`, t.TempDir(), newCluster(t).ListenAddrs()[0], plc("sub", "subscribe", "sim-0001"), plc("poll", "poll", "sim-0002"))
+plcs:%s%s`, t.TempDir(), cluster.ListenAddrs()[0], plc("sub", "subscribe", "sim-0001"), plc("poll", "poll", "sim-0002"))
 	cfg, err := config.Parse([]byte(yaml), "test config")
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -127,12 +132,42 @@ plcs:%s%s`, t.TempDir(), newCluster(t).ListenAddrs()[0], plc("sub", "subscribe",
 			m.Sum("iot_driver_subscriptions") == 1 && health(telemetry.StateOK, "connected; ") && health(telemetry.StateOK, "2 items good, 0 bad")
 	})
 
+	// A node whose status turns bad: its records carry the code's name.
+	if err := sim.Set("sim-0001", "temperature", 99.0, ua.StatusBadSensorFailure); err != nil {
+		t.Fatal(err)
+	}
+	bad := findRecord(t, cluster.ListenAddrs(), func(f record.Fields) bool {
+		return f.Device == "sub" && f.Tag == "temperature" && f.Status == "BadSensorFailure"
+	})
+	if bad.Quality != record.QualityBad || !bad.NoValue || bad.Type != record.TypeFloat || bad.SourceTime.IsZero() {
+		t.Errorf("record of the failed sensor: %+v, want bad, without value, type float, with its source time", bad)
+	}
+	if err := sim.Set("sim-0001", "temperature", 21.5, ua.StatusUncertainLastUsableValue); err != nil {
+		t.Fatal(err)
+	}
+	unc := findRecord(t, cluster.ListenAddrs(), func(f record.Fields) bool {
+		return f.Device == "sub" && f.Tag == "temperature" && f.Status == "UncertainLastUsableValue"
+	})
+	// The signal moves on under the status: any value, but one.
+	if unc.Quality != record.QualityUncertain || unc.NoValue {
+		t.Errorf("record of the uncertain value: %+v, want uncertain with a value", unc)
+	}
+	if err := sim.Set("sim-0001", "temperature", 22.5, ua.StatusOK); err != nil {
+		t.Fatal(err)
+	}
+	good := findRecord(t, cluster.ListenAddrs(), func(f record.Fields) bool {
+		return f.Device == "sub" && f.Tag == "temperature" && f.Seq > unc.Seq && f.Quality == record.QualityGood
+	})
+	if good.Status != "" {
+		t.Errorf("a good record carries status %q", good.Status)
+	}
+
 	if err := sim.Close(); err != nil {
 		t.Logf("close: %v", err)
 	}
 	restarted = true
 	waitFor("the outage in /ready, the metrics and the samples", func(ss []drivers.Sample, m telemetry.MetricsSnapshot) bool {
-		return m.Sum("iot_driver_connected") == 0 && ss[len(ss)-1].Quality == drivers.QualityBad &&
+		return m.Sum("iot_driver_connected") == 0 && ss[len(ss)-1].Quality == drivers.QualityBad && ss[len(ss)-1].Status != "" &&
 			health(telemetry.StateDegraded, "last error at ") && health(telemetry.StateDegraded, "last bad status all tags: Bad") && a.Health().Ready()
 	})
 	mu.Lock()
@@ -160,6 +195,40 @@ plcs:%s%s`, t.TempDir(), newCluster(t).ListenAddrs()[0], plc("sub", "subscribe",
 	for _, s := range samples {
 		if s.Quality == drivers.QualityBad && !s.Value.Equal(drivers.NoValue(s.Value.Kind)) {
 			t.Fatalf("a bad sample with a value: %+v", s)
+		}
+	}
+}
+
+// findRecord reads the topic from the start until a record matches; the
+// bound only keeps a broken test from hanging.
+func findRecord(t *testing.T, brokers []string, match func(record.Fields) bool) record.Fields {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("no matching record in %s: %v", topic, ctx.Err())
+		}
+		var found *record.Fields
+		fs.EachRecord(func(r *kgo.Record) {
+			f, err := record.Decode(r.Value)
+			if err != nil {
+				t.Errorf("record at %d: %v", r.Offset, err)
+				return
+			}
+			if found == nil && match(f) {
+				found = &f
+			}
+		})
+		if found != nil {
+			return *found
 		}
 	}
 }

@@ -162,6 +162,11 @@ type Sample struct {
 	// record leaves the value out (HasValue).
 	Value   Value
 	Quality Quality
+	// Status is the source's own name for a status other than plain good,
+	// kept in the record's "status": an OPC UA status code
+	// (BadSensorFailure, UncertainLastUsableValue), a Modbus exception
+	// (IllegalDataAddress). Empty for plain good.
+	Status string
 	// SourceTime is the time the PLC gives for the value; zero when it
 	// gives none.
 	SourceTime time.Time

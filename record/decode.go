@@ -25,6 +25,7 @@ func Decode(value []byte) (Fields, error) {
 		Type       string          `json:"type"`
 		Value      json.RawMessage `json:"value"`
 		Quality    string          `json:"quality"`
+		Status     *string         `json:"status"`
 		ReadTime   time.Time       `json:"read_time"`
 		SourceTime *time.Time      `json:"source_time"`
 	}
@@ -57,6 +58,12 @@ func Decode(value []byte) (Fields, error) {
 	}
 	if raw.SourceTime != nil {
 		f.SourceTime = *raw.SourceTime
+	}
+	if raw.Status != nil {
+		if *raw.Status == "" {
+			return Fields{}, fmt.Errorf("decode record: empty status (it is left out when there is none)")
+		}
+		f.Status = *raw.Status
 	}
 	f.NoValue = raw.Value == nil
 	if raw.Schema >= 2 && f.NoValue != (raw.Quality == QualityBad) {

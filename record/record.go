@@ -17,7 +17,9 @@ import (
 // SchemaVersion is the version of the JSON value written by AppendJSON. It
 // is carried in every value ("schema") and in the record header
 // HeaderSchema. Version 2 added "epoch" and leaves "value" out of a bad
-// sample; Decode reads both.
+// sample; Decode reads both. The optional "status" (the source's name for
+// a status other than plain good) came later within version 2: a record
+// without it reads as before.
 const SchemaVersion = 2
 
 // Header names set on every Kafka record (and as MQTT v5 user properties
@@ -71,8 +73,13 @@ type Fields struct {
 	String string
 	// NoValue leaves "value" out: a sample whose read failed (quality
 	// bad) has no reading, only the Type of its tag.
-	NoValue    bool
-	Quality    string
+	NoValue bool
+	Quality string
+	// Status is the source's name for a status other than plain good
+	// (an OPC UA status code such as BadSensorFailure or
+	// UncertainLastUsableValue, a Modbus exception such as
+	// IllegalDataAddress); empty: omitted.
+	Status     string
 	ReadTime   time.Time
 	SourceTime time.Time // zero: omitted
 }
@@ -116,6 +123,10 @@ func AppendJSON(dst []byte, f *Fields) []byte {
 	}
 	dst = append(dst, `,"quality":`...)
 	dst = appendString(dst, f.Quality)
+	if f.Status != "" {
+		dst = append(dst, `,"status":`...)
+		dst = appendString(dst, f.Status)
+	}
 	dst = append(dst, `,"read_time":"`...)
 	dst = f.ReadTime.UTC().AppendFormat(dst, time.RFC3339Nano)
 	dst = append(dst, '"')

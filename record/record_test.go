@@ -98,6 +98,17 @@ func goldenCases() map[string]Fields {
 		f.ReadTime = t0.Add(time.Second)
 		c["bad-"+b.typ] = f
 	}
+	f = base("temperature", 18, TypeFloat)
+	f.Quality = QualityBad
+	f.NoValue = true
+	f.Status = "BadSensorFailure"
+	f.SourceTime = t0.Add(-time.Millisecond)
+	c["status-bad"] = f
+	f = base("temperature", 19, TypeFloat)
+	f.Float = 99
+	f.Quality = QualityUncertain
+	f.Status = "UncertainLastUsableValue"
+	c["status-uncertain"] = f
 	return c
 }
 
@@ -214,6 +225,8 @@ func TestDecodeRejects(t *testing.T) {
 		"schema 2 without epoch": strings.Replace(good, `"epoch":"`+testEpoch+`",`, ``, 1),
 		"schema 1 with epoch":    strings.Replace(good, `"schema":2`, `"schema":1`, 1),
 		"schema 3":               strings.Replace(good, `"schema":2`, `"schema":3`, 1),
+		"empty status":           strings.Replace(good, `"quality":"good"`, `"quality":"good","status":""`, 1),
+		"status not a string":    strings.Replace(good, `"quality":"good"`, `"quality":"good","status":1`, 1),
 	}
 	for name, doc := range bad {
 		t.Run(name, func(t *testing.T) {
@@ -244,6 +257,8 @@ func TestSchemaRejectsWrongRecords(t *testing.T) {
 		"bad with value":     `{"schema":2,"gateway":"g",` + e + `"device":"d","tag":"t","seq":1,"type":"int","value":0,"quality":"bad","read_time":"2026-11-26T08:00:00Z"}`,
 		"bad with null":      `{"schema":2,"gateway":"g",` + e + `"device":"d","tag":"t","seq":1,"type":"int","value":null,"quality":"bad","read_time":"2026-11-26T08:00:00Z"}`,
 		"good without value": `{"schema":2,"gateway":"g",` + e + `"device":"d","tag":"t","seq":1,"type":"int","quality":"good","read_time":"2026-11-26T08:00:00Z"}`,
+		"empty status":       `{"schema":2,"gateway":"g",` + e + `"device":"d","tag":"t","seq":1,"type":"int","value":1,"quality":"good","status":"","read_time":"2026-11-26T08:00:00Z"}`,
+		"status not string":  `{"schema":2,"gateway":"g",` + e + `"device":"d","tag":"t","seq":1,"type":"int","value":1,"quality":"good","status":7,"read_time":"2026-11-26T08:00:00Z"}`,
 	}
 	for name, doc := range bad {
 		t.Run(name, func(t *testing.T) {

@@ -566,6 +566,7 @@ func fillFields(f *record.Fields, s *drivers.Sample, seq uint64) {
 	f.Tag = s.Tag
 	f.Seq = seq
 	f.Quality = s.Quality.String()
+	f.Status = s.Status
 	f.ReadTime = s.ReadTime
 	f.SourceTime = s.SourceTime
 	f.Type = s.Value.Kind.String()

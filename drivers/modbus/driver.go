@@ -292,14 +292,15 @@ func (p *poller) poll(ctx context.Context, start time.Time) []drivers.Sample {
 			o.Logger.Warn("modbus read failed; further failures are logged at debug until the device recovers", "err", rerr)
 		}
 		pollFailed = true
+		status := sampleStatus(kind, err)
 		if !o.DropOnError {
 			for _, ti := range r.tags {
-				out = append(out, drivers.Sample{Device: o.Name, Tag: o.Tags[ti].Name, Quality: drivers.QualityBad, ReadTime: now, Value: noValue(&o.Tags[ti])})
+				out = append(out, drivers.Sample{Device: o.Name, Tag: o.Tags[ti].Name, Quality: drivers.QualityBad, Status: status, ReadTime: now, Value: noValue(&o.Tags[ti])})
 			}
 		}
 		if unitSilent(kind, err) {
 			silent = rerr
-			out = p.failRest(out, i+1, now)
+			out = p.failRest(out, i+1, now, status)
 			break
 		}
 		if kind == KindException || kind == KindMalformed || kind == KindIO {
@@ -326,15 +327,16 @@ func (p *poller) poll(ctx context.Context, start time.Time) []drivers.Sample {
 	return out
 }
 
-// failRest adds bad samples for the requests from index i on.
-func (p *poller) failRest(out []drivers.Sample, i int, now time.Time) []drivers.Sample {
+// failRest adds bad samples, of a status, for the requests from index i
+// on.
+func (p *poller) failRest(out []drivers.Sample, i int, now time.Time, status string) []drivers.Sample {
 	o := &p.d.opts
 	if o.DropOnError {
 		return out
 	}
 	for _, r := range p.reqs[i:] {
 		for _, ti := range r.tags {
-			out = append(out, drivers.Sample{Device: o.Name, Tag: o.Tags[ti].Name, Quality: drivers.QualityBad, ReadTime: now, Value: noValue(&o.Tags[ti])})
+			out = append(out, drivers.Sample{Device: o.Name, Tag: o.Tags[ti].Name, Quality: drivers.QualityBad, Status: status, ReadTime: now, Value: noValue(&o.Tags[ti])})
 		}
 	}
 	return out

@@ -95,6 +95,49 @@ var exceptionHints = map[byte]string{
 	0x0B: "check the unit id, and the serial line and power of the device behind the gateway",
 }
 
+// sampleStatus names the status a failed read gives its samples (the
+// record's "status"): the exception's name in the specification's words
+// run together (IllegalDataAddress, GatewayTargetDeviceFailedToRespond,
+// Exception0x0C for a code it does not name), or what went wrong:
+// Timeout, ConnectFailed, NotConnected (waiting before the next
+// connection attempt), MalformedAnswer, ConnectionLost.
+func sampleStatus(kind string, err error) string {
+	if ee, ok := asException(err); ok {
+		n, known := exceptionNames[ee.Code]
+		if !known {
+			return fmt.Sprintf("Exception0x%02X", ee.Code)
+		}
+		b := make([]byte, 0, len(n))
+		up := true
+		for i := 0; i < len(n); i++ {
+			switch c := n[i]; {
+			case c == ' ':
+				up = true
+			case up && c >= 'a' && c <= 'z':
+				b = append(b, c-'a'+'A')
+				up = false
+			default:
+				b = append(b, c)
+				up = false
+			}
+		}
+		return string(b)
+	}
+	switch kind {
+	case KindTimeout:
+		return "Timeout"
+	case KindConnect:
+		return "ConnectFailed"
+	case KindUnavailable:
+		return "NotConnected"
+	case KindMalformed:
+		return "MalformedAnswer"
+	case KindIO:
+		return "ConnectionLost"
+	}
+	return "ReadFailed"
+}
+
 func exceptionName(code byte) string {
 	if n, ok := exceptionNames[code]; ok {
 		return n

@@ -304,8 +304,8 @@ func TestExceptionGivesBadQualityAndCount(t *testing.T) {
 	tags := []mb.Tag{{Name: "a", Type: u16, Bit: -1}}
 	c := run(t, mb.Options{Name: "exc", Endpoint: mb.Endpoint{Address: addr}, Unit: 1, Interval: time.Hour, Tags: tags})
 	b := c.next(t, 5*time.Second)
-	if len(b) != 1 || b[0].Quality != drivers.QualityBad || b[0].Tag != "a" {
-		t.Fatalf("batch %+v, want one bad sample of a", b)
+	if len(b) != 1 || b[0].Quality != drivers.QualityBad || b[0].Tag != "a" || b[0].Status != "ServerDeviceFailure" {
+		t.Fatalf("batch %+v, want one bad sample of a, status ServerDeviceFailure", b)
 	}
 	if c.count(mb.KindException) != 1 {
 		t.Fatalf("exception errors = %d, want 1", c.count(mb.KindException))
@@ -397,8 +397,8 @@ func TestIllegalAddressInGapSplitsTheRequest(t *testing.T) {
 	if got["a"].Quality != drivers.QualityGood || got["b"].Quality != drivers.QualityGood || !got["b"].Value.Equal(drivers.Uint(2)) {
 		t.Fatalf("a and b must be read one by one after the coalesced read failed: %+v", b)
 	}
-	if got["c"].Quality != drivers.QualityBad {
-		t.Fatalf("c is past the table: want bad quality, got %+v", got["c"])
+	if got["c"].Quality != drivers.QualityBad || got["c"].Status != "IllegalDataAddress" {
+		t.Fatalf("c is past the table: want bad quality, status IllegalDataAddress, got %+v", got["c"])
 	}
 }
 
@@ -416,8 +416,8 @@ func TestTransactionIDDriftRecoveredWithinOnePoll(t *testing.T) {
 		Timeout: 100 * time.Millisecond, Tags: tags})
 	b := c.next(t, 5*time.Second)
 	for _, s := range b {
-		if s.Quality != drivers.QualityBad {
-			t.Fatalf("slow device: want bad samples, got %+v", b)
+		if s.Quality != drivers.QualityBad || s.Status != "Timeout" {
+			t.Fatalf("slow device: want bad samples of status Timeout, got %+v", b)
 		}
 	}
 	// The device recovers but now sends every answer twice. Polls read

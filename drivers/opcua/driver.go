@@ -265,6 +265,20 @@ func statusOf(err error) string {
 	return "BadCommunicationError"
 }
 
+// unresolvedStatus names the status of a tag whose node id or browse path
+// did not resolve: the server's own code when it gave one, else
+// BadNodeIdUnknown (a namespace URI or browse name it does not have).
+func unresolvedStatus(err error) string {
+	var sc ua.StatusCode
+	if errors.As(err, &sc) {
+		return StatusName(sc)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "BadTimeout"
+	}
+	return "BadNodeIdUnknown"
+}
+
 // runner is the state of one Run.
 type runner struct {
 	d     *Driver
@@ -290,7 +304,7 @@ func (r *runner) outage(status string) {
 	now := time.Now()
 	out := make([]drivers.Sample, len(d.tags))
 	for i, t := range d.tags {
-		out[i] = drivers.Sample{Device: d.name, Tag: t.name, Value: drivers.NoValue(r.kinds[i]), Quality: drivers.QualityBad, ReadTime: now}
+		out[i] = drivers.Sample{Device: d.name, Tag: t.name, Value: drivers.NoValue(r.kinds[i]), Quality: drivers.QualityBad, Status: status, ReadTime: now}
 		r.setGood(i, false)
 	}
 	r.d.st.lastStatus.Store("all tags: " + status)
@@ -357,6 +371,11 @@ func (r *runner) sample(i int, dv *ua.DataValue, now time.Time) drivers.Sample {
 		r.kinds[i] = v.Kind
 	}
 	s.Value, s.Quality = v, q
+	if name != "BadTypeMismatch" && uint32(status)&0xFFFF0000 == 0 {
+		// Plain good (info bits aside): no status in the record.
+		name = ""
+	}
+	s.Status = name
 	r.setGood(i, q != drivers.QualityBad)
 	if q != drivers.QualityGood {
 		r.d.st.lastStatus.Store(t.name + ": " + name)
@@ -409,7 +428,7 @@ func (r *runner) session(ctx context.Context, recovering bool) error {
 			}
 			d.log.Warn("opcua tag not resolved; its samples are bad until the next connection", "tag", t.name, "err", err)
 			nodes[i] = nil
-			unresolved = append(unresolved, drivers.Sample{Device: d.name, Tag: t.name, Value: drivers.NoValue(r.kinds[i]), Quality: drivers.QualityBad, ReadTime: time.Now()})
+			unresolved = append(unresolved, drivers.Sample{Device: d.name, Tag: t.name, Value: drivers.NoValue(r.kinds[i]), Quality: drivers.QualityBad, Status: unresolvedStatus(err), ReadTime: time.Now()})
 			r.setGood(i, false)
 		}
 	}
@@ -704,7 +723,7 @@ func (r *runner) subscribe(ctx context.Context, c *opcua.Client, nodes []*ua.Nod
 			default:
 				d.log.Warn("opcua server refuses to monitor a tag; its samples are bad until the next connection", "tag", d.tags[i].name, "status", StatusName(mr.StatusCode))
 				if cfg.OnError != "drop" {
-					r.emit([]drivers.Sample{{Device: d.name, Tag: d.tags[i].name, Value: drivers.NoValue(r.kinds[i]), Quality: drivers.QualityBad, ReadTime: time.Now()}})
+					r.emit([]drivers.Sample{{Device: d.name, Tag: d.tags[i].name, Value: drivers.NoValue(r.kinds[i]), Quality: drivers.QualityBad, Status: StatusName(mr.StatusCode), ReadTime: time.Now()}})
 				}
 				r.setGood(i, false)
 			}

@@ -275,6 +275,9 @@ func TestStatusQuality(t *testing.T) {
 				if c.name != "" && !strings.HasSuffix(d.Status().LastStatus, c.name) {
 					t.Errorf("last status %q, want %s", d.Status().LastStatus, c.name)
 				}
+				if s.Status != c.name {
+					t.Errorf("sample status %q, want %q", s.Status, c.name)
+				}
 			}
 		})
 	}
@@ -327,6 +330,9 @@ func TestRestart(t *testing.T) {
 			before := col.waitFor(t, "bad samples after the server stopped", func(ss []drivers.Sample) bool {
 				return ss[len(ss)-1].Quality == drivers.QualityBad
 			})
+			if st := before[len(before)-1].Status; !strings.HasPrefix(st, "Bad") {
+				t.Errorf("the outage's sample has status %q, want a Bad… code", st)
+			}
 			// The same server comes back on the same port with the same
 			// identity, its signals started afresh.
 			o.Port, o.Cert, o.Key = sim.Port(), sim.Certificate(), sim.Key()

@@ -111,7 +111,7 @@ var fingerprintRe = regexp.MustCompile(`--fingerprint ([0-9a-f]{64})`)
 // both modes: its certificate is refused until trusted with `iot-producer
 // opcua trust`, a wrong password is refused, every scalar type arrives in
 // Kafka with its exact value and source time, a node whose status turns
-// bad arrives bad without a value, items are split over subscriptions when
+// bad arrives bad without a value and with the code's name, items are split over subscriptions when
 // the server caps them, a deadband holds, a user identified by a
 // certificate reads, and after the server is killed and
 // started again the data resumes without restarting the agent.
@@ -320,13 +320,22 @@ plcs:%s%s%s%s`, dir, strings.Join(brokers, ", "), topic,
 				t.Errorf("%s/%s: no good sample", device, s.name)
 			}
 		}
-		var goodFlaky, badFlaky, goodCounter, badCounter int
+		var goodFlaky, badFlaky, sensorFailed, goodCounter, badCounter int
 		for _, f := range byTag["Flaky"] {
 			switch {
 			case f.Quality == "good" && f.Float == 21.5:
 				goodFlaky++
+				if f.Status != "" {
+					t.Errorf("%s/Flaky: a good sample with status %q", device, f.Status)
+				}
 			case f.Quality == "bad" && f.NoValue:
 				badFlaky++
+				// The server's code, or the outage's (BadConnectionClosed…).
+				if f.Status == "BadSensorFailure" {
+					sensorFailed++
+				} else if !strings.HasPrefix(f.Status, "Bad") {
+					t.Errorf("%s/Flaky: a bad sample with status %q, want the code's name", device, f.Status)
+				}
 			default:
 				t.Errorf("%s/Flaky: %s sample %v (never 9999, the value sent with the bad status)", device, f.Quality, f.Float)
 			}
@@ -344,9 +353,12 @@ plcs:%s%s%s%s`, dir, strings.Join(brokers, ", "), topic,
 			// The server starts counting again from 0 after its restart.
 			last = f.Uint
 		}
-		t.Logf("%s: Flaky %d good, %d bad; Counter %d good (last %d), %d bad (the outage)", device, goodFlaky, badFlaky, goodCounter, last, badCounter)
+		t.Logf("%s: Flaky %d good, %d bad (%d BadSensorFailure); Counter %d good (last %d), %d bad (the outage)", device, goodFlaky, badFlaky, sensorFailed, goodCounter, last, badCounter)
 		if goodFlaky == 0 || badFlaky == 0 || goodCounter == 0 || badCounter == 0 {
 			t.Errorf("%s: want good and bad samples of Flaky and Counter", device)
+		}
+		if sensorFailed == 0 {
+			t.Errorf("%s/Flaky: no record with status BadSensorFailure, the server's code", device)
 		}
 	}
 	// The deadband: a counter that moves by 1 every 100ms arrives only when
