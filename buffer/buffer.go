@@ -2,7 +2,6 @@ package buffer
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -76,6 +75,9 @@ type Buffer struct {
 	// abandoned is set when a write transaction was abandoned (see
 	// update): db must not be written to or closed. Guarded by wmu.
 	abandoned bool
+	// txw collects the current write transaction's envelopes for its
+	// summary (envelope.go). Guarded by wmu.
+	txw txWrites
 
 	commits, commitErrors atomic.Uint64
 	commitNanos           atomic.Int64
@@ -379,8 +381,8 @@ func (b *Buffer) checkFormat(sys *bolt.Bucket) error {
 	case v[0] != formatVersion:
 		return fmt.Errorf("file format version %d, this build reads %d", v[0], formatVersion)
 	}
-	if v := sys.Get(keyNext); len(v) == 8 {
-		b.nextFrame = binary.BigEndian.Uint64(v)
+	if n, ok := sysNext(sys.Get(keyNext)); ok {
+		b.nextFrame = n
 	}
 	return nil
 }
@@ -602,7 +604,7 @@ func (b *Buffer) commitLocked(records [][]byte, meta map[string][]byte, only *Qu
 	}
 	next := b.nextFrame + uint64(maxFrames)
 	start := time.Now()
-	err := b.update(func(tx *bolt.Tx) error {
+	err := b.updateNext(next, func(tx *bolt.Tx) error {
 		for i := range plans {
 			if err := plans[i].write(tx); err != nil {
 				return err
@@ -613,18 +615,16 @@ func (b *Buffer) commitLocked(records [][]byte, meta map[string][]byte, only *Qu
 			for k, v := range meta {
 				var err error
 				if v == nil {
-					err = mb.Delete([]byte(k))
+					err = b.txw.deleteMeta(mb, []byte(k))
 				} else {
-					err = mb.Put([]byte(k), v)
+					err = b.txw.putEnv(mb, envMetaNS, []byte(k), v)
 				}
 				if err != nil {
 					return fmt.Errorf("meta %q: %w", k, err)
 				}
 			}
 		}
-		var nb [8]byte
-		binary.BigEndian.PutUint64(nb[:], next)
-		return tx.Bucket(sysBucket).Put(keyNext, nb[:])
+		return nil
 	})
 	// bbolt has copied the values into its pages (or rolled back): the
 	// scratch buffer may be reused.
@@ -676,7 +676,13 @@ func (b *Buffer) commitLocked(records [][]byte, meta map[string][]byte, only *Qu
 // the error wraps ErrCorrupt: the file is then replaced by a salvaged copy
 // (recover.go). A failed Commit rolls back inside bbolt, as before (a full
 // disk, on a file that was consistent at Open).
-func (b *Buffer) update(fn func(*bolt.Tx) error) (err error) {
+func (b *Buffer) update(fn func(*bolt.Tx) error) error {
+	return b.updateNext(b.nextFrame, fn)
+}
+
+// updateNext is update for a transaction after which the next frame id is
+// next: it ends with the transaction's commit summary (envelope.go).
+func (b *Buffer) updateNext(next uint64, fn func(*bolt.Tx) error) (err error) {
 	if b.abandoned {
 		return fmt.Errorf("%w: a failed transaction left the file unusable", ErrCorrupt)
 	}
@@ -691,9 +697,14 @@ func (b *Buffer) update(fn func(*bolt.Tx) error) (err error) {
 			err = fmt.Errorf("%w: bbolt panicked: %v", ErrCorrupt, r)
 		}
 	}()
+	b.txw = txWrites{txid: uint64(tx.ID())}
 	if err := fn(tx); err != nil {
 		b.abandoned = true
 		return fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	if err := b.txw.summary(tx, next, b.epoch); err != nil {
+		b.abandoned = true
+		return fmt.Errorf("%w: commit summary: %w", ErrCorrupt, err)
 	}
 	return tx.Commit()
 }
@@ -761,7 +772,7 @@ func (b *Buffer) Meta(fn func(key, value []byte) error) error {
 	defer b.dbmu.RUnlock()
 	err := b.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(metaBucket).ForEach(func(k, v []byte) error {
-			kvs = append(kvs, [2][]byte{append([]byte(nil), k...), append([]byte(nil), v...)})
+			kvs = append(kvs, [2][]byte{append([]byte(nil), k...), append([]byte(nil), unwrap(v)...)})
 			return nil
 		})
 	})
@@ -782,7 +793,7 @@ func (b *Buffer) MetaValue(key string) ([]byte, error) {
 	var out []byte
 	err := b.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(metaBucket).Get([]byte(key)); v != nil {
-			out = append([]byte{}, v...)
+			out = append([]byte{}, unwrap(v)...)
 		}
 		return nil
 	})

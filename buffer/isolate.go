@@ -75,6 +75,10 @@ type ChildReport struct {
 	// and frame id (ChildMeta), so that a salvage does not send again
 	// what was delivered.
 	Acks map[string]map[uint64][]byte `json:"acks,omitempty"`
+	// TxID is the id of the last commit whose tree the child read
+	// (ChildMeta): bbolt falls back to the older meta page when the newer
+	// one is damaged.
+	TxID uint64 `json:"txid,omitempty"`
 	// Locked is set when another process held the file's lock for the
 	// whole lock timeout; nothing was checked.
 	Locked bool `json:"locked,omitempty"`
@@ -187,6 +191,7 @@ func readMetaInProcess(path string, lockTimeout time.Duration) (r ChildReport) {
 	defer db.Close()
 	err := db.View(func(tx *bolt.Tx) error {
 		r.Queues = fileQueues(tx)
+		r.TxID = uint64(tx.ID())
 		if sys := tx.Bucket(sysBucket); sys != nil {
 			r.Sys = map[string][]byte{}
 			_ = sys.ForEach(func(k, v []byte) error {
@@ -324,8 +329,6 @@ func (t *tailBuffer) String() string { return string(t.buf) }
 
 // sysNextFrame returns the next frame number kept in a system bucket dump.
 func sysNextFrame(sys map[string][]byte) uint64 {
-	if v := sys[string(keyNext)]; len(v) == 8 {
-		return binary.BigEndian.Uint64(v)
-	}
-	return 0
+	n, _ := sysNext(sys[string(keyNext)])
+	return n
 }

@@ -264,7 +264,7 @@ func (p *queuePlan) write(tx *bolt.Tx) error {
 		}
 	}
 	if p.writeDrops {
-		if err := tx.Bucket(sysBucket).Put(q.droppedKey(), encodeDrops(p.dropped)); err != nil {
+		if err := q.b.txw.putEnv(tx.Bucket(sysBucket), envSysNS, q.droppedKey(), encodeDrops(p.dropped)); err != nil {
 			return fmt.Errorf("queue %q: put drop counters: %w", q.name, err)
 		}
 	}

@@ -501,7 +501,7 @@ func (q *Queue) scan(tx *bolt.Tx) (uint64, error) {
 		return 0, errors.New("BUG: queue buckets missing after init")
 	}
 	if sys := tx.Bucket(sysBucket); sys != nil {
-		q.dropped = decodeDrops(sys.Get(q.droppedKey()))
+		q.dropped = decodeDrops(unwrap(sys.Get(q.droppedKey())))
 	}
 	var last uint64
 	c := bkt.Cursor()

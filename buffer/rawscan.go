@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -35,8 +36,16 @@ func scanFile(f *os.File) ([]found, error) {
 	return scanReader(f, fi.Size())
 }
 
-// scanReader scans the size bytes of r.
-func scanReader(r io.ReaderAt, size int64) (out []found, err error) {
+// scanReader scans the size bytes of r for frames.
+func scanReader(r io.ReaderAt, size int64) ([]found, error) {
+	out, _, err := scanReaderEnv(r, size, nil)
+	return out, err
+}
+
+// scanReaderEnv scans the size bytes of r for frames and for the
+// envelopes of metadata and commit summaries (envelope.go): it returns
+// copies of the intact envelopes keep accepts (none when keep is nil).
+func scanReaderEnv(r io.ReaderAt, size int64, keep func(envelope) bool) (out []found, envs []envelope, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("BUG: raw scan panicked: %v", p)
@@ -47,33 +56,55 @@ func scanReader(r io.ReaderAt, size int64) (out []found, err error) {
 	for pos := int64(0); pos < size; {
 		n := int(min(int64(len(win)), size-pos))
 		if _, err := r.ReadAt(win[:n], pos); err != nil && !errors.Is(err, io.EOF) {
-			return out, fmt.Errorf("read at offset %d: %w", pos, err)
+			return out, envs, fmt.Errorf("read at offset %d: %w", pos, err)
 		}
 		w := win[:n]
 		// Headers starting in [pos, pos+end) are looked at in this window.
 		end := min(n, scanWindow)
 		next := pos + int64(end)
 		for i := 0; i < end; i++ {
-			if ver := w[i]; ver < frameVersion || ver > frameVersion3Segments {
-				continue
-			}
-			h, err := parseHeader(w[i:])
-			if err != nil {
-				continue
-			}
+			ver := w[i]
 			off := pos + int64(i)
-			var fr found
-			fr, frameBuf, err = readCandidate(r, size, off, h, frameBuf)
-			if err != nil {
-				return out, err
-			}
-			out = append(out, fr)
-			if !fr.intact {
+			var length int
+			switch {
+			case ver == envMagic[0]:
+				l := envLength(w[i:])
+				if l == 0 || off+int64(l) > size {
+					continue
+				}
+				if frameBuf, err = readAt(r, off, l, frameBuf); err != nil {
+					return out, envs, err
+				}
+				e, ok := parseEnvelope(frameBuf)
+				if !ok {
+					continue
+				}
+				if keep != nil && keep(e) {
+					e.key, e.value = bytes.Clone(e.key), bytes.Clone(e.value)
+					envs = append(envs, e)
+				}
+				length = l
+			case ver >= frameVersion && ver <= frameVersion3Segments:
+				h, err := parseHeader(w[i:])
+				if err != nil {
+					continue
+				}
+				var fr found
+				fr, frameBuf, err = readCandidate(r, size, off, h, frameBuf)
+				if err != nil {
+					return out, envs, err
+				}
+				out = append(out, fr)
+				if !fr.intact {
+					continue
+				}
+				length = fr.length
+			default:
 				continue
 			}
-			// Go on after the frame: a header inside its records would
-			// be a record's bytes.
-			after := off + int64(fr.length)
+			// Go on after the frame or envelope: a header inside it
+			// would be a record's bytes.
+			after := off + int64(length)
 			if after >= next {
 				next = after
 				break
@@ -82,7 +113,7 @@ func scanReader(r io.ReaderAt, size int64) (out []found, err error) {
 		}
 		pos = next
 	}
-	return out, nil
+	return out, envs, nil
 }
 
 // readCandidate reads and verifies the frame whose header h was found at

@@ -99,6 +99,7 @@ func (b *Buffer) recoverLocked(cause error) error {
 	r.RecordsLost += nb.recovery.RecordsLost
 	r.UnknownQueueFrames += nb.recovery.UnknownQueueFrames
 	r.StaleFrames += nb.recovery.StaleFrames
+	r.CommitsReplayed += nb.recovery.CommitsReplayed
 	r.Lost = append(r.Lost, nb.recovery.Lost...)
 	if len(r.Lost) > maxLostListed {
 		r.Lost = r.Lost[len(r.Lost)-maxLostListed:]

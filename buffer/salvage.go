@@ -50,6 +50,10 @@ type Recovery struct {
 	// copies of frames a merge had combined into another (still in the
 	// pages the merge freed): their records came back once, with it.
 	StaleFrames uint64
+	// CommitsReplayed counts the commits newer than the metadata bbolt
+	// could read (one when a meta page was lost) whose metadata the raw
+	// scan found complete and replayed, so that the state was kept.
+	CommitsReplayed int
 	// Runtime counts the files found damaged while running and recovered
 	// in place; the other fields then add up every recovery (Quarantined,
 	// Cause and MetaRecovered are the last one's).
@@ -87,30 +91,58 @@ func (b *Buffer) Recovery() Recovery {
 func (b *Buffer) salvage(src string) {
 	r := &b.recovery
 	mr, err := b.runChild(ChildMeta, src)
-	maxID, serr := b.salvageFrames(src, mr.Acks)
+	base := err == nil && mr.MetaOK
+	keep := func(e envelope) bool {
+		if e.kind == envValue && isDropKey(e.key) {
+			return true // drop counters only grow: the largest found wins
+		}
+		return base && e.txid > mr.TxID
+	}
+	maxID, envs, serr := b.salvageFrames(src, mr.Acks, keep)
 	if serr != nil {
 		b.log.Error("buffer salvage: scanning the damaged file failed; what was not copied stays in it", "moved_to", src, "error", serr)
 	}
-	switch next := sysNextFrame(mr.Sys); {
+	meta := unwrapAll(mr.Meta)
+	sys := unwrapAll(mr.Sys)
+	switch {
 	case err != nil:
 		r.StateLost = append(r.StateLost, fmt.Sprintf("the metadata of the damaged file could not be read: %v", err))
 	case !mr.MetaOK:
 		r.StateLost = append(r.StateLost, fmt.Sprintf("the metadata of the damaged file could not be read: %s", firstOr(mr.Problems, "no metadata bucket")))
-	case maxID > 0 && next <= maxID:
-		// bbolt read an older commit (a meta page was lost): the newest
-		// frames are not covered by this metadata.
-		r.StateLost = append(r.StateLost, fmt.Sprintf("the metadata of the damaged file is older than its newest frames (it knows frames below %d, frame %d was found): its last commits are lost", next, maxID))
+	default:
+		// bbolt read the tree of commit mr.TxID, an older one when a meta
+		// page was lost: replay the newer commits the scan found.
+		epoch := ""
+		if v := sys[string(keyEpoch)]; validEpoch(v) {
+			epoch = string(v)
+		}
+		n, why := replay(mr.TxID, epoch, meta, sys, envs, maxID, sysNextFrame(mr.Sys))
+		if why != "" {
+			r.StateLost = append(r.StateLost, "the metadata of the damaged file misses its last commits: "+why)
+		} else {
+			r.CommitsReplayed = n
+		}
+	}
+	for k, v := range maxDrops(envs) {
+		if old, ok := sys[k]; !ok || len(old) != len(v) || greaterDrops(v, old) {
+			sys[k] = v
+		}
 	}
 	if err == nil {
 		copyMeta := len(r.StateLost) == 0
-		if werr := b.restoreMeta(mr, copyMeta); werr != nil {
+		if werr := b.restoreMeta(meta, sys, copyMeta); werr != nil {
 			r.StateLost = append(r.StateLost, fmt.Sprintf("the metadata of the damaged file could not be copied: %v", werr))
 		} else {
 			r.MetaRecovered = copyMeta
 		}
+	} else if werr := b.restoreMeta(nil, sys, false); werr != nil {
+		b.log.Warn("buffer salvage: the drop counters found could not be copied", "error", werr)
 	}
 	attrs := []any{"moved_to", src, "frames_recovered", r.FramesRecovered, "records_recovered", r.RecordsRecovered,
 		"frames_lost", r.FramesLost, "records_lost", r.RecordsLost, "metadata_recovered", r.MetaRecovered}
+	if r.CommitsReplayed > 0 {
+		attrs = append(attrs, "commits_replayed_from_scan", r.CommitsReplayed)
+	}
 	if r.UnknownQueueFrames > 0 {
 		attrs = append(attrs, "frames_of_other_queues_left_in_file", r.UnknownQueueFrames)
 	}
@@ -142,47 +174,171 @@ func firstOr(s []string, def string) string {
 	return def
 }
 
-// restoreMeta copies the next frame number and the drop counters read from
-// the damaged file and, with entries set, the metadata entries.
-func (b *Buffer) restoreMeta(mr ChildReport, entries bool) error {
-	b.nextFrame = max(b.nextFrame, sysNextFrame(mr.Sys))
+// unwrapAll returns the values of a bucket dump out of their envelopes.
+func unwrapAll(m map[string][]byte) map[string][]byte {
+	out := make(map[string][]byte, len(m))
+	for k, v := range m {
+		out[k] = unwrap(v)
+	}
+	return out
+}
+
+// isDropKey reports whether the namespaced key of an envelope is a queue's
+// drop counters.
+func isDropKey(nk []byte) bool {
+	return len(nk) > 0 && nk[0] == envSysNS && bytes.HasPrefix(nk[1:], droppedKeyPrefix)
+}
+
+// maxDrops returns, per system key, the largest drop counters among the
+// envelopes (counters only grow, so the largest are the newest).
+func maxDrops(envs []envelope) map[string][]byte {
+	out := map[string][]byte{}
+	for _, e := range envs {
+		if e.kind != envValue || !isDropKey(e.key) || len(e.value) != 8*numReasons {
+			continue
+		}
+		k := string(e.key[1:])
+		if old, ok := out[k]; !ok || greaterDrops(e.value, old) {
+			out[k] = e.value
+		}
+	}
+	return out
+}
+
+// greaterDrops reports whether the counters a add up to more than b.
+func greaterDrops(a, b []byte) bool {
+	var sa, sb uint64
+	da, db := decodeDrops(a), decodeDrops(b)
+	for i := range da {
+		sa += da[i]
+		sb += db[i]
+	}
+	return sa > sb
+}
+
+// replay applies to meta and sys (the buckets as of commit base) the
+// commits after base whose envelopes and summaries the raw scan found. It
+// returns how many commits it replayed, or why the state cannot be trusted:
+// a commit after base whose summary or envelopes are missing or ambiguous,
+// or frames newer than the newest commit found. epoch is the file's epoch
+// (the summaries must agree), maxID the largest frame id found intact and
+// next the next frame id as of base.
+func replay(base uint64, epoch string, meta, sys map[string][]byte, envs []envelope, maxID, next uint64) (int, string) {
+	sums := map[uint64][]commitSummary{}
+	vals := map[uint64]map[string][]byte{}
+	maxTx := base
+	for _, e := range envs {
+		if e.txid <= base {
+			continue
+		}
+		maxTx = max(maxTx, e.txid)
+		if e.kind == envCommit {
+			s, ok := decodeSummary(e.txid, e.value)
+			if !ok {
+				continue
+			}
+			dup := false
+			for _, o := range sums[e.txid] {
+				dup = dup || bytes.Equal(o.encode(), s.encode())
+			}
+			if !dup {
+				sums[e.txid] = append(sums[e.txid], s)
+			}
+			continue
+		}
+		m := vals[e.txid]
+		if m == nil {
+			m = map[string][]byte{}
+			vals[e.txid] = m
+		}
+		k := string(e.key)
+		if prev, ok := m[k]; ok && !bytes.Equal(prev, e.value) {
+			return 0, fmt.Sprintf("commit %d wrote %q twice (two different copies found)", e.txid, e.key[1:])
+		}
+		m[k] = e.value
+	}
+	if maxTx-base > uint64(len(envs)) {
+		return 0, fmt.Sprintf("commits %d to %d are not all in the file", base+1, maxTx)
+	}
+	for t := base + 1; t <= maxTx; t++ {
+		ss := sums[t]
+		switch {
+		case len(ss) == 0:
+			return 0, fmt.Sprintf("the summary of commit %d (after commit %d, the newest bbolt could read) was not found", t, base)
+		case len(ss) > 1:
+			return 0, fmt.Sprintf("commit %d has %d different summaries", t, len(ss))
+		}
+		s := ss[0]
+		if epoch != "" && s.epoch != epoch {
+			return 0, fmt.Sprintf("commit %d names epoch %q, the file has %q", t, s.epoch, epoch)
+		}
+		if !s.all {
+			return 0, fmt.Sprintf("commit %d deleted more keys than its summary lists", t)
+		}
+		var sum uint32
+		for k, v := range vals[t] {
+			sum ^= entrySum([]byte(k), v)
+		}
+		if uint32(len(vals[t])) != s.puts || sum != s.sum {
+			return 0, fmt.Sprintf("commit %d wrote %d values, %d of them were found intact", t, s.puts, len(vals[t]))
+		}
+		for k, v := range vals[t] {
+			switch k[0] {
+			case envMetaNS:
+				meta[k[1:]] = v
+			case envSysNS:
+				sys[k[1:]] = v
+			}
+		}
+		for _, k := range s.deleted {
+			delete(meta, string(k))
+		}
+		next = s.next
+	}
+	if maxID > 0 && next <= maxID {
+		return 0, fmt.Sprintf("frame %d was found but the newest commit found (%d) knows frames below %d only", maxID, maxTx, next)
+	}
+	return int(maxTx - base), ""
+}
+
+// restoreMeta copies the next frame number, the drop counters and, with
+// entries set, the metadata entries and the epoch read from the damaged
+// file.
+func (b *Buffer) restoreMeta(meta, sys map[string][]byte, entries bool) error {
+	if n, ok := sysNext(sys[string(keyNext)]); ok {
+		b.nextFrame = max(b.nextFrame, n)
+	}
 	return b.update(func(tx *bolt.Tx) error {
 		mb := tx.Bucket(metaBucket)
-		for k, v := range mr.Meta {
+		for k, v := range meta {
 			if !entries {
 				break
 			}
 			if k == "" {
 				continue
 			}
-			if err := mb.Put([]byte(k), v); err != nil {
+			if err := b.txw.putEnv(mb, envMetaNS, []byte(k), v); err != nil {
 				return err
 			}
 		}
-		sys := tx.Bucket(sysBucket)
-		if v := mr.Sys[string(keyEpoch)]; entries && validEpoch(v) {
+		sb := tx.Bucket(sysBucket)
+		if v := sys[string(keyEpoch)]; entries && validEpoch(v) {
 			// The numbering goes on: so does its epoch.
-			if err := sys.Put(keyEpoch, v); err != nil {
+			if err := sb.Put(keyEpoch, v); err != nil {
 				return err
 			}
 			b.epoch = string(v)
 		}
-		return b.restoreSys(sys, mr.Sys)
+		for k, v := range sys {
+			if !bytes.HasPrefix([]byte(k), droppedKeyPrefix) || len(v) != 8*numReasons {
+				continue
+			}
+			if err := b.txw.putEnv(sb, envSysNS, []byte(k), v); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
-}
-
-// restoreSys carries the entries of the damaged file's system bucket that
-// belong to the file's history over to the fresh file.
-func (b *Buffer) restoreSys(sys *bolt.Bucket, old map[string][]byte) error {
-	for k, v := range old {
-		if !bytes.HasPrefix([]byte(k), droppedKeyPrefix) || len(v) != 8*numReasons {
-			continue
-		}
-		if err := sys.Put([]byte(k), v); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // found is one frame the raw scan found.
@@ -204,15 +360,19 @@ type found struct {
 //
 // acks are the acknowledgement bitmaps read from the damaged file: they
 // are copied with their frames, so what was delivered is not sent again.
-func (b *Buffer) salvageFrames(src string, acks map[string]map[uint64][]byte) (maxID uint64, err error) {
+func (b *Buffer) salvageFrames(src string, acks map[string]map[uint64][]byte, keepEnv func(envelope) bool) (maxID uint64, envs []envelope, err error) {
 	f, err := os.Open(src)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer f.Close()
-	frames, err := scanFile(f)
+	fi, err := f.Stat()
 	if err != nil {
-		return 0, err
+		return 0, nil, err
+	}
+	frames, envs, err := scanReaderEnv(f, fi.Size(), keepEnv)
+	if err != nil {
+		return 0, envs, err
 	}
 	r := &b.recovery
 	byTag := make(map[uint32]*Queue, len(b.order))
@@ -286,7 +446,7 @@ func (b *Buffer) salvageFrames(src string, acks map[string]map[uint64][]byte) (m
 	var merged *mergedFrame
 	for _, fr := range keep {
 		if buf, err = readFrame(f, fr, buf); err != nil {
-			return maxID, err
+			return maxID, envs, err
 		}
 		if merged != nil && merged.queue != fr.h.loc.queue {
 			merged = nil
@@ -298,11 +458,11 @@ func (b *Buffer) salvageFrames(src string, acks map[string]map[uint64][]byte) (m
 		merged = newMergedFrame(buf, fr.h)
 		q := byTag[fr.h.loc.queue]
 		if err := w.put(q, fr.h.loc.id, buf); err != nil {
-			return maxID, err
+			return maxID, envs, err
 		}
 		if bits := acks[q.name][fr.h.loc.id]; bits != nil {
 			if err := w.putAck(q, fr.h.loc.id, bits); err != nil {
-				return maxID, err
+				return maxID, envs, err
 			}
 		}
 		r.FramesRecovered++
@@ -313,10 +473,10 @@ func (b *Buffer) salvageFrames(src string, acks map[string]map[uint64][]byte) (m
 		q := b.order[0]
 		for _, fr := range legacy {
 			if buf, err = readFrame(f, fr, buf); err != nil {
-				return maxID, err
+				return maxID, envs, err
 			}
 			if err := w.put(q, next, buf); err != nil {
-				return maxID, err
+				return maxID, envs, err
 			}
 			next++
 			r.FramesRecovered++
@@ -324,7 +484,7 @@ func (b *Buffer) salvageFrames(src string, acks map[string]map[uint64][]byte) (m
 		}
 	}
 	b.nextFrame = next
-	return maxID, w.commit()
+	return maxID, envs, w.commit()
 }
 
 // mergedFrame is a frame that a merge made from a run of small frames (it
