@@ -3,6 +3,7 @@ package uplink
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -18,7 +19,10 @@ import (
 // lane reads batches for one lane and keeps up to Workers of them in
 // flight. After a failure it stops reading, waits for every batch in
 // flight, and sends the failed records again in queue order after a
-// backoff; records refused for good go to the dead-letter queue.
+// backoff; records refused for good go to the dead-letter queue. A sink
+// that is a Fencer fails what it was handed behind a failed record
+// (ErrFenced), so that nothing overtakes the failed record; the lane
+// reopens it when nothing is in flight any more.
 type lane struct {
 	l       *Loop
 	kind    Lane
@@ -304,6 +308,7 @@ func (ln *lane) done(b *batch, errs []error) {
 	m := &ln.l.opts.Metrics
 	refuser, _ := ln.l.sink.(Refuser)
 	var ok []int
+	fenced := 0
 	if errs == nil {
 		ok = make([]int, len(b.msgs))
 		for i := range ok {
@@ -313,6 +318,12 @@ func (ln *lane) done(b *batch, errs []error) {
 	for i, err := range errs {
 		if err == nil {
 			ok = append(ok, i)
+			continue
+		}
+		if errors.Is(err, ErrFenced) {
+			// Not sent: it goes again behind the failure that fenced it.
+			fenced++
+			b.retry = append(b.retry, i)
 			continue
 		}
 		if b.lastErr == nil {
@@ -342,8 +353,8 @@ func (ln *lane) done(b *batch, errs []error) {
 	if len(ok) > 0 {
 		ln.delivered(b, ok)
 	}
-	if m.Failed != nil {
-		m.Failed(len(errs) - len(ok))
+	if n := len(errs) - len(ok) - fenced; n > 0 && m.Failed != nil {
+		m.Failed(n)
 	}
 	ln.mu.Lock()
 	ln.failed = append(ln.failed, b)
@@ -396,6 +407,11 @@ func (ln *lane) recover(ctx context.Context) {
 	failed := ln.failed
 	ln.failed = nil
 	ln.mu.Unlock()
+	// Nothing of the lane is in flight: the sink may take its messages
+	// again, and the first it gets are the failed ones, in queue order.
+	if f, ok := ln.l.sink.(Fencer); ok {
+		f.Reopen(ln.kind)
+	}
 	slices.SortFunc(failed, func(a, b *batch) int { return cmp.Compare(a.seq, b.seq) })
 
 	var retry []*batch
@@ -420,7 +436,7 @@ func (ln *lane) recover(ctx context.Context) {
 			nb.recs[j], nb.msgs[j] = b.recs[i], b.msgs[i]
 		}
 		retry = append(retry, nb)
-		if b.lastErr != nil {
+		if lastErr == nil {
 			lastErr = b.lastErr
 		}
 		refused = refused || b.refused

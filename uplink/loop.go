@@ -9,7 +9,12 @@
 // older than LiveWindow it jumps to the tail and leaves the records it
 // skipped to the backlog lane, which drains them oldest first, as fast as
 // the broker takes them. Within a lane batches are handed to the sink in
-// queue order, so a device's records keep their order within each lane.
+// queue order; after a failure the lane stops, lets every batch in flight
+// settle, and sends again from the first failed record in queue order. With
+// a sink that is a Fencer (Kafka, MQTT), nothing handed over behind a
+// failed record can reach the broker before it, so a device's records keep
+// their order within each lane across failures; a record may arrive twice,
+// never after a later one.
 //
 // It knows nothing of PLCs; the sinks in the sub-packages know nothing of
 // the buffer.
@@ -86,6 +91,23 @@ type Sink interface {
 type Refuser interface {
 	Refused(err error) bool
 }
+
+// Fencer is implemented by a sink that keeps each lane's order across a
+// failure, as Kafka's idempotent producer keeps a partition's: once a
+// message of a lane fails for any reason but a Permanent one, the sink
+// fails every message of that lane handed over afterwards at once, unsent,
+// with ErrFenced, until Reopen is called for the lane. Without it, a batch
+// handed over while an earlier one was failing (the lane keeps Workers
+// batches in flight) could reach the broker before the failed one is sent
+// again. The loop calls Reopen once every batch of the lane in flight has
+// settled, just before it sends the failed ones again in queue order.
+type Fencer interface {
+	Reopen(lane Lane)
+}
+
+// ErrFenced fails a message a Fencer did not send because an earlier
+// message of its lane failed; the loop sends it again after the failed one.
+var ErrFenced = errors.New("not sent: an earlier message of the lane failed and is sent again first")
 
 // Prober is implemented by a sink that can check cheaply whether its broker
 // answers (a metadata request, a connection already up). While a lane backs

@@ -118,6 +118,29 @@ func Expect(lastPerDevice map[string]uint64, tag string) map[ingest.Series]uint6
 // when called, adding every record to c. Call it once the producers have
 // stopped. It returns the first fetch or decoding error, or ctx's error.
 func (c *Checker) ReadTopic(ctx context.Context, brokers []string, topic string) error {
+	return readTopic(ctx, brokers, topic, func(r *kgo.Record) error { return c.Add(r.Value) })
+}
+
+// ReadTopicOrder is ReadTopic that also hands each record to o, partition
+// by partition in offset order, with its iot-lane header.
+func (c *Checker) ReadTopicOrder(ctx context.Context, brokers []string, topic string, o *Order) error {
+	return readTopic(ctx, brokers, topic, func(r *kgo.Record) error {
+		if err := c.Add(r.Value); err != nil {
+			return err
+		}
+		lane := ""
+		for _, h := range r.Headers {
+			if h.Key == record.HeaderLane {
+				lane = string(h.Value)
+			}
+		}
+		return o.Add(lane, r.Value)
+	})
+}
+
+// readTopic consumes topic from the start up to the end offsets it has
+// when called, handing every record to add in offset order per partition.
+func readTopic(ctx context.Context, brokers []string, topic string, add func(*kgo.Record) error) error {
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(brokers...),
 		kgo.ConsumeTopics(topic),
@@ -151,7 +174,7 @@ func (c *Checker) ReadTopic(ctx context.Context, brokers []string, topic string)
 		}
 		var addErr error
 		fetches.EachRecord(func(r *kgo.Record) {
-			if err := c.Add(r.Value); err != nil && addErr == nil {
+			if err := add(r); err != nil && addErr == nil {
 				addErr = fmt.Errorf("record at %s[%d]@%d: %w", r.Topic, r.Partition, r.Offset, err)
 			}
 			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {

@@ -46,10 +46,12 @@ type Options struct {
 	MaxBufferedRecords int
 	// DeliveryTimeout fails a batch not acknowledged within it, so that a
 	// dead broker shows as failed sends (and the loop backs off and
-	// retries) rather than as calls that never return. Default 10s. It is
-	// a context deadline per batch, not kgo.RecordDeliveryTimeout: that
-	// one counts from the record's timestamp, which here is the sample's
-	// read time, and would fail every backlog record at once.
+	// retries) rather than as calls that never return. Default 10s. It is a
+	// timer per batch that closes the lane's fence (so every record of the
+	// lane still in the client fails with it, in order), not
+	// kgo.RecordDeliveryTimeout: that one counts from the record's
+	// timestamp, which here is the sample's read time, and would fail every
+	// backlog record at once.
 	DeliveryTimeout time.Duration
 	// Linger is how long the client waits to fill a produce request.
 	// Default 1ms: the loop has already batched.
@@ -66,7 +68,9 @@ type Options struct {
 
 // Sink sends messages to Kafka. It keeps one client per lane, so that
 // backlog records queued in one client never delay live records in the
-// other, and each client keeps the order of the records it is given.
+// other, and each client keeps the order of the records it is given. It
+// is an uplink.Fencer: once a record of a lane fails, nothing the lane
+// hands over afterwards is sent until the loop reopens the lane.
 type Sink struct {
 	clients [2]*kgo.Client // by uplink.Lane
 	topic   func(device string) string
@@ -83,6 +87,72 @@ type Sink struct {
 	// lastConnErr is the error of the last failed connection attempt
 	// (nil once one succeeds): it explains records that time out.
 	lastConnErr atomic.Pointer[error]
+	// fences keep each lane's order across a failure (uplink.Fencer).
+	fences [2]fence
+}
+
+// fence closes a lane when one of its records fails: records handed over
+// afterwards fail at once with uplink.ErrFenced, and every record of the
+// lane still in the client is cancelled, so that none of them can reach
+// the broker ahead of the failed one. franz-go keeps a partition's order
+// by itself while it retries (idempotent writes); what it cannot know is
+// that the loop will send the failed records again, and the records the
+// loop hands over in the meantime would go first.
+type fence struct {
+	mu     sync.Mutex
+	closed bool
+	cause  error // the failure that closed it
+	// gen is cancelled when the fence closes; every record handed over
+	// while it was open carries it.
+	gen    context.Context
+	cancel context.CancelFunc
+}
+
+// open returns the context of the lane's records, or false when the fence
+// is closed.
+func (f *fence) open() (context.Context, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil, false
+	}
+	if f.gen == nil {
+		f.gen, f.cancel = context.WithCancel(context.Background())
+	}
+	return f.gen, true
+}
+
+// close closes the fence with cause, if open, and cancels the records
+// handed over while it was open.
+func (f *fence) close(cause error) {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return
+	}
+	f.closed, f.cause = true, cause
+	cancel := f.cancel
+	f.gen, f.cancel = nil, nil
+	f.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// why returns the failure that closed the fence, or nil.
+func (f *fence) why() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.closed {
+		return nil
+	}
+	return f.cause
+}
+
+func (f *fence) reopen() {
+	f.mu.Lock()
+	f.closed, f.cause = false, nil
+	f.mu.Unlock()
 }
 
 // New builds the clients. It does not wait for a broker: connections are
@@ -207,15 +277,39 @@ func (s *Sink) headers(k headerKey) []kgo.RecordHeader {
 func (s *Sink) Name() string { return "kafka" }
 
 // Produce hands every message of batch to the lane's client in order and
-// returns; done gets the per-message errors once all are settled.
+// returns; done gets the per-message errors once all are settled. While
+// the lane's fence is closed (a record of the lane failed and the loop has
+// not reopened it) every message fails at once with uplink.ErrFenced.
 func (s *Sink) Produce(ctx context.Context, lane uplink.Lane, batch []uplink.Message, done func(errs []error)) {
 	if len(batch) == 0 {
 		done(nil)
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	f := &s.fences[lane]
+	gen, ok := f.open()
+	if !ok {
+		errs := make([]error, len(batch))
+		for i := range errs {
+			errs[i] = uplink.ErrFenced
+		}
+		done(errs)
+		return
+	}
+	// The records' context ends with the loop's, or when the fence closes
+	// (a record of the lane failed, or this batch timed out: the fence
+	// closes first, so nothing handed over later can overtake).
+	ctx, cancel := context.WithCancel(ctx)
+	stopGen := context.AfterFunc(gen, cancel)
+	timer := time.AfterFunc(s.timeout, func() {
+		f.close(fmt.Errorf("not acknowledged within %s: %w", s.timeout, context.DeadlineExceeded))
+	})
 	t := s.trackers.Get().(*tracker)
-	t.sink, t.done, t.cancel = s, done, cancel
+	t.sink, t.done, t.fence = s, done, f
+	t.cancel = func() {
+		timer.Stop()
+		stopGen()
+		cancel()
+	}
 	t.remaining.Store(int64(len(batch)))
 	t.recs = slices.Grow(t.recs[:0], len(batch))[:len(batch)]
 	cl := s.clients[lane]
@@ -259,6 +353,7 @@ func (s *Sink) explain(err error) error {
 // tracker collects the outcomes of one batch's records.
 type tracker struct {
 	sink      *Sink
+	fence     *fence
 	done      func([]error)
 	cancel    context.CancelFunc
 	recs      []kgo.Record
@@ -273,11 +368,21 @@ type tracker struct {
 func (t *tracker) settle(r *kgo.Record, err error) {
 	if err != nil {
 		i := int((uintptr(unsafe.Pointer(r)) - uintptr(unsafe.Pointer(&t.recs[0]))) / unsafe.Sizeof(kgo.Record{}))
+		if errors.Is(err, context.Canceled) {
+			// Cancelled because the fence closed: report why it did.
+			if why := t.fence.why(); why != nil {
+				err = why
+			}
+		}
+		err = t.sink.explain(err)
+		if !t.sink.Permanent(err) {
+			t.fence.close(err)
+		}
 		t.mu.Lock()
 		if t.errs == nil {
 			t.errs = make([]error, len(t.recs))
 		}
-		t.errs[i] = t.sink.explain(err)
+		t.errs[i] = err
 		t.mu.Unlock()
 	}
 	if t.remaining.Add(-1) != 0 {
@@ -285,7 +390,7 @@ func (t *tracker) settle(r *kgo.Record, err error) {
 	}
 	t.mu.Lock()
 	s, errs, done, cancel := t.sink, t.errs, t.done, t.cancel
-	t.errs, t.done, t.cancel, t.sink = nil, nil, nil, nil
+	t.errs, t.done, t.cancel, t.sink, t.fence = nil, nil, nil, nil, nil
 	t.mu.Unlock()
 	cancel()
 	// franz-go is done with every record: they can serve the next batch.
@@ -328,6 +433,10 @@ func (s *Sink) Refused(err error) bool {
 	}
 	return false
 }
+
+// Reopen implements uplink.Fencer: the loop has seen every record of the
+// lane settle and sends the failed ones again first.
+func (s *Sink) Reopen(lane uplink.Lane) { s.fences[lane].reopen() }
 
 // Ping checks that a broker answers.
 func (s *Sink) Ping(ctx context.Context) error { return s.clients[uplink.Live].Ping(ctx) }
