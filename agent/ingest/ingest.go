@@ -255,6 +255,7 @@ func (in *Ingest) Emit(samples []drivers.Sample) {
 	if in.stopping {
 		in.mu.Unlock()
 		in.drop("stopped", len(samples))
+		drivers.ReleaseBatch(samples)
 		return
 	}
 	var over int
@@ -297,7 +298,20 @@ func (in *Ingest) drop(reason string, n int) {
 	if m := in.opts.Metrics.Dropped; m != nil {
 		m(reason, n)
 	}
-	in.quiet.Log(in.log, slog.LevelWarn, "dropped/"+reason, int64(n), "samples dropped before commit", "reason", reason, "samples", n)
+	in.quiet.Log(in.log, slog.LevelWarn, dropLogKey(reason), int64(n), "samples dropped before commit", "reason", reason, "samples", n)
+}
+
+// dropLogKey is the key of reason's drop lines for the rate limiter, so
+// that each reason is logged at most once per interval, with the counts
+// held back.
+func dropLogKey(reason string) string {
+	switch reason {
+	case "pending_full":
+		return "dropped/pending_full"
+	case "stopped":
+		return "dropped/stopped"
+	}
+	return "dropped/" + reason
 }
 
 // Run commits pending samples until ctx is cancelled, then commits what is
@@ -435,15 +449,21 @@ func (in *Ingest) resolve(items []pendingItem) error {
 	tick := in.tick()
 	in.handles = in.handles[:0]
 	for _, item := range items {
-		for k := range item.dropped {
-			h, ok := t.ids[k]
-			if !ok {
-				var err error
-				if h, err = t.add(k, in.store.MetaValue); err != nil {
-					return err
+		if item.dropped != nil {
+			var err error
+			item.dropped.each(func(k Series, _ uint64) {
+				h, ok := t.ids[k]
+				if !ok && err == nil {
+					h, err = t.add(k, in.store.MetaValue)
+					ok = err == nil
 				}
+				if ok {
+					t.seen[h] = tick
+				}
+			})
+			if err != nil {
+				return err
 			}
-			t.seen[h] = tick
 		}
 		batch := item.samples
 		if len(batch) == 0 {
@@ -507,10 +527,12 @@ func (in *Ingest) encode(items []pendingItem, drops map[string]uint64) *commit {
 	for _, item := range items {
 		// Dropped samples take their numbers, which nothing will carry:
 		// a gap downstream shows the loss.
-		for k, n := range item.dropped {
-			h := t.ids[k]
-			t.seqs[h] += n
-			t.markValue(h)
+		if item.dropped != nil {
+			item.dropped.each(func(k Series, n uint64) {
+				h := t.ids[k]
+				t.seqs[h] += n
+				t.markValue(h)
+			})
 		}
 		batch := item.samples
 		for i := range batch {

@@ -47,8 +47,8 @@ func TestSampleQueueKeepsOrderAcrossBatches(t *testing.T) {
 			for i, max := range tc.pops {
 				var vals []int64
 				for _, it := range q.popBatches(max) {
-					for _, n := range it.dropped {
-						markers += int(n)
+					if it.dropped != nil {
+						markers += int(it.dropped.total())
 					}
 					for _, s := range it.samples {
 						vals = append(vals, s.Value.I)
@@ -89,7 +89,7 @@ func TestDropMarkersKeepTheirPlace(t *testing.T) {
 	if len(q.items) != 3 || q.n != 3 {
 		t.Fatalf("items %d, n %d: want a batch, one merged marker, a batch", len(q.items), q.n)
 	}
-	if m := q.items[1].dropped; m[Series{"d", "b"}] != 3 || m[Series{"d", "a"}] != 1 {
+	if m := q.items[1].dropped.counts(); m[Series{"d", "b"}] != 3 || m[Series{"d", "a"}] != 1 {
 		t.Fatalf("marker %v", m)
 	}
 	// The byte bound: 3 samples' worth keeps the last batch only.
@@ -97,7 +97,64 @@ func TestDropMarkersKeepTheirPlace(t *testing.T) {
 		t.Fatalf("dropped %d for the byte bound, want the 2 of the first batch", got)
 	}
 	items := q.popBatches(10)
-	if len(items) != 2 || items[0].dropped[Series{"d", "a"}] != 3 || items[0].dropped[Series{"d", "b"}] != 3 || len(items[1].samples) != 1 {
+	if len(items) != 2 || items[0].dropped.counts()[Series{"d", "a"}] != 3 || items[0].dropped.counts()[Series{"d", "b"}] != 3 || len(items[1].samples) != 1 {
 		t.Fatalf("after the byte bound: %+v", items)
+	}
+}
+
+// counts returns the dropped samples of the marker by series.
+func (d *dropMarker) counts() map[Series]uint64 {
+	out := map[Series]uint64{}
+	d.each(func(k Series, n uint64) { out[k] += n })
+	return out
+}
+
+// TestDroppedBatchesCountByShape drops the same driver's batch (the same
+// name strings) over and over, with each policy: the marker keeps one
+// shape and a count, not an entry per sample, and a batch of other names
+// between them is counted by series, in its place.
+func TestDroppedBatchesCountByShape(t *testing.T) {
+	names := []string{"t0", "t1", "t2"}
+	batch := func() []drivers.Sample {
+		out := drivers.NewBatch(len(names))
+		for _, n := range names {
+			out = append(out, drivers.Sample{Device: "dev", Tag: n})
+		}
+		return out
+	}
+	for _, newest := range []bool{false, true} {
+		var q sampleQueue
+		for range 1000 {
+			if newest {
+				q.pushDropped(batch())
+			} else {
+				b := batch()
+				q.push(b, samplesBytes(b))
+				q.dropOldest(0, 1<<40)
+			}
+		}
+		if len(q.items) != 1 || q.items[0].dropped == nil {
+			t.Fatalf("newest=%v: %d items, want one marker", newest, len(q.items))
+		}
+		m := q.items[0].dropped
+		if len(m.shapes) != 1 || len(m.series) != 0 {
+			t.Fatalf("newest=%v: marker has %d shapes and %d series, want one shape", newest, len(m.shapes), len(m.series))
+		}
+		got := m.counts()
+		for _, n := range names {
+			if got[Series{"dev", n}] != 1000 {
+				t.Fatalf("newest=%v: %s dropped %d times, want 1000", newest, n, got[Series{"dev", n}])
+			}
+		}
+		// Another batch of the same names but other strings: counted by
+		// series or as a shape of its own, either way in full.
+		other := []drivers.Sample{{Device: string([]byte("dev")), Tag: string([]byte("t0"))}}
+		q.pushDropped(other)
+		if got := q.items[len(q.items)-1].dropped.counts()[Series{"dev", "t0"}]; got != 1001 {
+			t.Fatalf("newest=%v: t0 dropped %d times, want 1001", newest, got)
+		}
+		if items := q.popBatches(10); len(items) != 1 || q.markers != 0 {
+			t.Fatalf("newest=%v: popped %d items, %d markers left", newest, len(items), q.markers)
+		}
 	}
 }
