@@ -203,6 +203,7 @@ func New(cfg *config.Config, opts Options) (_ *Agent, err error) {
 		PprofAllowRemote:  cfg.Telemetry.PprofAllowRemote,
 	})
 	a.noteWarnings(cfg)
+	cfg.ForgetLines()
 	return a, nil
 }
 

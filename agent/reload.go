@@ -149,6 +149,7 @@ func (a *Agent) Reload(next *config.Config) ([]string, error) {
 	a.cfg = next
 	a.shown.Store(next)
 	a.noteWarnings(next)
+	next.ForgetLines()
 	return changed, nil
 }
 

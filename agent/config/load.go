@@ -144,6 +144,16 @@ func newPositions() *positions {
 	return &positions{lines: map[string]int{}, failed: map[string]bool{}}
 }
 
+// ForgetLines drops the line of every key, kept for Problem: with
+// thousands of tags they take megabytes for the life of the process. The
+// agent calls it once the configuration is built; Problem then gives no
+// line. It must not run beside Problem or validation of c.
+func (c *Config) ForgetLines() {
+	if c.pos != nil {
+		c.pos.lines, c.pos.failed = nil, nil
+	}
+}
+
 // lineOf returns the line of path, or of its nearest enclosing key or list
 // element present in the file; 0 if none is.
 func (p *positions) lineOf(path string) int {
