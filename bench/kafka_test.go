@@ -115,7 +115,8 @@ const (
 // broker acknowledged over 20 s, the agent's CPU in percent of one core
 // and its CPU time per acknowledged sample. The agent's CPU profile of the
 // window is written to bench/kafka-throughput.cpu.pprof (go tool pprof
-// -top bench/kafka-throughput.cpu.pprof).
+// -top bench/kafka-throughput.cpu.pprof), and its allocations since the
+// start to bench/kafka-throughput.allocs.pprof.
 func BenchmarkKafkaThroughput(b *testing.B) {
 	brokers := kafkaBrokers(b)
 	topic := fmt.Sprintf("bench-throughput-%d", time.Now().UnixNano())
@@ -151,6 +152,9 @@ func BenchmarkKafkaThroughput(b *testing.B) {
 	b.ReportMetric(ag.rssAnon()/(1<<20), "MB-rss-anon")
 	if err := <-prof; err != nil {
 		b.Logf("no CPU profile: %v", err)
+	}
+	if err := ag.profile("allocs", 0, "kafka-throughput.allocs.pprof"); err != nil {
+		b.Logf("no allocation profile: %v", err)
 	}
 	fmt.Printf("throughput: %.0f samples/s acknowledged by the broker (offered %.0f/s, read %.0f/s, %.0f dropped before commit in the window), "+
 		"agent CPU %.0f%% of one core, %.2f µs per sample; CPU profile in bench/kafka-throughput.cpu.pprof (targets ≥ 400,000/s, ≤ 1.5 µs)\n",
