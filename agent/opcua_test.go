@@ -16,19 +16,20 @@ import (
 	"github.com/iot-producer/iot-producer/agent"
 	"github.com/iot-producer/iot-producer/agent/config"
 	"github.com/iot-producer/iot-producer/drivers"
+	"github.com/iot-producer/iot-producer/drivers/opcua"
 	"github.com/iot-producer/iot-producer/record"
 	simopcua "github.com/iot-producer/iot-producer/simulator/opcua"
 	"github.com/iot-producer/iot-producer/telemetry"
 )
 
 // TestOPCUAPLCsThroughTheAgent runs the agent on the simulator's OPC UA
-// server, one PLC subscribed and one polled, restarts the server under
-// it, and checks that data resumes without restarting the agent, that the
+// server, one PLC subscribed and one polled with security None and the
+// same with Basic256Sha256 SignAndEncrypt, restarts the server under it, and checks that data resumes without restarting the agent, that the
 // gap shows as samples without values, and that /ready and the metrics
 // follow each session.
 func TestOPCUAPLCsThroughTheAgent(t *testing.T) {
 	checkLeaks(t)
-	o := simopcua.Options{Devices: 2, TagsPerDevice: 3, Interval: 50 * time.Millisecond, ExtraNamespaces: 1}
+	o := simopcua.Options{Devices: 2, TagsPerDevice: 3, Interval: 50 * time.Millisecond, ExtraNamespaces: 1, Secure: true}
 	sim, err := simopcua.New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +43,7 @@ func TestOPCUAPLCsThroughTheAgent(t *testing.T) {
 			_ = sim.Close()
 		}
 	})
-	plc := func(name, mode, dev string) string {
+	plc := func(name, mode, dev, security string) string {
 		return fmt.Sprintf(`
   - name: %s
     driver: opcua
@@ -51,19 +52,27 @@ func TestOPCUAPLCsThroughTheAgent(t *testing.T) {
     poll_interval: 50ms
     timeout: 1s
     reconnect_max: 500ms
-    security_policy: None
-    allow_insecure: true
+%s
     tags:
       - {name: temperature, address: "%s", type: float64}
       - {name: counter, address: "%s"}
-`, name, sim.Endpoint(), mode, sim.NodeURI(dev, "temperature"), sim.NodeURI(dev, "counter"))
+`, name, sim.Endpoint(), mode, security, sim.NodeURI(dev, "temperature"), sim.NodeURI(dev, "counter"))
+	}
+	const none = "    security_policy: None\n    allow_insecure: true"
+	const secured = "    security_policy: Basic256Sha256\n    security_mode: SignAndEncrypt"
+	// The simulator's certificate is trusted, as `iot-producer opcua
+	// trust` would do.
+	state := t.TempDir()
+	if _, err := opcua.Trust(state, sim.Certificate()); err != nil {
+		t.Fatal(err)
 	}
 	cluster := newCluster(t)
 	yaml := fmt.Sprintf(`
 gateway: {id: gw-test, state_dir: %q}
 producer: {brokers: ["%s"], topic: iot-test}
 telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_listen: "off"}
-plcs:%s%s`, t.TempDir(), cluster.ListenAddrs()[0], plc("sub", "subscribe", "sim-0001"), plc("poll", "poll", "sim-0002"))
+plcs:%s%s%s%s`, state, cluster.ListenAddrs()[0], plc("sub", "subscribe", "sim-0001", none), plc("poll", "poll", "sim-0002", none),
+		plc("sub-sec", "subscribe", "sim-0001", secured), plc("poll-sec", "poll", "sim-0002", secured))
 	cfg, err := config.Parse([]byte(yaml), "test config")
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -125,12 +134,16 @@ plcs:%s%s`, t.TempDir(), cluster.ListenAddrs()[0], plc("sub", "subscribe", "sim-
 				n++
 			}
 		}
-		return n == 2
+		return n == 4
 	}
-	waitFor("good samples of both PLCs, connected in /ready and the metrics", func(ss []drivers.Sample, m telemetry.MetricsSnapshot) bool {
-		return goodAfter(ss, 0, "sub") >= 10 && goodAfter(ss, 0, "poll") >= 10 && m.Sum("iot_driver_connected") == 2 &&
-			m.Sum("iot_driver_subscriptions") == 1 && health(telemetry.StateOK, "connected; ") && health(telemetry.StateOK, "2 items good, 0 bad")
+	waitFor("good samples of the four PLCs, connected in /ready and the metrics", func(ss []drivers.Sample, m telemetry.MetricsSnapshot) bool {
+		return goodAfter(ss, 0, "sub") >= 10 && goodAfter(ss, 0, "poll") >= 10 && goodAfter(ss, 0, "sub-sec") >= 10 && goodAfter(ss, 0, "poll-sec") >= 10 &&
+			m.Sum("iot_driver_connected") == 4 && m.Sum("iot_driver_subscriptions") == 2 &&
+			health(telemetry.StateOK, "connected; ") && health(telemetry.StateOK, "2 items good, 0 bad")
 	})
+	if sim.SecuredChannels() < 2 {
+		t.Errorf("%d secured channels, want one per secured PLC", sim.SecuredChannels())
+	}
 
 	// A node whose status turns bad: its records carry the code's name.
 	if err := sim.Set("sim-0001", "temperature", 99.0, ua.StatusBadSensorFailure); err != nil {
@@ -183,9 +196,12 @@ plcs:%s%s`, t.TempDir(), cluster.ListenAddrs()[0], plc("sub", "subscribe", "sim-
 	}
 	t.Cleanup(func() { _ = sim2.Close() })
 	waitFor("data again after the restart", func(ss []drivers.Sample, m telemetry.MetricsSnapshot) bool {
-		return goodAfter(ss, mark, "sub") >= 5 && goodAfter(ss, mark, "poll") >= 5 &&
-			m.Sum("iot_driver_recoveries_total") >= 2 && m.Sum("iot_driver_connected") == 2
+		return goodAfter(ss, mark, "sub") >= 5 && goodAfter(ss, mark, "poll") >= 5 && goodAfter(ss, mark, "sub-sec") >= 5 && goodAfter(ss, mark, "poll-sec") >= 5 &&
+			m.Sum("iot_driver_recoveries_total") >= 4 && m.Sum("iot_driver_connected") == 4
 	})
+	if sim2.SecuredChannels() < 2 {
+		t.Errorf("%d secured channels after the restart, want one per secured PLC", sim2.SecuredChannels())
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("agent.Run: %v", err)

@@ -193,8 +193,9 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 
 // demoOPCUA starts the simulator's OPC UA server with n devices on a
 // loopback port and adds a PLC per device to cfg, read by subscription.
-// Security is None: the server listens on loopback only, and gopcua's
-// server cannot open a secured channel (see simulator/opcua).
+// Security is None: the server listens on loopback only, and a secured
+// session would need the simulator's certificate in the trust list of the
+// gateway's state directory, which the demo does not touch.
 func demoOPCUA(cfg *config.Config, n int) (*simopcua.Server, string, error) {
 	tags := max(cfg.Device.TagsPerDevice, 1)
 	srv, err := simopcua.New(simopcua.Options{Devices: n, TagsPerDevice: tags, NamePrefix: "opcua",

@@ -303,7 +303,7 @@ func opcuaSimulate(args []string, stdout, stderr io.Writer) int {
 	tags := fs.Int("tags", 4, "variables per device: temperature, pressure, counter, alarm, ...")
 	interval := fs.Duration("interval", time.Second, "time between updates of every variable")
 	types := fs.Bool("types", false, "add a device \"types\" with a variable of every built-in scalar type")
-	secure := fs.Bool("secure", false, "also list the secured endpoints and the server's certificate (sessions on them fail with gopcua v0.8.0's server)")
+	secure := fs.Bool("secure", false, "also serve the secured endpoints (Basic256Sha256, Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss; Sign and SignAndEncrypt) with the server's own certificate")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}

@@ -59,6 +59,9 @@ func TestOPCUACommands(t *testing.T) {
 		{"trust", []string{"opcua", "trust", "-endpoint", sim.Endpoint(), "-fingerprint", opcua.Fingerprint(sim.Certificate()), "-state-dir", state}, exitOK, []string{
 			"trusted", "opcua/trusted/" + opcua.Fingerprint(sim.Certificate()) + ".der",
 		}},
+		{"read secured once trusted", []string{"opcua", "read", "-node", "nsu=urn:iot-producer:simulator;s=types.Int64", "-endpoint", sim.Endpoint(), "-state-dir", state}, exitOK, []string{
+			"status:      Good (good)", "(int)",
+		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var out, errb bytes.Buffer

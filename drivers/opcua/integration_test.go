@@ -288,13 +288,11 @@ func TestStatusQuality(t *testing.T) {
 // values.
 func TestRestart(t *testing.T) {
 	for _, tc := range []struct{ mode, policy string }{
-		// gopcua v0.8.0's server cannot open a secured channel (see the
-		// simulator's doc): the secured restart runs against node-opcua in
-		// test/e2e.
 		{"subscribe", "None"}, {"poll", "None"},
+		{"subscribe", "Basic256Sha256"}, {"poll", "Basic256Sha256"},
 	} {
 		t.Run(tc.mode+"/"+tc.policy, func(t *testing.T) {
-			o := simopcua.Options{Devices: 2, TagsPerDevice: 3, Interval: 50 * time.Millisecond}
+			o := simopcua.Options{Devices: 2, TagsPerDevice: 3, Interval: 50 * time.Millisecond, Secure: tc.policy != "None"}
 			sim, err := simopcua.New(o)
 			if err != nil {
 				t.Fatal(err)
@@ -339,7 +337,6 @@ func TestRestart(t *testing.T) {
 			t.Log("restarting")
 			sim2 := startSim(t, o)
 			t.Log("restarted")
-			_ = sim2
 			n := len(before)
 			col.waitFor(t, "good samples after the restart", func(ss []drivers.Sample) bool {
 				return countGood(ss[n:], "sim-0001.counter") >= 5
@@ -347,6 +344,9 @@ func TestRestart(t *testing.T) {
 			if r := d.Status().Recoveries; r < 1 {
 				t.Logf("status: %+v", d.Status())
 				t.Errorf("recoveries %d, want at least 1", r)
+			}
+			if tc.policy != "None" && (sim.SecuredChannels() == 0 || sim2.SecuredChannels() == 0) {
+				t.Errorf("secured channels before and after the restart: %d, %d", sim.SecuredChannels(), sim2.SecuredChannels())
 			}
 			ss := col.waitFor(t, "", func([]drivers.Sample) bool { return true })
 			for _, s := range ss {
@@ -395,42 +395,55 @@ func TestUntrustedServerRefused(t *testing.T) {
 	if _, err := opcua.Trust(state, sim.Certificate()); err != nil {
 		t.Fatal(err)
 	}
-	// Once trusted, the driver goes past the check (gopcua's server then
-	// fails to open the secured channel: that is a connect error).
-	for k := range errs {
-		if k == opcua.KindConnect {
-			break
-		}
+	// Once trusted, the driver reads at its next attempt, without a restart.
+	col.waitFor(t, "a good sample once trusted", func(ss []drivers.Sample) bool { _, ok := lastGood(ss, "t"); return ok })
+	if sim.SecuredChannels() == 0 {
+		t.Error("no secured channel opened")
 	}
 }
 
 func TestTrustOnFirstUse(t *testing.T) {
-	sim := startSim(t, simopcua.Options{Secure: true, Devices: 1, TagsPerDevice: 1})
+	o := simopcua.Options{Secure: true, Devices: 1, TagsPerDevice: 1}
+	sim, err := simopcua.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	state := t.TempDir()
 	cfg := simConfig(sim, "poll", "Aes256_Sha256_RsaPss", opcua.Tag{Name: "t", Address: sim.NodeID("sim-0001", "temperature")})
 	cfg.TrustOnFirstUse = true
+	cfg.ReconnectMax = config.Duration(time.Second)
 	errs := make(chan string, 100)
-	runDriver(t, "tofu", cfg, state, func(k string) {
+	d, col := runDriver(t, "tofu", cfg, state, func(k string) {
 		select {
 		case errs <- k:
 		default:
 		}
 	})
-	// The first connection trusts the certificate (and then fails to open
-	// the channel: gopcua's server).
-	if k := <-errs; k != opcua.KindConnect {
-		t.Fatalf("error kind %q, want connect", k)
-	}
+	// The first connection trusts the certificate and reads.
+	col.waitFor(t, "a good sample", func(ss []drivers.Sample) bool { _, ok := lastGood(ss, "t"); return ok })
 	if !opcua.IsTrusted(state, sim.Certificate()) {
 		t.Fatal("certificate not in the trust list after first use")
 	}
-	// Another certificate on the same endpoint is refused.
-	other, _, err := opcua.NewCertificate("other", "urn:other", []string{"localhost"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
+	// The server comes back on the same endpoint with another certificate:
+	// refused, it is not the first use any more.
+	if err := sim.Close(); err != nil {
+		t.Logf("close: %v", err)
 	}
-	if opcua.IsTrusted(state, other) {
-		t.Fatal("a new certificate is trusted")
+	o.Port = sim.Port()
+	other := startSim(t, o)
+	for k := range errs {
+		if k == opcua.KindSecurity {
+			break
+		}
+	}
+	if msg := d.Status().LastError; !strings.Contains(msg, opcua.Fingerprint(other.Certificate())) || !strings.Contains(msg, "iot-producer opcua trust") {
+		t.Errorf("the refusal of the changed certificate: %s", msg)
+	}
+	if opcua.IsTrusted(state, other.Certificate()) {
+		t.Fatal("a changed certificate was trusted")
 	}
 }
 
@@ -514,5 +527,33 @@ func TestQuietSubscriptionKept(t *testing.T) {
 	}
 	if n := col.len(); n != 1 {
 		t.Errorf("%d samples, want the first value only", n)
+	}
+}
+
+// TestSecuredSessions reads the simulator over every secured policy and
+// mode, in both modes of the driver, its certificate trusted beforehand.
+func TestSecuredSessions(t *testing.T) {
+	sim := startSim(t, simopcua.Options{Secure: true, Devices: 1, TagsPerDevice: 3, Interval: 50 * time.Millisecond})
+	for _, policy := range []string{"Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"} {
+		for _, secMode := range []string{"SignAndEncrypt", "Sign"} {
+			for _, mode := range []string{"subscribe", "poll"} {
+				t.Run(policy+"/"+secMode+"/"+mode, func(t *testing.T) {
+					state := t.TempDir()
+					if _, err := opcua.Trust(state, sim.Certificate()); err != nil {
+						t.Fatal(err)
+					}
+					cfg := simConfig(sim, mode, policy, opcua.Tag{Name: "counter", Address: sim.NodeURI("sim-0001", "counter")})
+					cfg.SecurityMode = secMode
+					d, col := runDriver(t, "sec", cfg, state, nil)
+					col.waitFor(t, "5 good samples", func(ss []drivers.Sample) bool { return countGood(ss, "counter") >= 5 })
+					if st := d.Status(); st.State != opcua.StateConnected || st.LastError != "" {
+						t.Errorf("status %+v", st)
+					}
+					if sim.SecuredChannels() == 0 {
+						t.Error("no secured channel opened")
+					}
+				})
+			}
+		}
 	}
 }
