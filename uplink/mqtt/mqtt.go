@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/iot-producer/iot-producer/uplink"
 )
@@ -171,6 +173,22 @@ type Sink struct {
 	// that the first batches wait for it rather than fail.
 	attempted     chan struct{}
 	attemptedOnce sync.Once
+
+	// probeAddr is the broker's host:port, dialled by Probe.
+	probeAddr string
+	// kick ends the reconnect loop's wait: a probe found the broker's
+	// address answering again.
+	kick chan struct{}
+	// upMu guards upCh, which is closed while a connection is up and
+	// replaced by an open one when it drops; Probe waits on it.
+	upMu sync.Mutex
+	upCh chan struct{}
+
+	// fenced closes a lane, by uplink.Lane, once one of its messages
+	// failed (uplink.Fencer): later batches of the lane fail unsent with
+	// uplink.ErrFenced until the loop reopens it, so that none of them
+	// reaches the broker ahead of the failed message's re-send.
+	fenced [2]atomic.Bool
 }
 
 // New checks the options and returns a sink. It does not connect: the
@@ -219,7 +237,8 @@ func New(opts Options) (*Sink, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Sink{opts: opts, log: opts.Logger, store: newStore(), lost: make(chan paho.Client, 1), attempted: make(chan struct{})}
+	s := &Sink{opts: opts, log: opts.Logger, store: newStore(), lost: make(chan paho.Client, 1), attempted: make(chan struct{}),
+		probeAddr: probeAddr(u), kick: make(chan struct{}, 1), upCh: make(chan struct{})}
 	if opts.Sparkplug != nil {
 		sp, err := newSparkplugCodec(*opts.Sparkplug, opts.GatewayID, opts.QoS, opts.Logger)
 		if err != nil {
@@ -273,6 +292,16 @@ func (s *Sink) Produce(ctx context.Context, lane uplink.Lane, batch []uplink.Mes
 	}
 	s.Start()
 	t := newTracker(len(batch), done)
+	fence := &s.fenced[lane]
+	t.failed = func(err error) {
+		if !s.Permanent(err) {
+			fence.Store(true)
+		}
+	}
+	if fence.Load() {
+		t.failRest(uplink.ErrFenced)
+		return
+	}
 	if s.closed.Load() {
 		t.failRest(uplink.ErrClosed)
 		return
@@ -298,6 +327,11 @@ func (s *Sink) Produce(ctx context.Context, lane uplink.Lane, batch []uplink.Mes
 	s.pubMu.Lock()
 	var stop error // once set, the rest of the batch fails: order per device holds
 	for i := range batch {
+		if stop == nil && fence.Load() {
+			// A message of the lane failed meanwhile (a delivery
+			// timeout, a connection lost): nothing goes ahead of it.
+			stop = uplink.ErrFenced
+		}
 		if stop != nil {
 			t.failOne(i, stop)
 			continue
@@ -391,6 +425,100 @@ func (s *Sink) explain(err error) error {
 	return fmt.Errorf("%w; %w", err, s.notConnected())
 }
 
+// Reopen implements uplink.Fencer: the loop has seen every message of the
+// lane settle and sends the failed ones again first.
+func (s *Sink) Reopen(lane uplink.Lane) { s.fenced[lane].Store(false) }
+
+// Refused implements uplink.Refuser: the broker refused the connection
+// for a reason an operator must fix — bad user name or password, not
+// authorised, client id rejected, protocol version refused (CONNACK codes
+// 4, 5, 2 and 1). The loop keeps the records and retries them with
+// backoff, showing the sink as refused, never dead-lettering them.
+// A publish the broker's ACL denies cannot be seen in MQTT 3.1.1:
+// Mosquitto acknowledges it and drops it.
+func (s *Sink) Refused(err error) bool {
+	return isRefusal(err)
+}
+
+func isRefusal(err error) bool {
+	for _, e := range []error{
+		packets.ErrorRefusedBadUsernameOrPassword, packets.ErrorRefusedNotAuthorised,
+		packets.ErrorRefusedIDRejected, packets.ErrorRefusedBadProtocolVersion,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// Probe implements uplink.Prober. It returns nil while the connection is
+// up. Otherwise it dials the broker's address: when that answers it ends
+// the reconnect loop's wait, so that a restored link is used at once
+// rather than after the reconnect backoff, and waits within ctx for the
+// connection to come up.
+func (s *Sink) Probe(ctx context.Context) error {
+	if s.online.Load() {
+		return nil
+	}
+	if s.closed.Load() {
+		return uplink.ErrClosed
+	}
+	s.Start()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", s.probeAddr)
+	if err != nil {
+		return fmt.Errorf("probe %s: %w", s.probeAddr, err)
+	}
+	c.Close()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	s.upMu.Lock()
+	up := s.upCh
+	s.upMu.Unlock()
+	select {
+	case <-up:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("probe %s: the address answers, the MQTT connection is not up yet: %w", s.probeAddr, ctx.Err())
+	}
+}
+
+// setUp records that a connection came up (true) or went down.
+func (s *Sink) setUp(up bool) {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	select {
+	case <-s.upCh:
+		if !up {
+			s.upCh = make(chan struct{})
+		}
+	default:
+		if up {
+			close(s.upCh)
+		}
+	}
+}
+
+// probeAddr returns the host:port Probe dials for the broker URL u.
+func probeAddr(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	port := "1883"
+	switch u.Scheme {
+	case "ssl", "tls", "mqtts":
+		port = "8883"
+	case "ws":
+		port = "80"
+	case "wss":
+		port = "443"
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
+
 // Permanent reports whether err means the message can never be
 // published: only messages that cannot be encoded. MQTT 3.1.1 has no
 // per-message refusal; everything else is retried.
@@ -420,6 +548,7 @@ func (s *Sink) Close() {
 	}
 	s.client = nil
 	s.online.Store(false)
+	s.setUp(false)
 	s.pubMu.Unlock()
 	if cl != nil && cl.IsConnectionOpen() {
 		// Give what ends the session a moment to be acknowledged.
@@ -452,13 +581,20 @@ func (s *Sink) run(ctx context.Context) {
 			s.lastErr.Store(&err)
 			wait := backoff(attempt, s.opts.ReconnectMin, s.opts.ReconnectMax)
 			attempt++
-			s.log.Warn("mqtt connection failed; retrying", "broker", s.opts.Broker, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
+			if isRefusal(err) {
+				s.log.Error("the MQTT broker refuses the gateway: fix its user name, password or ACL; records stay in the buffer and the connection is retried",
+					"broker", s.opts.Broker, "client_id", s.opts.ClientID, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
+			} else {
+				s.log.Warn("mqtt connection failed; retrying", "broker", s.opts.Broker, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
+			}
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
 				t.Stop()
 				return
 			case <-t.C:
+			case <-s.kick:
+				t.Stop()
 			}
 			continue
 		}
@@ -559,6 +695,7 @@ func (s *Sink) connect(ctx context.Context) (paho.Client, error) {
 			return nil, fmt.Errorf("open session on %s: %w", s.opts.Broker, err)
 		}
 	}
+	s.setUp(true)
 	s.pubMu.Unlock()
 	return cl, nil
 }
@@ -584,6 +721,7 @@ func (s *Sink) connectionLost(cl paho.Client, err error) {
 	current := s.client == cl
 	if current {
 		s.online.Store(false)
+		s.setUp(false)
 		s.client = nil
 	}
 	s.pubMu.Unlock()

@@ -32,9 +32,12 @@ func messages(devices []string, n int, first uint64) []uplink.Message {
 	return out
 }
 
-// produce hands batch to s and returns done's errors.
+// produce hands batch to s and returns done's errors. Nothing of the lane
+// is in flight when it is called, so it reopens the lane first, as the
+// loop does before it sends again after a failure.
 func produce(t *testing.T, s *Sink, lane uplink.Lane, batch []uplink.Message) []error {
 	t.Helper()
+	s.Reopen(lane)
 	ch := make(chan []error, 1)
 	s.Produce(context.Background(), lane, batch, func(errs []error) { ch <- errs })
 	select {

@@ -19,6 +19,9 @@ type tracker struct {
 	finished  bool
 	fin       chan struct{} // closed once done has run
 	stops     []func() bool
+	// failed, when set, is called (under mu) with each message's error as
+	// it fails: the sink closes the lane's fence with it.
+	failed func(error)
 }
 
 func newTracker(n int, done func([]error)) *tracker {
@@ -84,6 +87,9 @@ func (t *tracker) failRest(err error) {
 }
 
 func (t *tracker) setErrLocked(i int, err error) {
+	if t.failed != nil {
+		t.failed(err)
+	}
 	if t.errs == nil {
 		t.errs = make([]error, len(t.settled))
 	}
