@@ -78,6 +78,10 @@ type Buffer struct {
 	// txw collects the current write transaction's envelopes for its
 	// summary (envelope.go). Guarded by wmu.
 	txw txWrites
+	// reserveMissing is set while the space reserve (reserve.go) is not
+	// written; reserveTried is the last attempt. Guarded by wmu.
+	reserveMissing bool
+	reserveTried   time.Time
 
 	commits, commitErrors atomic.Uint64
 	commitNanos           atomic.Int64
@@ -118,6 +122,7 @@ func Open(path string, opts Options) (*Buffer, error) {
 	}
 	if !o.ReadOnly {
 		b.writeMarker()
+		b.ensureReserve()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.cancel = cancel
@@ -484,15 +489,8 @@ func (b *Buffer) Append(records [][]byte, meta map[string][]byte) error {
 			return fmt.Errorf("buffer %s: append: record %d is %d bytes, more than %d", b.path, i, len(r), maxRecordBytes)
 		}
 	}
-	for k, v := range meta {
-		switch {
-		case k == "":
-			return fmt.Errorf("buffer %s: append: empty metadata key", b.path)
-		case len(k) > bolt.MaxKeySize:
-			return fmt.Errorf("buffer %s: append: metadata key of %d bytes, more than %d", b.path, len(k), bolt.MaxKeySize)
-		case len(v) > maxRecordBytes:
-			return fmt.Errorf("buffer %s: append: metadata value %q of %d bytes, more than %d", b.path, k, len(v), maxRecordBytes)
-		}
+	if err := checkMeta(meta); err != nil {
+		return fmt.Errorf("buffer %s: append: %w", b.path, err)
 	}
 	b.wmu.Lock()
 	defer b.wmu.Unlock()
@@ -509,6 +507,21 @@ func (b *Buffer) Append(records [][]byte, meta map[string][]byte) error {
 		}
 	}
 	return err
+}
+
+// checkMeta checks the keys and sizes of metadata entries.
+func checkMeta(meta map[string][]byte) error {
+	for k, v := range meta {
+		switch {
+		case k == "":
+			return errors.New("empty metadata key")
+		case len(k) > bolt.MaxKeySize:
+			return fmt.Errorf("metadata key of %d bytes, more than %d", len(k), bolt.MaxKeySize)
+		case len(v) > maxRecordBytes:
+			return fmt.Errorf("metadata value %q of %d bytes, more than %d", k, len(v), maxRecordBytes)
+		}
+	}
+	return nil
 }
 
 // makeRoomLocked drops at least need bytes of the oldest frames of every
@@ -738,6 +751,9 @@ func (b *Buffer) run(ctx context.Context) {
 				err = b.commitOrRecoverLocked(nil, nil, nil, false)
 			}
 			b.logDrops(false)
+			if b.reserveMissing && time.Since(b.reserveTried) >= reserveRetry {
+				b.ensureReserve()
+			}
 			if err == nil && b.opts.FlushInterval > 0 {
 				err = b.mergeLocked()
 			}

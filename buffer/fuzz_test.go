@@ -3,9 +3,12 @@ package buffer
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
+	"time"
 )
 
 // smallFile returns the bytes of a small real buffer file: two queues,
@@ -49,6 +52,12 @@ func smallFile(f *testing.F) []byte {
 // to its end, and the buffer must take new records. The process must not
 // crash whatever the bytes.
 func FuzzOpenDamaged(f *testing.F) {
+	crashOutput(f)
+	// A file on which bbolt's check loops costs the child's whole time:
+	// a short one keeps the fuzzer busy with other inputs.
+	old := childBaseTimeout
+	childBaseTimeout = 3 * time.Second
+	f.Cleanup(func() { childBaseTimeout = old })
 	seed := smallFile(f)
 	f.Add(seed)
 	for _, off := range []int{0, 4096, 8192, len(seed) / 2, len(seed) - 4096} {
@@ -126,4 +135,26 @@ func FuzzRawScan(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fuzzCrashDirEnv names a directory where each fuzz worker writes what the
+// runtime prints when it dies: go test gives its workers no stderr, so a
+// worker killed by a fatal error (a panic on a goroutine of bbolt's, a
+// fault outside the goroutine that expects it, a stack overflow) would
+// leave nothing but "exit status 2".
+const fuzzCrashDirEnv = "IOT_PRODUCER_FUZZ_CRASH_DIR"
+
+func crashOutput(f *testing.F) {
+	dir := os.Getenv(fuzzCrashDirEnv)
+	if dir == "" {
+		return
+	}
+	out, err := os.Create(filepath.Join(dir, fmt.Sprintf("worker-%d.txt", os.Getpid())))
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := debug.SetCrashOutput(out, debug.CrashOptions{}); err != nil {
+		f.Fatal(err)
+	}
+	out.Close()
 }

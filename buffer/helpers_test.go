@@ -36,6 +36,7 @@ func testOptions(queues ...string) Options {
 		Queues:        queues,
 		NoSync:        true,
 		FlushInterval: -1,
+		ReserveBytes:  -1,
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 }

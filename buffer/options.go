@@ -120,6 +120,13 @@ type Options struct {
 	// platforms). The file is grown in steps (doubling up to 16 MiB, then
 	// 16 MiB at a time), so it may stop short of the cap.
 	MaxFileSize int64
+	// ReserveBytes is the size of the space reserve, a file of zeros kept
+	// beside the buffer file (<path>.reserve): when the disk is full,
+	// CommitMeta deletes it to make room for a last commit of the
+	// metadata (the sequence state and the drop counters of what could
+	// not be stored), so that a loss at shutdown leaves its trace. It is
+	// written again once there is room. Default 1 MiB; negative: none.
+	ReserveBytes int64
 	// FlushInterval is how often acknowledgements, deletions and age drops
 	// are committed when no Append does it first, and small frames merged
 	// (see doc.go, Memory). Default 1s. A negative value disables the
@@ -152,6 +159,7 @@ type Options struct {
 const (
 	defaultLockTimeout   = 5 * time.Second
 	defaultFlushInterval = time.Second
+	defaultReserveBytes  = 1 << 20
 	// dropLogInterval is the least time between two drop messages.
 	dropLogInterval = time.Minute
 )
@@ -240,6 +248,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.ReadOnly {
 		o.FlushInterval = -1
+	}
+	if o.ReserveBytes == 0 {
+		o.ReserveBytes = defaultReserveBytes
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -366,7 +366,13 @@ func (in *Ingest) final() error {
 		in.dropped["shutdown_commit_failed"] += uint64(n)
 		in.mu.Unlock()
 		in.drop("shutdown_commit_failed", n)
-		return fmt.Errorf("final commit: %d samples not committed: %w", n, err)
+		// Their numbers and the counters must reach the file (shutdown.go).
+		if lerr := in.commitLoss(); lerr != nil {
+			in.log.Error("the loss at shutdown could not be recorded in the buffer: a restart numbers these samples again", "samples", n, "err", lerr)
+			return fmt.Errorf("final commit: %d samples not committed, nor their loss (%w): %w", n, lerr, err)
+		}
+		in.log.Warn("the loss at shutdown is recorded in the buffer: its sequence numbers stay a gap downstream", "samples", n)
+		return fmt.Errorf("final commit: %d samples not committed (their loss is recorded): %w", n, err)
 	}
 	return nil
 }

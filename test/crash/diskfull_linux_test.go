@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -309,5 +310,226 @@ func checkQueue(t *testing.T, b *buffer.Buffer, in *ingest.Ingest, c *counts, po
 		n, c.committed.Load(), c.dropped, qs.Dropped)
 	if err := b.Close(); err != nil && !errors.Is(err, buffer.ErrClosed) {
 		t.Fatal(err)
+	}
+}
+
+// TestDiskFullAtShutdown stops the ingest stage while the disk is full and
+// samples wait in memory: the final commit fails, the samples are counted
+// as shutdown_commit_failed, and the buffer releases its space reserve so
+// that their sequence numbers and the counters reach the file. After a
+// restart (with room again) the numbers go on after the lost samples, the
+// counters say how many were lost, and the gaps downstream match the
+// counted drops exactly.
+func TestDiskFullAtShutdown(t *testing.T) {
+	dir := smallFS(t)
+	ballast := filepath.Join(dir, "ballast")
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		t.Fatal(err)
+	}
+	free := int64(fs.Bavail) * int64(fs.Bsize)
+	if err := os.WriteFile(ballast, make([]byte, free-5<<19), 0o600); err != nil {
+		t.Fatalf("ballast: %v", err)
+	}
+	logs := &logSink{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	path := filepath.Join(dir, "buffer.db")
+	opts := buffer.Options{Queues: []string{"kafka"}, DropPolicy: buffer.DropNewest, FlushInterval: -1, Logger: log}
+	b, err := buffer.Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path + ".reserve"); err != nil || fi.Size() != 1<<20 {
+		t.Fatalf("space reserve: %v", err)
+	}
+	c := &counts{dropped: map[string]int{}}
+	in, err := ingest.New(b, ingest.Options{
+		GatewayID: "gw", CommitInterval: 2 * time.Millisecond, CommitSize: 500,
+		MaxPending: 5000, RetryInterval: 5 * time.Millisecond, Logger: log, Metrics: c.metrics(), DropNewest: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ctx) }()
+	emitted := 0
+	t0 := time.Now()
+	deadline := time.Now().Add(20 * time.Second)
+	for c.commitFailed.Load() == 0 || in.Pending() == 0 {
+		if time.Now().After(deadline) {
+			cancel()
+			<-done
+			t.Fatalf("disk never filled: %d emitted, %d committed", emitted, c.committed.Load())
+		}
+		ss := make([]drivers.Sample, 100)
+		for i := range ss {
+			ss[i] = drivers.Sample{
+				Device: fmt.Sprintf("dev-%d", emitted%7), Tag: fmt.Sprintf("tag-%d", emitted%3),
+				Value: drivers.Float(float64(emitted)), ReadTime: t0.Add(time.Duration(emitted) * time.Millisecond),
+			}
+			emitted++
+		}
+		in.Emit(ss)
+		time.Sleep(200 * time.Microsecond) // pace the producer like a poller
+	}
+	cancel()
+	runErr := <-done
+	lost := c.drops("shutdown_commit_failed")
+	t.Logf("stopped on a full disk: %d emitted, %d committed, %d dropped pending_full, %d lost at shutdown: %v",
+		emitted, c.committed.Load(), c.drops("pending_full"), lost, runErr)
+	if runErr == nil || lost == 0 || !strings.Contains(runErr.Error(), "their loss is recorded") {
+		t.Fatalf("final commit: %v, %d lost; want a failure whose loss is recorded\n%s", runErr, lost, logs.String())
+	}
+	_, rerr := os.Stat(path + ".reserve")
+	t.Logf("space reserve released for the loss record: %v (a metadata commit fits the file's free pages when it has some)", os.IsNotExist(rerr))
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A restart with room again.
+	if err := os.Remove(ballast); err != nil {
+		t.Fatal(err)
+	}
+	b, err = buffer.Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := os.Stat(path + ".reserve"); err != nil {
+		t.Errorf("the space reserve was not written again: %v", err)
+	}
+	in2, err := ingest.New(b, ingest.Options{GatewayID: "gw", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := in2.Dropped()["shutdown_commit_failed"]; got != uint64(lost) {
+		t.Errorf("after the restart the buffer counts %d lost at shutdown, %d were", got, lost)
+	}
+	meta, err := ingest.LastSeqs(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	numbered := uint64(0)
+	for _, m := range meta {
+		numbered += m
+	}
+	if numbered != uint64(emitted) {
+		t.Errorf("the last sequence numbers on disk add up to %d, %d samples were emitted: the lost ones would be numbered again", numbered, emitted)
+	}
+	gaps := uint64(0)
+	last := map[ingest.Series]uint64{}
+	n := 0
+	after := buffer.Start()
+	for {
+		rs, err := b.Queue("kafka").Read(after, 5000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) == 0 {
+			break
+		}
+		for _, r := range rs {
+			env, err := record.DecodeEnvelope(r.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := record.Decode(env.Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := ingest.Series{Device: f.Device, Tag: f.Tag}
+			gaps += f.Seq - last[s] - 1
+			last[s] = f.Seq
+		}
+		n += len(rs)
+		after = rs[len(rs)-1].Pos
+	}
+	for s, m := range meta {
+		gaps += m - last[s]
+	}
+	if want := uint64(c.drops("pending_full") + lost); gaps != want {
+		t.Errorf("%d sequence numbers missing downstream, %d drops counted (%v)", gaps, want, c.dropped)
+	}
+	t.Logf("after the restart: %d queued, %d numbers missing downstream = %d pending_full + %d shutdown_commit_failed", n, gaps, c.drops("pending_full"), lost)
+}
+
+// fillUp writes a file at path until the filesystem has no room left.
+func fillUp(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+}
+
+// TestReserveMakesRoom fills the buffer file and the filesystem to the
+// last byte: a metadata commit larger than what is free fails without a
+// space reserve and succeeds with one, which it releases; the reserve is
+// written again at the next Open once there is room.
+func TestReserveMakesRoom(t *testing.T) {
+	for _, reserve := range []int64{-1, 1 << 20} {
+		t.Run(fmt.Sprintf("reserve %d", reserve), func(t *testing.T) {
+			dir := smallFS(t)
+			path := filepath.Join(dir, "buffer.db")
+			opts := buffer.Options{Queues: []string{"kafka"}, DropPolicy: buffer.DropNewest, FlushInterval: -1, ReserveBytes: reserve,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			b, err := buffer.Open(path, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			fillUp(t, filepath.Join(dir, "ballast"))
+			rec := make([]byte, 60<<10)
+			for {
+				if err := b.Append([][]byte{rec}, nil); err != nil {
+					if !errors.Is(err, buffer.ErrFull) {
+						t.Fatal(err)
+					}
+					break
+				}
+			}
+			meta := map[string][]byte{"loss": make([]byte, 256<<10)}
+			err = b.CommitMeta(meta)
+			if reserve < 0 {
+				if !errors.Is(err, buffer.ErrFull) {
+					t.Fatalf("metadata commit on a full disk without a reserve: %v, want ErrFull", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("metadata commit with the reserve: %v", err)
+			}
+			if _, err := os.Stat(path + ".reserve"); !os.IsNotExist(err) {
+				t.Fatalf("reserve not released: %v", err)
+			}
+			if v, err := b.MetaValue("loss"); err != nil || len(v) != 256<<10 {
+				t.Fatalf("metadata after the commit: %d bytes, %v", len(v), err)
+			}
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(filepath.Join(dir, "ballast")); err != nil {
+				t.Fatal(err)
+			}
+			b, err = buffer.Open(path, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			if fi, err := os.Stat(path + ".reserve"); err != nil || fi.Size() != reserve {
+				t.Fatalf("reserve after reopening with room: %v", err)
+			}
+		})
 	}
 }
