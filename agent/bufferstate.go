@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/iot-producer/iot-producer/buffer"
@@ -18,6 +19,8 @@ func bufferSnapshot(b *buffer.Buffer) telemetry.BufferSnapshot {
 		Dropped:            make(map[string]map[string]uint64, len(st.Queues)),
 		SalvagedRecords:    r.RecordsRecovered,
 		SalvageLostRecords: r.RecordsLost,
+		SalvageLostSeries:  uint64(r.LostSeries),
+		SalvageLostSeqs:    r.LostSeqs,
 		StateLost:          len(r.StateLost) > 0,
 	}
 	for name, q := range st.Queues {
@@ -39,6 +42,20 @@ func bufferHealth(b *buffer.Buffer) (telemetry.State, string) {
 	if r.Quarantined != "" {
 		parts = append(parts, fmt.Sprintf("the buffer file was damaged and moved aside: %d records in %d frames recovered, %d records in %d frames known lost",
 			r.RecordsRecovered, r.FramesRecovered, r.RecordsLost, r.FramesLost))
+		if r.LostSeries > 0 {
+			parts = append(parts, fmt.Sprintf("%d sequence numbers known lost in %d ranges of %d series", r.LostSeqs, r.LostRangeCount, r.LostSeries))
+			for i, l := range r.LostRanges {
+				if i == 5 {
+					parts = append(parts, fmt.Sprintf("%d more lost ranges in the log", r.LostRangeCount-5))
+					break
+				}
+				to := "its last number before the damage"
+				if l.To > 0 {
+					to = strconv.FormatUint(l.To, 10)
+				}
+				parts = append(parts, fmt.Sprintf("lost: queue %s series %s seq %d to %s", l.Queue, l.Series, l.From, to))
+			}
+		}
 		for i, l := range r.Lost {
 			if i == 5 {
 				parts = append(parts, fmt.Sprintf("%d more lost frames in the log", len(r.Lost)-5))

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -73,6 +74,39 @@ func backlog(t *testing.T, n int) ([]byte, string) {
 		t.Fatal(err)
 	}
 	return data, epoch
+}
+
+// backlogSeriesN is the number of series the backlog's records belong to:
+// record j is number j/backlogSeriesN+1 of series "s<j%backlogSeriesN>".
+const backlogSeriesN = 4
+
+// backlogSeries returns Options.Series and Options.LastSeqs for the
+// backlog's records and its "last" metadata entry.
+func backlogSeries(t *testing.T) (func([]byte) (string, uint64, bool), func(*Buffer) (map[string]uint64, error)) {
+	series := func(rec []byte) (string, uint64, bool) {
+		f := strings.Fields(string(rec))
+		if len(f) != 3 || f[0] != "rec" {
+			return "", 0, false
+		}
+		j, err := strconv.Atoi(f[1])
+		if err != nil {
+			return "", 0, false
+		}
+		return fmt.Sprintf("s%d", j%backlogSeriesN), uint64(j/backlogSeriesN + 1), true
+	}
+	last := func(b *Buffer) (map[string]uint64, error) {
+		v, err := b.MetaValue("last")
+		if err != nil || len(v) != 8 {
+			return nil, fmt.Errorf("metadata last: %x %v", v, err)
+		}
+		n := int(binary.BigEndian.Uint64(v))
+		out := map[string]uint64{}
+		for k := 0; k < backlogSeriesN && k < n; k++ {
+			out[fmt.Sprintf("s%d", k)] = uint64((n-1-k)/backlogSeriesN + 1)
+		}
+		return out, nil
+	}
+	return series, last
 }
 
 func numbered(i int) []byte {
@@ -147,6 +181,7 @@ func TestDamagedFileNeverCrashes(t *testing.T) {
 			o := testOptions("kafka")
 			o.Isolate = testIsolate
 			o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			o.Series, o.LastSeqs = backlogSeries(t)
 			b := openT(t, path, o)
 			r := b.Recovery()
 			seen := map[int]bool{}
@@ -162,13 +197,35 @@ func TestDamagedFileNeverCrashes(t *testing.T) {
 				t.Fatal(err)
 			}
 			metaOK := len(meta) == 8 && binary.BigEndian.Uint64(meta) == n
+			// Every number of a lost range is missing; the ranges are
+			// all listed here (4 series).
+			inRanges := uint64(0)
+			for _, l := range r.LostRanges {
+				if l.To == 0 {
+					t.Errorf("range %+v left open although the state was read", l)
+					continue
+				}
+				k, _ := strconv.Atoi(strings.TrimPrefix(l.Series, "s"))
+				for seq := l.From; seq <= l.To; seq++ {
+					if j := int(seq-1)*backlogSeriesN + k; seen[j] || j >= n {
+						t.Fatalf("range %+v holds record %d, which was recovered or never written", l, j)
+					}
+				}
+				inRanges += l.Len()
+			}
+			if r.LostRangeCount != len(r.LostRanges) || inRanges != r.LostSeqs {
+				t.Errorf("%d ranges listed of %d, %d numbers in them, LostSeqs %d", len(r.LostRanges), r.LostRangeCount, inRanges, r.LostSeqs)
+			}
+			if r.RecordsLost > 0 && r.MetaRecovered && r.LostSeqs < r.RecordsLost {
+				t.Errorf("%d records known lost, only %d numbers in lost ranges %+v", r.RecordsLost, r.LostSeqs, r.LostRanges)
+			}
 			kept := "new"
 			if b.Epoch() == epoch {
 				kept = "kept"
 			}
 			// A row of the damage table (README): go test -run TestDamagedFileNeverCrashes -v ./buffer/ | grep '^ *damage_test.*|'
-			t.Logf("| %s | %d of %d delivered | %d recovered by the scan | %d known lost in %d frames | %d missing | epoch %s | %d commits replayed | state lost: %q |",
-				c.name, len(seen), n, r.RecordsRecovered, r.RecordsLost, r.FramesLost, n-len(seen), kept, r.CommitsReplayed, r.StateLost)
+			t.Logf("| %s | %d of %d delivered | %d recovered by the scan | %d known lost in %d frames | %d missing | %d numbers in %d lost ranges of %d series | epoch %s | %d commits replayed | state lost: %q |",
+				c.name, len(seen), n, r.RecordsRecovered, r.RecordsLost, r.FramesLost, n-len(seen), r.LostSeqs, r.LostRangeCount, r.LostSeries, kept, r.CommitsReplayed, r.StateLost)
 			if c.all && len(seen) != n {
 				t.Errorf("recovered %d records, want all %d", len(seen), n)
 			}
@@ -410,6 +467,47 @@ func TestCheckThatNeverEnds(t *testing.T) {
 	r := b.Recovery()
 	if r.Quarantined == "" || !strings.Contains(r.Cause, "did not finish") {
 		t.Fatalf("recovery %+v: want the file quarantined after the check's time ran out", r)
+	}
+	mustAppend(t, b, payloads("after", 2), nil)
+}
+
+// TestCheckThatEatsMemory opens the file on which bbolt's check loops,
+// allocating as it goes, with a time bound too long to matter: the
+// child's memory bound ends it (on Linux), the file counts as damaged and
+// is salvaged, and the test's machine keeps its memory.
+func TestCheckThatEatsMemory(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the memory bound is Linux's RLIMIT_DATA")
+	}
+	oldT, oldM := childBaseTimeout, childMemoryBase
+	childBaseTimeout, childMemoryBase = 10*time.Minute, 160<<20
+	t.Cleanup(func() { childBaseTimeout, childMemoryBase = oldT, oldM })
+	data, err := os.ReadFile("testdata/check-loops.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := testPath(t)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := testOptions("kafka", "mqtt")
+	o.Isolate = testIsolate
+	b := openT(t, path, o)
+	r := b.Recovery()
+	if r.Quarantined == "" || !strings.Contains(r.Cause, "out of memory") {
+		t.Fatalf("recovery %+v: want the file quarantined after the check ran out of memory", r)
+	}
+	t.Logf("cause: %s", r.Cause)
+	// A sound file passes the check under the same bound.
+	sound := testPath(t)
+	sb := openT(t, sound, testOptions("kafka"))
+	mustAppend(t, sb, payloads("x", 1000), nil)
+	if err := sb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sb = openT(t, sound, o)
+	if r := sb.Recovery(); r.Quarantined != "" {
+		t.Fatalf("a sound file failed the check under the memory bound: %+v", r)
 	}
 	mustAppend(t, b, payloads("after", 2), nil)
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -53,6 +55,7 @@ func smallFile(f *testing.F) []byte {
 // crash whatever the bytes.
 func FuzzOpenDamaged(f *testing.F) {
 	crashOutput(f)
+	keepFuzzFDs()
 	// A file on which bbolt's check loops costs the child's whole time:
 	// a short one keeps the fuzzer busy with other inputs.
 	old := childBaseTimeout
@@ -157,4 +160,20 @@ func crashOutput(f *testing.F) {
 		f.Fatal(err)
 	}
 	out.Close()
+}
+
+// keepFuzzFDs marks the descriptors a fuzz worker inherits from go test
+// (its pipes to the coordinator and the shared input memory, fds 3 to 5,
+// left open on exec) close-on-exec, so that the isolation children it
+// starts do not hold them.
+func keepFuzzFDs() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return // not Linux: nothing to do
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -113,6 +114,11 @@ func openReadOnly(path string, lockTimeout time.Duration, r *ChildReport) *bolt.
 // ChildReport as JSON to w. It is meant for a child process: bbolt may
 // kill the process while it runs (which the parent reads as damage).
 func RunChild(op, path string, w io.Writer) error {
+	if n, err := strconv.ParseUint(os.Getenv(childMemoryEnv), 10, 64); err == nil && n > 0 {
+		if err := limitMemory(n); err != nil {
+			return err
+		}
+	}
 	r, err := runOp(op, path, childLockTimeout())
 	if err != nil {
 		return err
@@ -139,6 +145,16 @@ var (
 	childBaseTimeout       = 30 * time.Second
 	childReadRate    int64 = 16 << 20 // bytes per second: a slow SD card
 )
+
+// A child's heap is bounded (on Linux) to childMemoryBase plus an eighth
+// of the file's size: a check that needs more counts the file as damaged.
+var childMemoryBase uint64 = 256 << 20
+
+// childMemoryEnv passes the bound to a child.
+const childMemoryEnv = "IOT_PRODUCER_BUFFER_CHILD_MEMORY"
+
+// childMemory is the memory bound of a child for a file of size bytes.
+func childMemory(size int64) uint64 { return childMemoryBase + uint64(max(size, 0))/8 }
 
 // childTimeout is the time a child gets for a file of size bytes.
 func childTimeout(size int64) time.Duration {
@@ -268,7 +284,8 @@ func (b *Buffer) runChild(op, path string) (ChildReport, error) {
 	if cmd.Env == nil {
 		cmd.Env = os.Environ()
 	}
-	cmd.Env = append(cmd.Env, lockTimeoutEnv+"="+b.opts.LockTimeout.String(), inChildEnv+"=1")
+	cmd.Env = append(cmd.Env, lockTimeoutEnv+"="+b.opts.LockTimeout.String(), inChildEnv+"=1",
+		childMemoryEnv+"="+strconv.FormatUint(childMemory(size), 10))
 	dieWithParent(cmd)
 	var stdout bytes.Buffer
 	stderr := &tailBuffer{max: 4096}

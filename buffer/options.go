@@ -120,6 +120,15 @@ type Options struct {
 	// platforms). The file is grown in steps (doubling up to 16 MiB, then
 	// 16 MiB at a time), so it may stop short of the cap.
 	MaxFileSize int64
+	// Series, when set, says which series a record belongs to and its
+	// sequence number (ok false: not a numbered record). A salvage then
+	// reports the sequence ranges known lost around the frames it found
+	// damaged (Recovery.LostRanges); LastSeqs, when set, returns the
+	// last number of every series from the metadata of the salvaged file
+	// (read through b), to end the ranges after a series' last recovered
+	// record.
+	Series   func(record []byte) (series string, seq uint64, ok bool)
+	LastSeqs func(b *Buffer) (map[string]uint64, error)
 	// ReserveBytes is the size of the space reserve, a file of zeros kept
 	// beside the buffer file (<path>.reserve): when the disk is full,
 	// CommitMeta deletes it to make room for a last commit of the

@@ -100,6 +100,13 @@ func (b *Buffer) recoverLocked(cause error) error {
 	r.UnknownQueueFrames += nb.recovery.UnknownQueueFrames
 	r.StaleFrames += nb.recovery.StaleFrames
 	r.CommitsReplayed += nb.recovery.CommitsReplayed
+	r.LostRanges = append(r.LostRanges, nb.recovery.LostRanges...)
+	if len(r.LostRanges) > maxLostRanges {
+		r.LostRanges = r.LostRanges[len(r.LostRanges)-maxLostRanges:]
+	}
+	r.LostRangeCount += nb.recovery.LostRangeCount
+	r.LostSeries += nb.recovery.LostSeries
+	r.LostSeqs += nb.recovery.LostSeqs
 	r.Lost = append(r.Lost, nb.recovery.Lost...)
 	if len(r.Lost) > maxLostListed {
 		r.Lost = r.Lost[len(r.Lost)-maxLostListed:]

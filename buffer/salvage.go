@@ -54,6 +54,15 @@ type Recovery struct {
 	// could read (one when a meta page was lost) whose metadata the raw
 	// scan found complete and replayed, so that the state was kept.
 	CommitsReplayed int
+	// LostRanges lists the sequence ranges of series known lost, when
+	// Options.Series says what records carry: the longest first, at most
+	// maxLostRanges (50); LostRangeCount counts them all, LostSeries the
+	// series (per queue) they touch, LostSeqs the numbers in them (those
+	// of a range open at its end, To 0, are not known).
+	LostRanges     []LostRange
+	LostRangeCount int
+	LostSeries     int
+	LostSeqs       uint64
 	// Runtime counts the files found damaged while running and recovered
 	// in place; the other fields then add up every recovery (Quarantined,
 	// Cause and MetaRecovered are the last one's).
@@ -81,6 +90,7 @@ func (b *Buffer) Recovery() Recovery {
 	r := b.recovery
 	r.StateLost = slices.Clone(r.StateLost)
 	r.Lost = slices.Clone(r.Lost)
+	r.LostRanges = slices.Clone(r.LostRanges)
 	return r
 }
 
@@ -138,8 +148,19 @@ func (b *Buffer) salvage(src string) {
 	} else if werr := b.restoreMeta(nil, sys, false); werr != nil {
 		b.log.Warn("buffer salvage: the drop counters found could not be copied", "error", werr)
 	}
+	b.closeRanges(r.MetaRecovered)
 	attrs := []any{"moved_to", src, "frames_recovered", r.FramesRecovered, "records_recovered", r.RecordsRecovered,
 		"frames_lost", r.FramesLost, "records_lost", r.RecordsLost, "metadata_recovered", r.MetaRecovered}
+	if r.LostSeries > 0 {
+		attrs = append(attrs, "series_with_lost_ranges", r.LostSeries, "sequence_numbers_lost", r.LostSeqs)
+		for i, l := range r.LostRanges {
+			if i == 10 {
+				attrs = append(attrs, "lost_ranges_more", r.LostRangeCount-10)
+				break
+			}
+			attrs = append(attrs, slog.Group(fmt.Sprintf("lost_range_%d", i), "queue", l.Queue, "series", l.Series, "from", l.From, "to", l.To))
+		}
+	}
 	if r.CommitsReplayed > 0 {
 		attrs = append(attrs, "commits_replayed_from_scan", r.CommitsReplayed)
 	}
@@ -413,7 +434,7 @@ func (b *Buffer) salvageFrames(src string, acks map[string]map[uint64][]byte, ke
 			best[k] = fr
 		}
 	}
-	var keep []found
+	var keep, written, lostLoc []found
 	for k, fr := range best {
 		if k.id < heads[k.tag] {
 			continue // delivered before the newest frame was written
@@ -427,6 +448,7 @@ func (b *Buffer) salvageFrames(src string, acks map[string]map[uint64][]byte, ke
 		}
 		if !fr.intact {
 			b.noteLost(q.name, k.id, fr)
+			lostLoc = append(lostLoc, fr)
 			continue
 		}
 		keep = append(keep, fr)
@@ -465,8 +487,16 @@ func (b *Buffer) salvageFrames(src string, acks map[string]map[uint64][]byte, ke
 				return maxID, envs, err
 			}
 		}
+		written = append(written, fr)
 		r.FramesRecovered++
 		r.RecordsRecovered += uint64(fr.h.count)
+	}
+	names := make(map[uint32]string, len(byTag))
+	for tag, q := range byTag {
+		names[tag] = q.name
+	}
+	if r.LostRanges, err = lostRanges(f, written, lostLoc, names, b.opts.Series); err != nil {
+		return maxID, envs, err
 	}
 	next := max(b.nextFrame, maxID+1)
 	if len(legacy) > 0 && len(b.order) > 0 {
@@ -600,4 +630,49 @@ func putUint64s(vs []uint64) []byte {
 		out = binary.BigEndian.AppendUint64(out, v)
 	}
 	return out
+}
+
+// closeRanges ends the ranges open at their end where each series'
+// numbering stopped (Options.LastSeqs, from the metadata carried over:
+// only when it was), drops those where nothing is missing, counts them all
+// and keeps the first maxLostRanges.
+func (b *Buffer) closeRanges(metaKept bool) {
+	r := &b.recovery
+	rs := r.LostRanges
+	open := false
+	for _, l := range rs {
+		open = open || l.To == 0
+	}
+	if open && metaKept && b.opts.LastSeqs != nil {
+		last, err := b.opts.LastSeqs(b)
+		if err != nil {
+			b.log.Warn("buffer salvage: the sequence state could not be read to end the lost ranges", "error", err)
+		}
+		out := rs[:0]
+		for _, l := range rs {
+			if l.To == 0 {
+				n, ok := last[l.Series]
+				if ok && n < l.From {
+					continue // nothing after the last recovered record
+				}
+				if ok {
+					l.To = n
+				}
+			}
+			out = append(out, l)
+		}
+		rs = out
+		SortLostRanges(rs)
+	}
+	series := map[[2]string]bool{}
+	r.LostSeqs = 0
+	for _, l := range rs {
+		series[[2]string{l.Queue, l.Series}] = true
+		r.LostSeqs += l.Len()
+	}
+	r.LostSeries, r.LostRangeCount = len(series), len(rs)
+	if len(rs) > maxLostRanges {
+		rs = slices.Clip(rs[:maxLostRanges])
+	}
+	r.LostRanges = rs
 }

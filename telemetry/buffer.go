@@ -15,6 +15,10 @@ type BufferSnapshot struct {
 	// SalvagedRecords and SalvageLostRecords count the records recovered
 	// from a damaged buffer file when it was opened, and those known lost.
 	SalvagedRecords, SalvageLostRecords uint64
+	// SalvageLostSeries and SalvageLostSeqs count the series with
+	// sequence ranges known lost in a damaged buffer file, and the
+	// numbers in those ranges.
+	SalvageLostSeries, SalvageLostSeqs uint64
 	// StateLost is set when the sequence state could not be carried over
 	// when the buffer was opened (a new epoch started).
 	StateLost bool
@@ -27,6 +31,10 @@ var (
 		"Records recovered from a damaged buffer file by scanning it for intact frames.", nil, nil)
 	bufferLostDesc = prometheus.NewDesc("iot_buffer_salvage_lost_records_total",
 		"Records known lost in a damaged buffer file (frames whose header survived and whose records did not).", nil, nil)
+	bufferLostSeriesDesc = prometheus.NewDesc("iot_buffer_salvage_lost_series",
+		"Series with sequence ranges known lost in a damaged buffer file (the ranges are in the log and /ready).", nil, nil)
+	bufferLostSeqsDesc = prometheus.NewDesc("iot_buffer_salvage_lost_sequence_numbers_total",
+		"Sequence numbers in the ranges known lost in a damaged buffer file, over all series.", nil, nil)
 	bufferStateLostDesc = prometheus.NewDesc("iot_buffer_sequence_state_lost",
 		"1 when the sequence state could not be carried over at start (a new stream epoch started), 0 otherwise.", nil, nil)
 )
@@ -37,8 +45,10 @@ type bufferCollector struct{ read func() BufferSnapshot }
 
 // NewBufferCollector returns a collector that calls read at each scrape and
 // exports iot_buffer_dropped_records_total{queue,reason},
-// iot_buffer_salvaged_records_total, iot_buffer_salvage_lost_records_total
-// and iot_buffer_sequence_state_lost. Register it with the agent's
+// iot_buffer_salvaged_records_total, iot_buffer_salvage_lost_records_total,
+// iot_buffer_salvage_lost_series,
+// iot_buffer_salvage_lost_sequence_numbers_total and
+// iot_buffer_sequence_state_lost. Register it with the agent's
 // registry (Metrics.Registry) once the buffer is open. It describes
 // nothing (an unchecked collector); it is the only source of
 // iot_buffer_dropped_records_total.
@@ -64,6 +74,8 @@ func (c bufferCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(bufferSalvagedDesc, prometheus.CounterValue, float64(s.SalvagedRecords))
 	ch <- prometheus.MustNewConstMetric(bufferLostDesc, prometheus.CounterValue, float64(s.SalvageLostRecords))
+	ch <- prometheus.MustNewConstMetric(bufferLostSeriesDesc, prometheus.GaugeValue, float64(s.SalvageLostSeries))
+	ch <- prometheus.MustNewConstMetric(bufferLostSeqsDesc, prometheus.CounterValue, float64(s.SalvageLostSeqs))
 	lost := 0.0
 	if s.StateLost {
 		lost = 1
