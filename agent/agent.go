@@ -40,6 +40,17 @@ type Options struct {
 	// BufferIsolate runs bbolt's checks of the buffer file in a child
 	// process (buffer.Options.Isolate); nil runs them in this process.
 	BufferIsolate buffer.IsolateFunc
+	// StallTimeout is how long a component — a driver, ingest, a send
+	// loop — may make no progress while it has work before the agent
+	// restarts it (a polling driver gets at least three poll intervals).
+	// Default 30s; run uses half of systemd's WatchdogSec when that is
+	// set, the window of the watchdog's pings.
+	StallTimeout time.Duration
+	// StopWait bounds the wait for a stalled component to stop once told
+	// to, and again after its connections are closed (a sink's client);
+	// one still running then is reported stuck and left to the watchdog.
+	// Default 10s.
+	StopWait time.Duration
 }
 
 // Agent is one running pipeline.
@@ -59,6 +70,9 @@ type Agent struct {
 	// progress follows whether ingest and the send loops make progress,
 	// for the watchdog (Stalled).
 	progress progress
+	// ingestWaiting reports whether the ingest stage has nothing to
+	// commit, and what it has otherwise.
+	ingestWaiting func() (bool, string)
 
 	// shown is the configuration /config serves; a reload swaps it.
 	shown atomic.Pointer[config.Config]
@@ -93,10 +107,14 @@ type sinkRunner struct {
 	cancel        context.CancelFunc
 	done          chan struct{}
 	states        *laneStates
+	// mu guards sink, which a restart of a stalled loop replaces.
+	mu sync.Mutex
 }
 
 // release closes the sink's connections, if it holds any.
 func (s *sinkRunner) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if c, ok := s.sink.(uplink.Closer); ok && s.sink != nil {
 		c.Close()
 	}
@@ -136,6 +154,12 @@ func New(cfg *config.Config, opts Options) (_ *Agent, err error) {
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 15 * time.Second
+	}
+	if opts.StallTimeout <= 0 {
+		opts.StallTimeout = defaultStallTimeout
+	}
+	if opts.StopWait <= 0 {
+		opts.StopWait = defaultStopWait
 	}
 	a := &Agent{
 		cfg:     cfg,
@@ -258,17 +282,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.health.Set("buffer", state, detail)
 	a.health.Set("ingest", telemetry.StateOK, "committing")
 	var ingestErr error
-	ingestDone.Go(func() { ingestErr = a.ingest.Run(ingestCtx) })
+	ingestDone.Go(func() { ingestErr = a.superviseIngest(ingestCtx) })
 	for _, src := range a.sources {
 		a.startSource(src)
 	}
 	a.logStart()
 	a.mu.Unlock()
+	stopStallWatch := a.watchStalls(base)
+	defer stopStallWatch()
 	if a.opts.OnReady != nil {
 		a.opts.OnReady()
 	}
 
 	<-ctx.Done()
+	stopStallWatch()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.log.Info("shutting down")
@@ -322,7 +349,6 @@ func (a *Agent) startSource(src *source) {
 		track = &plcTracker{name: name, health: a.health, plcs: a.plcs, state: telemetry.StateOK}
 	}
 	emit := a.emitter(name, track)
-	a.metrics.ComponentRestarts.WithLabelValues("source/" + name)
 	d, key := src.d, src.key
 	go func() {
 		defer close(src.done)
@@ -385,17 +411,6 @@ func (a *Agent) startSink(s *sinkRunner) {
 	ctx, cancel := context.WithCancel(a.uplinkCtx)
 	s.cancel, s.done = cancel, make(chan struct{})
 	a.health.Set("sink/"+s.name, telemetry.StateOK, "sending")
-	a.metrics.ComponentRestarts.WithLabelValues("sink/" + s.name)
-	a.progress.watch("sink/"+s.name, func() (bool, string) {
-		n := s.queue.Stats().Records
-		if n == 0 {
-			return true, ""
-		}
-		if st := s.states.uplinkState(); st != telemetry.UplinkConnected {
-			return true, ""
-		}
-		return false, fmt.Sprintf("%d records waiting, connected", n)
-	})
 	go func() {
 		defer close(s.done)
 		a.superviseSink(ctx, s)
@@ -438,7 +453,9 @@ func (a *Agent) logStart() {
 // a PLC's polls also go to its tracker (nil for the others).
 func (a *Agent) emitter(source string, track *plcTracker) drivers.Emit {
 	generated := a.metrics.DataGenerated.WithLabelValues(source)
+	component := "source/" + source
 	return func(samples []drivers.Sample) {
+		a.progress.beat(component)
 		generated.Add(float64(len(samples)))
 		if track != nil {
 			track.polled(samples)

@@ -269,10 +269,10 @@ func (a *Agent) newIngest() (*ingest.Ingest, error) {
 	// pending is the number of samples waiting for a commit: with none,
 	// ingest is legitimately idle.
 	var pending atomic.Int64
-	a.progress.watch("ingest", func() (bool, string) {
+	a.ingestWaiting = func() (bool, string) {
 		n := pending.Load()
 		return n == 0, fmt.Sprintf("%d samples waiting for a commit", n)
-	})
+	}
 	in, err := ingest.New(a.buf, ingest.Options{
 		GatewayID:       a.cfg.Gateway.ID,
 		CommitInterval:  a.cfg.Buffer.CommitInterval.Std(),

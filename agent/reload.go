@@ -141,7 +141,9 @@ func (a *Agent) Reload(next *config.Config) ([]string, error) {
 			a.log.Warn("a replaced send loop did not stop in time", "sink", r.name)
 		}
 		r.release()
+		r.mu.Lock()
 		r.sink, r.settings = sw.sink, sw.settings
+		r.mu.Unlock()
 		r.loop = a.newLoop(r)
 		a.startSink(r)
 		a.log.Info("sink restarted for the reload", "sink", r.name)

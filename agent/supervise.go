@@ -2,13 +2,18 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/iot-producer/iot-producer/agent/config"
+	"github.com/iot-producer/iot-producer/agent/ingest"
 	"github.com/iot-producer/iot-producer/drivers"
 	"github.com/iot-producer/iot-producer/telemetry"
+	"github.com/iot-producer/iot-producer/uplink"
 )
 
 // Restart backoff of a component that failed: from restartMin, doubling,
@@ -17,6 +22,29 @@ const (
 	restartMin = time.Second
 	restartMax = time.Minute
 )
+
+// Defaults of Options.StallTimeout and Options.StopWait.
+const (
+	defaultStallTimeout = 30 * time.Second
+	defaultStopWait     = 10 * time.Second
+)
+
+// driverWindowPolls is the number of poll intervals a polling driver may go
+// without a poll before it counts as stalled (when that is longer than the
+// stall timeout).
+const driverWindowPolls = 3
+
+// errStalled is the cause with which the agent stops a component that made
+// no progress while it had work. It is also ingest.ErrRestart, so that a
+// stalled ingest stage keeps what is pending for its next run.
+var errStalled error = stalledError{}
+
+type stalledError struct{}
+
+func (stalledError) Error() string { return "made no progress while it had work" }
+
+// Is makes a stall an ingest.ErrRestart.
+func (stalledError) Is(target error) bool { return target == ingest.ErrRestart }
 
 // restartWait is the wait before restart number attempt+1.
 func restartWait(attempt int) time.Duration {
@@ -27,32 +55,100 @@ func restartWait(attempt int) time.Duration {
 	return min(d, restartMax)
 }
 
-// progress follows whether the pipeline's own components — ingest and each
-// send loop — make progress. Each reports a beat when it gets something
-// done or fails trying (a commit, an acknowledged or failed batch, a state
-// change); each can also say it is legitimately waiting (nothing to do,
-// backing off). Safe for concurrent use.
+// phase is where a followed component stands.
+type phase int
+
+const (
+	// phaseRunning: an attempt runs; it must make progress while it has
+	// work.
+	phaseRunning phase = iota
+	// phaseRestarting: it made no progress and was told to stop; it has
+	// Options.StopWait (twice when its connections can be closed) to end.
+	phaseRestarting
+	// phaseBackingOff: between two attempts.
+	phaseBackingOff
+	// phaseStuck: told to stop, it did not end: only a restart of the
+	// process can help, so Stalled names it and the watchdog is no longer
+	// pinged.
+	phaseStuck
+)
+
+// progress follows whether the pipeline's components — each driver, ingest
+// and each send loop — make progress. Each reports a beat when it gets
+// something done or fails trying (a poll, a commit, an acknowledged or
+// failed batch); each can also say it is legitimately waiting (nothing to
+// do, backing off). Safe for concurrent use.
 type progress struct {
 	mu    sync.Mutex
 	comps map[string]*tracked
 }
 
+// watchSpec says how to follow one component.
+type watchSpec struct {
+	// window is the least time without progress after which the component
+	// counts as stalled (a polling driver: a few poll intervals); the
+	// larger of it and the caller's window applies.
+	window time.Duration
+	// waiting reports whether the component has nothing to do or is
+	// backing off, and what work it has otherwise (for the log).
+	waiting func() (bool, string)
+	// counter, when set, counts the component's progress (a driver's
+	// polls): a change counts as a beat.
+	counter func() uint64
+}
+
 // tracked is one component's last beat and how to tell it waits
 // legitimately.
 type tracked struct {
-	last    time.Time
-	waiting func() (bool, string)
+	owner *supervised
+	spec  watchSpec
+	start time.Time
+	last  time.Time
+	count uint64
+	phase phase
+	// stuckSince is when it was found stuck.
+	stuckSince time.Time
+	// stop tells the running attempt to stop for a stall; nil when it
+	// cannot be restarted.
+	stop func(why string)
 }
 
-// watch starts following component; waiting reports whether it has nothing
-// to do or is backing off (and why it has work, for the log).
-func (p *progress) watch(component string, waiting func() (bool, string)) {
+// watch starts following component for owner's attempt: its clock starts
+// now. stop, when set, ends the attempt for a stall.
+func (p *progress) watch(component string, owner *supervised, spec watchSpec, stop func(why string)) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.comps == nil {
 		p.comps = map[string]*tracked{}
 	}
-	p.comps[component] = &tracked{last: time.Now(), waiting: waiting}
+	now := time.Now()
+	t := &tracked{owner: owner, spec: spec, start: now, last: now, stop: stop}
+	if spec.counter != nil {
+		t.count = spec.counter()
+	}
+	p.comps[component] = t
+}
+
+// forget stops following component, if owner still owns it (a reload may
+// already have started its successor).
+func (p *progress) forget(component string, owner *supervised) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.comps[component]; ok && c.owner == owner {
+		delete(p.comps, component)
+	}
+}
+
+// setPhase moves component to ph.
+func (p *progress) setPhase(component string, ph phase) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.comps[component]; ok {
+		c.phase = ph
+		if ph == phaseStuck {
+			c.stuckSince = time.Now()
+		}
+	}
 }
 
 // beat records that component made progress.
@@ -64,105 +160,417 @@ func (p *progress) beat(component string) {
 	}
 }
 
-// stalled lists the components that made no progress within the last
-// window although they have work and are not backing off, with what they
-// have to do.
-func (p *progress) stalled(window time.Duration) []string {
+// progressed reports whether component made progress since its attempt
+// started.
+func (p *progress) progressed(component string) bool {
 	p.mu.Lock()
-	type entry struct {
-		name    string
-		last    time.Time
-		waiting func() (bool, string)
+	defer p.mu.Unlock()
+	c, ok := p.comps[component]
+	if !ok {
+		return false
 	}
-	var late []entry
+	p.count(c)
+	return c.last.After(c.start)
+}
+
+// count turns a move of c's counter into a beat. The caller holds p.mu.
+func (p *progress) count(c *tracked) {
+	if c.spec.counter == nil {
+		return
+	}
+	if n := c.spec.counter(); n != c.count {
+		c.count, c.last = n, time.Now()
+	}
+}
+
+// late is a component late by its window, as found under the lock.
+type late struct {
+	name    string
+	t       *tracked
+	last    time.Time
+	waiting func() (bool, string)
+}
+
+// lateOnes lists the running components late by window (or their own),
+// with stuck ones when withStuck. The caller asks each whether it waits.
+func (p *progress) lateOnes(window time.Duration, withStuck bool) (running []late, stuck []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	now := time.Now()
 	for name, c := range p.comps {
-		if now.Sub(c.last) > window {
-			late = append(late, entry{name, c.last, c.waiting})
+		p.count(c)
+		switch c.phase {
+		case phaseStuck:
+			if withStuck {
+				stuck = append(stuck, fmt.Sprintf("%s is stuck: told to stop at %s after making no progress, it did not", name, c.stuckSince.UTC().Format(time.RFC3339)))
+			}
+		case phaseRunning:
+			if now.Sub(c.last) > max(window, c.spec.window) {
+				running = append(running, late{name, c, c.last, c.spec.waiting})
+			}
 		}
 	}
-	p.mu.Unlock()
-	var out []string
-	for _, e := range late {
-		ok, work := e.waiting()
-		if ok {
-			continue
+	return running, stuck
+}
+
+// stalled lists the components that made no progress within the last
+// window although they have work and are not backing off, with what they
+// have to do, and the components that are stuck.
+func (p *progress) stalled(window time.Duration) []string {
+	running, out := p.lateOnes(window, true)
+	now := time.Now()
+	for _, e := range running {
+		if ok, work := e.waiting(); !ok {
+			out = append(out, fmt.Sprintf("%s made no progress for %s (%s)", e.name, now.Sub(e.last).Round(time.Millisecond), work))
 		}
-		out = append(out, fmt.Sprintf("%s made no progress for %s (%s)", e.name, now.Sub(e.last).Round(time.Millisecond), work))
 	}
 	sort.Strings(out)
 	return out
 }
 
+// overdue returns, for each running component that made no progress
+// within window while it had work, what to say and how to stop it, and
+// moves it to phaseRestarting so that it is stopped once.
+func (p *progress) overdue(window time.Duration) (whys []string, stops []func(string)) {
+	running, _ := p.lateOnes(window, false)
+	now := time.Now()
+	for _, e := range running {
+		ok, work := e.waiting()
+		if ok || e.t.stop == nil {
+			continue
+		}
+		p.mu.Lock()
+		current := p.comps[e.name] == e.t && e.t.phase == phaseRunning && e.t.last.Equal(e.last)
+		if current {
+			e.t.phase = phaseRestarting
+		}
+		p.mu.Unlock()
+		if current {
+			whys = append(whys, fmt.Sprintf("made no progress for %s while it had work (%s)", now.Sub(e.last).Round(time.Millisecond), work))
+			stops = append(stops, e.t.stop)
+		}
+	}
+	return whys, stops
+}
+
 // Stalled lists the pipeline's components that made no progress within
 // window while they had work and were not legitimately waiting (nothing to
-// send or commit, backing off after a failure): empty while the pipeline
-// is healthy. The service manager's watchdog is pinged only while it is
-// empty, so a stuck ingest stage or send loop gets the agent restarted.
+// send or commit, backing off after a failure, being restarted), and those
+// the agent could not restart (stuck: told to stop, they did not): empty
+// while the pipeline is healthy. The service manager's watchdog is pinged
+// only while it is empty, so a component the agent cannot heal gets the
+// agent restarted.
 func (a *Agent) Stalled(window time.Duration) []string {
 	return a.progress.stalled(window)
 }
 
-// superviseSource runs a driver until ctx ends. When it stops with an
-// error it is reported (/ready down, the log), counted in
-// iot_component_restarts_total and, after a capped backoff, built again
-// from the running configuration and restarted.
-func (a *Agent) superviseSource(ctx context.Context, key string, d drivers.Driver, emit drivers.Emit) {
-	name := d.Name()
-	component := "source/" + name
-	restarts := a.metrics.ComponentRestarts.WithLabelValues(component)
-	for attempt := 0; ; attempt++ {
-		stopWatch := a.watchSession(name, d)
-		err := d.Run(ctx, emit)
-		stopWatch()
-		if err == nil || ctx.Err() != nil {
-			return
+// watchStalls restarts, until ctx ends, every component that made no
+// progress within Options.StallTimeout while it had work: it checks four
+// times per timeout.
+func (a *Agent) watchStalls(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(max(a.opts.StallTimeout/4, 10*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			whys, stops := a.progress.overdue(a.opts.StallTimeout)
+			for i, stop := range stops {
+				stop(whys[i])
+			}
 		}
-		wait := restartWait(attempt)
-		a.log.Error("driver stopped; restarting it", "source", name, "err", err, "restart_in", wait)
-		a.health.Set(component, telemetry.StateDown, fmt.Sprintf("driver stopped at %s: %v; restarting in %s", time.Now().UTC().Format(time.RFC3339), err, wait))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
+	}()
+	return func() { cancel(); <-done }
+}
+
+// supervised is one component the agent runs, restarts and follows.
+type supervised struct {
+	// name is the component's name in /ready, the metrics and the log:
+	// "source/modbus:press", "ingest", "sink/kafka".
+	name string
+	// what names it in the log: "driver", "ingest", "send loop".
+	what string
+	// spec says how to follow the current attempt.
+	spec func() watchSpec
+	// run runs one attempt until ctx ends.
+	run func(ctx context.Context) error
+	// unstick, when set, frees what keeps an attempt told to stop from
+	// ending (a sink's connections); the attempt then gets StopWait more.
+	unstick func()
+	// prepare readies the next attempt after one ended (a driver built
+	// again, a new send loop); stalled says the last one was stopped for
+	// making no progress. An error makes the next attempt wait again.
+	prepare func(stalled bool) error
+	// running is the /ready detail of a running attempt.
+	running string
+}
+
+// supervise runs c until ctx ends and returns the last attempt's error. An
+// attempt that stops while ctx lives — with an error, without one, or
+// because it made no progress while it had work (watchStalls) — is
+// reported (/ready down, the log), and after a capped backoff c is
+// prepared and started again, counted in iot_component_restarts_total
+// and in /ready. The backoff starts over once an attempt made progress.
+func (a *Agent) supervise(ctx context.Context, c *supervised) error {
+	restarts := a.metrics.ComponentRestarts.WithLabelValues(c.name)
+	defer a.progress.forget(c.name, c)
+	attempt := 0
+	for {
+		actx, cancel := context.WithCancelCause(ctx)
+		ended := make(chan struct{})
+		a.progress.watch(c.name, c, c.spec(), func(why string) { a.stopStalled(ctx, c, why, cancel, ended) })
+		err := c.run(actx)
+		close(ended)
+		stalled := errors.Is(context.Cause(actx), errStalled)
+		cancel(nil)
+		if ctx.Err() != nil {
+			return err
 		}
-		nd, berr := buildSource(a.shown.Load(), key, a.shared, a.metrics, a.plcs, a.log)
-		if berr != nil {
-			a.log.Error("driver could not be built again; retrying with the one that stopped", "source", name, "err", berr)
-		} else {
-			d = nd
+		if a.progress.progressed(c.name) {
+			attempt = 0
+		}
+		a.progress.setPhase(c.name, phaseBackingOff)
+		var why string
+		switch {
+		case stalled:
+			why = errStalled.Error()
+		case err != nil:
+			why = err.Error()
+		default:
+			why = "stopped without an error while it should run"
+		}
+		for {
+			wait := restartWait(attempt)
+			attempt++
+			a.log.Error(c.what+" stopped; restarting it", "component", c.name, "reason", why, "restart_in", wait)
+			a.health.Set(c.name, telemetry.StateDown, fmt.Sprintf("%s stopped at %s: %s; restarting in %s", c.what, time.Now().UTC().Format(time.RFC3339), why, wait))
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+			if c.prepare == nil {
+				break
+			}
+			perr := c.prepare(stalled)
+			if perr == nil {
+				break
+			}
+			why = "could not be built again: " + perr.Error()
 		}
 		restarts.Inc()
-		a.health.Set(component, telemetry.StateOK, "restarted")
+		a.health.Restarted(c.name, why)
+		a.health.Set(c.name, telemetry.StateOK, c.running)
+		a.log.Info(c.what+" restarted", "component", c.name, "after", why)
 	}
 }
 
-// superviseSink runs s's send loop until ctx ends; a loop that stops with
-// an error is reported, counted and started again after a capped backoff,
-// on the same queue.
-func (a *Agent) superviseSink(ctx context.Context, s *sinkRunner) {
-	component := "sink/" + s.name
-	restarts := a.metrics.ComponentRestarts.WithLabelValues(component)
-	loop := s.loop
-	for attempt := 0; ; attempt++ {
-		err := loop.Run(ctx)
-		if err == nil || ctx.Err() != nil {
-			return
+// stopStalled tells c's running attempt to stop because it made no
+// progress while it had work, and gives it Options.StopWait to end; then,
+// if c can free what holds it (a sink's connections), does so and waits as
+// long again. An attempt that still runs is stuck: that is said loudly,
+// /ready shows it down and Stalled names it, so the watchdog is no longer
+// pinged and the service manager restarts the process.
+func (a *Agent) stopStalled(ctx context.Context, c *supervised, why string, cancel context.CancelCauseFunc, ended <-chan struct{}) {
+	a.log.Error(c.what+" made no progress while it had work; restarting it", "component", c.name, "reason", why)
+	a.health.Set(c.name, telemetry.StateDegraded, fmt.Sprintf("%s %s; restarting it", c.what, why))
+	cancel(errStalled)
+	go func() {
+		steps := []func(){nil}
+		if c.unstick != nil {
+			steps = append(steps, c.unstick)
 		}
-		wait := restartWait(attempt)
-		a.log.Error("send loop stopped; restarting it", "sink", s.name, "err", err, "restart_in", wait)
-		a.health.Set(component, telemetry.StateDown, fmt.Sprintf("send loop stopped at %s: %v; restarting in %s", time.Now().UTC().Format(time.RFC3339), err, wait))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
+		for _, step := range steps {
+			if step != nil {
+				a.log.Warn(c.what+" did not stop in time; closing its connections", "component", c.name, "waited", a.opts.StopWait)
+				step()
+			}
+			t := time.NewTimer(a.opts.StopWait)
+			select {
+			case <-ended:
+				t.Stop()
+				return
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
 		}
-		loop = a.newLoop(s)
-		restarts.Inc()
-		a.health.Set(component, telemetry.StateOK, "sending")
+		a.progress.setPhase(c.name, phaseStuck)
+		a.log.Error(c.what+" is stuck: told to stop after making no progress, it did not; the watchdog (systemd WatchdogSec, a liveness probe) must restart the agent",
+			"component", c.name, "waited", time.Duration(len(steps))*a.opts.StopWait)
+		a.health.Set(c.name, telemetry.StateDown, fmt.Sprintf("STUCK since %s: %s, told to stop, it did not; only a restart of the agent can help", time.Now().UTC().Format(time.RFC3339), why))
+	}()
+}
+
+// superviseSource runs a driver until ctx ends. It is restarted — built
+// again from the running configuration — when it stops with an error or
+// makes no progress: a polling driver must poll (or fail a read) within
+// driverWindowPolls poll intervals or the stall timeout, whichever is
+// longer. A driver that holds a session (OPC UA) is followed by its own
+// session watchdog and counts as waiting here.
+func (a *Agent) superviseSource(ctx context.Context, key string, d drivers.Driver, emit drivers.Emit) {
+	name := d.Name()
+	_ = a.supervise(ctx, &supervised{
+		name:    "source/" + name,
+		what:    "driver",
+		running: "running",
+		spec:    func() watchSpec { return sourceSpec(a.shown.Load(), key, d) },
+		run: func(ctx context.Context) error {
+			stopWatch := a.watchSession(name, d)
+			defer stopWatch()
+			return d.Run(ctx, emit)
+		},
+		prepare: func(bool) error {
+			nd, err := buildSource(a.shown.Load(), key, a.shared, a.metrics, a.plcs, a.log)
+			if err != nil {
+				a.log.Error("driver could not be built again; retrying with the one that stopped", "source", name, "err", err)
+				return nil
+			}
+			d = nd
+			return nil
+		},
+	})
+}
+
+// poller is implemented by drivers that count their polls (Modbus).
+type poller interface{ Polls() uint64 }
+
+// sourceSpec says how to follow the driver d of source key.
+func sourceSpec(cfg *config.Config, key string, d drivers.Driver) watchSpec {
+	if _, ok := d.(drivers.SessionReporter); ok {
+		return watchSpec{waiting: func() (bool, string) { return true, "" }}
 	}
+	spec := watchSpec{waiting: func() (bool, string) { return false, "it polls" }}
+	if p, ok := d.(poller); ok {
+		spec.counter = p.Polls
+	}
+	if iv := pollInterval(cfg, key); iv > 0 {
+		spec.window = driverWindowPolls * iv
+		spec.waiting = func() (bool, string) { return false, "it polls every " + iv.String() }
+	}
+	return spec
+}
+
+// pollInterval is the poll interval of source key: the simulator's sample
+// interval, or a PLC's poll_interval when its driver's settings have one
+// (a PollInterval field of type config.Duration); 0 when unknown.
+func pollInterval(cfg *config.Config, key string) time.Duration {
+	if cfg == nil {
+		return 0
+	}
+	if key == deviceKey {
+		return cfg.Device.SampleInterval.Std()
+	}
+	for _, plc := range cfg.PLCs {
+		if plcKey(plc.Name) != key {
+			continue
+		}
+		v := reflect.ValueOf(plc.Settings)
+		for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
+			if v.IsNil() {
+				return 0
+			}
+			v = v.Elem()
+		}
+		if v.Kind() != reflect.Struct {
+			return 0
+		}
+		f := v.FieldByName("PollInterval")
+		if f.IsValid() && f.Type() == reflect.TypeFor[config.Duration]() {
+			return f.Interface().(config.Duration).Std()
+		}
+	}
+	return 0
+}
+
+// superviseIngest runs the ingest stage until ctx ends and returns its
+// final error. A stage that makes no progress while samples wait (a
+// commit that never returns) is told to stop and started again, keeping
+// what is pending; one blocked in the disk cannot stop and is reported
+// stuck, for the watchdog.
+func (a *Agent) superviseIngest(ctx context.Context) error {
+	return a.supervise(ctx, &supervised{
+		name:    "ingest",
+		what:    "ingest",
+		running: "committing",
+		spec:    func() watchSpec { return watchSpec{waiting: a.ingestWaiting} },
+		run:     a.ingest.Run,
+	})
+}
+
+// superviseSink runs s's send loop until ctx ends. A loop that stops with
+// an error is started again on the same queue after a capped backoff; one
+// that makes no progress while records wait and the sink is connected is
+// stopped — its client closed if its in-flight batches hold it — and
+// started again with a new client built from the running configuration.
+func (a *Agent) superviseSink(ctx context.Context, s *sinkRunner) {
+	_ = a.supervise(ctx, &supervised{
+		name:    "sink/" + s.name,
+		what:    "send loop",
+		running: "sending",
+		spec: func() watchSpec {
+			return watchSpec{waiting: func() (bool, string) {
+				n := s.queue.Stats().Records
+				if n == 0 {
+					return true, ""
+				}
+				if st := s.states.uplinkState(); st != telemetry.UplinkConnected {
+					return true, ""
+				}
+				return false, fmt.Sprintf("%d records waiting, connected", n)
+			}}
+		},
+		run:     func(ctx context.Context) error { return s.loop.Run(ctx) },
+		unstick: s.closeSink,
+		prepare: func(stalled bool) error {
+			if stalled {
+				if err := a.rebuildSink(s); err != nil {
+					return err
+				}
+			}
+			s.loop = a.newLoop(s)
+			return nil
+		},
+	})
+}
+
+// closeSink closes s's client, failing what it has in flight.
+func (s *sinkRunner) closeSink() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.sink.(uplink.Closer); ok && s.sink != nil {
+		c.Close()
+	}
+}
+
+// rebuildSink replaces s's client by a new one built from the running
+// configuration.
+func (a *Agent) rebuildSink(s *sinkRunner) error {
+	cfg := a.shown.Load()
+	sc := cfg.Sink(s.section)
+	if sc == nil {
+		return fmt.Errorf("no section %s in the running configuration", s.section)
+	}
+	b, ok := sc.Settings.(uplink.Builder)
+	if !ok {
+		return fmt.Errorf("the %s sink cannot be built in this build", sc.Name)
+	}
+	sink, err := b.Build(uplink.SinkEnv{GatewayID: cfg.Gateway.ID, Logger: a.log.With("sink", sc.Name), StateDir: cfg.Gateway.StateDir})
+	if err != nil {
+		return fmt.Errorf("build the %s sink: %w", sc.Name, err)
+	}
+	s.release()
+	s.mu.Lock()
+	s.sink = sink
+	s.mu.Unlock()
+	return nil
 }

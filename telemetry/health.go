@@ -45,6 +45,17 @@ type ComponentStatus struct {
 	// External marks a component outside the gateway (a PLC): its state
 	// is shown but does not decide readiness (see SetExternal).
 	External bool `json:"external,omitempty"`
+	// Restarts counts the times the agent restarted the component (it
+	// stopped with an error, or made no progress while it had work);
+	// LastRestart says when and why. Both outlive state changes.
+	Restarts    uint64       `json:"restarts,omitempty"`
+	LastRestart *RestartNote `json:"last_restart,omitempty"`
+}
+
+// RestartNote is the last restart of a component.
+type RestartNote struct {
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason"`
 }
 
 // Health records the state of each component of the pipeline and derives
@@ -84,10 +95,27 @@ func (h *Health) set(component string, state State, detail string, external bool
 	}
 	cur, ok := h.comps[component]
 	if !ok || cur.State != state {
-		cur = ComponentStatus{Name: component, State: state, Since: h.clock()}
+		cur = ComponentStatus{Name: component, State: state, Since: h.clock(), Restarts: cur.Restarts, LastRestart: cur.LastRestart}
 	}
 	cur.Detail = detail
 	cur.External = external
+	h.comps[component] = cur
+}
+
+// Restarted records that the agent restarted component, for the reason
+// given; /ready shows the count and the last one.
+func (h *Health) Restarted(component, reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.comps == nil {
+		h.comps = make(map[string]ComponentStatus)
+	}
+	cur, ok := h.comps[component]
+	if !ok {
+		cur = ComponentStatus{Name: component, State: StateStarting, Since: h.clock()}
+	}
+	cur.Restarts++
+	cur.LastRestart = &RestartNote{At: h.clock(), Reason: reason}
 	h.comps[component] = cur
 }
 

@@ -111,8 +111,9 @@ type Metrics struct {
 	// SetBuildInfo.
 	BuildInfo *prometheus.GaugeVec
 	// ComponentRestarts is iot_component_restarts_total{component}: a
-	// driver or a send loop that stopped with an error and was started
-	// again ("source/modbus:press", "sink/kafka").
+	// driver, ingest or a send loop that stopped with an error or made no
+	// progress while it had work, and was started again
+	// ("source/modbus:press", "ingest", "sink/kafka").
 	ComponentRestarts *prometheus.CounterVec
 
 	// stats exports what is read from the components at scrape time:
@@ -203,7 +204,7 @@ func NewMetrics() *Metrics {
 		}, []string{LabelSource, LabelKind}),
 		ComponentRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "iot_component_restarts_total",
-			Help: "Drivers and send loops that stopped with an error and were started again.",
+			Help: "Drivers, ingest and send loops that stopped with an error or made no progress while they had work, and were started again.",
 		}, []string{"component"}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "iot_build_info",

@@ -8,6 +8,7 @@ package ingest
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -314,15 +315,26 @@ func dropLogKey(reason string) string {
 	return "dropped/" + reason
 }
 
+// ErrRestart, as the cause of Run's context (context.WithCancelCause), ends
+// Run without the final commit: what is pending stays in memory for the
+// next Run, and Emit goes on taking samples meanwhile. The agent restarts a
+// stalled stage so.
+var ErrRestart = errors.New("ingest restarted")
+
 // Run commits pending samples until ctx is cancelled, then commits what is
 // still pending (retrying a failed commit for at most one RetryInterval)
-// and returns. Samples emitted after that are dropped and counted.
+// and returns. Samples emitted after that are dropped and counted. A
+// context cancelled with ErrRestart ends Run at once, without that final
+// commit; Run may then be called again.
 func (in *Ingest) Run(ctx context.Context) error {
 	timer := time.NewTimer(in.opts.CommitInterval)
 	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			if errors.Is(context.Cause(ctx), ErrRestart) {
+				return nil
+			}
 			return in.final()
 		case <-in.wake:
 		case <-timer.C:

@@ -402,3 +402,44 @@ func receive[T any](t *testing.T, what string, ch <-chan T) T {
 		panic("unreachable")
 	}
 }
+
+// TestRestartKeepsPending: a Run ended with ErrRestart (the agent
+// restarting a stalled stage) commits nothing on its way out, Emit keeps
+// taking samples, and the next Run commits them all with contiguous
+// sequence numbers.
+func TestRestartKeepsPending(t *testing.T) {
+	b := openBuffer(t, filepath.Join(t.TempDir(), "b.db"))
+	in, err := ingest.New(b, ingest.Options{GatewayID: "gw", CommitInterval: time.Hour, CommitSize: 1 << 20, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ctx) }()
+	in.Emit(samples(1, 2, t0))
+	cancel(fmt.Errorf("stalled: %w", ingest.ErrRestart))
+	if err := <-done; err != nil {
+		t.Fatalf("Run after a restart cause: %v", err)
+	}
+	if got := len(readAll(t, b)); got != 0 {
+		t.Fatalf("%d records committed by a restarted Run, want none", got)
+	}
+	in.Emit(samples(1, 2, t0.Add(time.Second)))
+	if got := in.Pending(); got != 4 {
+		t.Fatalf("%d samples pending, want 4", got)
+	}
+	stop := run(t, in)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	seqs := map[string][]uint64{}
+	for _, f := range readAll(t, b) {
+		seqs[f.Tag] = append(seqs[f.Tag], f.Seq)
+	}
+	for tag, s := range seqs {
+		if len(s) != 2 || s[0] != 1 || s[1] != 2 {
+			t.Errorf("%s: sequence numbers %v, want [1 2]", tag, s)
+		}
+	}
+}

@@ -197,6 +197,7 @@ func (s *supervisor) start(ctx context.Context, cfg *config.Config) (*running, e
 		// bbolt checks the buffer file in a child process: a damaged
 		// file cannot crash the agent.
 		BufferIsolate: bufferIsolate(),
+		StallTimeout:  stallTimeout(),
 	})
 	if err != nil {
 		return nil, err
@@ -270,6 +271,19 @@ func notify(log *slog.Logger, state string) {
 	if _, err := daemon.SdNotify(false, state); err != nil {
 		log.Warn("systemd notify failed", "state", state, "err", err)
 	}
+}
+
+// stallTimeout is how long a component may make no progress while it has
+// work before the agent restarts it: half of systemd's WatchdogSec when
+// the watchdog is on — the window after which it is no longer pinged, so
+// the agent's own restart comes first and systemd's only when that one
+// cannot help — else the agent's default (0).
+func stallTimeout() time.Duration {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval == 0 {
+		return 0
+	}
+	return interval / 2
 }
 
 // startWatchdog pings systemd's watchdog while ctx lives, when the unit
