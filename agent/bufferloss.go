@@ -1,10 +1,10 @@
 package agent
 
 import (
+	"errors"
 	"strconv"
 
 	"github.com/iot-producer/iot-producer/agent/ingest"
-	"github.com/iot-producer/iot-producer/buffer"
 	"github.com/iot-producer/iot-producer/record"
 )
 
@@ -17,8 +17,9 @@ func seriesKey(device, tag string) string {
 	return strconv.Quote(device) + "/" + strconv.Quote(tag)
 }
 
-// recordSeries is buffer.Options.Series for the agent's records.
-func recordSeries(rec []byte) (string, uint64, bool) {
+// RecordSeries is buffer.Options.Series for the agent's records: the
+// series (quoted device and tag) and sequence number a record carries.
+func RecordSeries(rec []byte) (string, uint64, bool) {
 	env, err := record.DecodeEnvelope(rec)
 	if err != nil {
 		return "", 0, false
@@ -30,10 +31,10 @@ func recordSeries(rec []byte) (string, uint64, bool) {
 	return seriesKey(f.Device, f.Tag), f.Seq, true
 }
 
-// lastSeqs is buffer.Options.LastSeqs: the ingest stage's sequence state
-// kept in the buffer's metadata.
-func lastSeqs(b *buffer.Buffer) (map[string]uint64, error) {
-	m, err := ingest.LastSeqs(b)
+// LastSeqs is buffer.Options.LastSeqs: the last sequence number of every
+// series in the ingest stage's state kept in the buffer's metadata.
+func LastSeqs(meta func(fn func(key, value []byte) error) error) (map[string]uint64, error) {
+	m, err := ingest.LastSeqs(metaReader(meta))
 	if err != nil {
 		return nil, err
 	}
@@ -43,3 +44,25 @@ func lastSeqs(b *buffer.Buffer) (map[string]uint64, error) {
 	}
 	return out, nil
 }
+
+// metaReader is an ingest.Store that only reads metadata entries.
+type metaReader func(fn func(key, value []byte) error) error
+
+func (m metaReader) Meta(fn func(key, value []byte) error) error { return m(fn) }
+
+func (m metaReader) MetaValue(key string) ([]byte, error) {
+	var out []byte
+	err := m(func(k, v []byte) error {
+		if string(k) == key {
+			out = v
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (metaReader) Append([][]byte, map[string][]byte) error {
+	return errors.New("metadata only: nothing can be appended")
+}
+
+func (metaReader) Epoch() string { return "" }

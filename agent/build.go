@@ -216,8 +216,8 @@ func (a *Agent) openBuffer(queues []string) (*buffer.Buffer, error) {
 		OnCorrupt:        onCorrupt,
 		Logger:           a.log.With("component", "buffer"),
 		Isolate:          a.opts.BufferIsolate,
-		Series:           recordSeries,
-		LastSeqs:         lastSeqs,
+		Series:           RecordSeries,
+		LastSeqs:         LastSeqs,
 		// Frames found corrupt, or a file recovered while running, show
 		// in /ready.
 		OnDamage: func(b *buffer.Buffer) {

@@ -3,6 +3,8 @@ package buffer
 import (
 	"cmp"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"slices"
 	"time"
@@ -14,6 +16,10 @@ type CheckOptions struct {
 	Isolate IsolateFunc
 	// LockTimeout bounds the wait for the file lock. Default 5s.
 	LockTimeout time.Duration
+	// Series and LastSeqs are as in Options: with Series, the report
+	// lists the sequence ranges known lost around the damaged frames.
+	Series   func(record []byte) (series string, seq uint64, ok bool)
+	LastSeqs LastSeqsFunc
 }
 
 // FileReport is what CheckFile found in a buffer file.
@@ -34,6 +40,14 @@ type FileReport struct {
 	// say; frames of earlier builds, which do not name their queue, are
 	// counted under "(unnamed)".
 	Queues []QueueFrames
+	// LostRanges lists the sequence ranges a salvage would report lost
+	// (CheckOptions.Series), the longest first, at most 50;
+	// LostRangeCount, LostSeries and LostSeqs count them all, as in
+	// Recovery.
+	LostRanges     []LostRange
+	LostRangeCount int
+	LostSeries     int
+	LostSeqs       uint64
 }
 
 // QueueFrames counts the frames of one queue found by the raw scan.
@@ -97,6 +111,11 @@ func CheckFile(path string, o CheckOptions) (FileReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	if o.Series != nil {
+		if err := rep.lostRanges(f, frames, names, mr, o); err != nil {
+			return rep, err
+		}
+	}
 	by := map[string]*QueueFrames{}
 	for _, fr := range frames {
 		name := "(unnamed)"
@@ -124,4 +143,60 @@ func CheckFile(path string, o CheckOptions) (FileReport, error) {
 	}
 	slices.SortFunc(rep.Queues, func(a, c QueueFrames) int { return cmp.Compare(a.Queue, c.Queue) })
 	return rep, nil
+}
+
+// lostRanges fills the report's lost ranges as a salvage would find them:
+// the newest copy of each frame at or above its queue's head, intact or
+// damaged.
+func (rep *FileReport) lostRanges(r io.ReaderAt, frames []found, names map[uint32]string, mr ChildReport, o CheckOptions) error {
+	type key struct {
+		tag uint32
+		id  uint64
+	}
+	best := map[key]found{}
+	heads := map[uint32]uint64{}
+	for _, fr := range frames {
+		if !fr.h.hasLoc {
+			continue
+		}
+		heads[fr.h.loc.queue] = max(heads[fr.h.loc.queue], fr.h.loc.head)
+		k := key{fr.h.loc.queue, fr.h.loc.id}
+		cur, ok := best[k]
+		if !ok || (fr.intact && !cur.intact) || (fr.intact == cur.intact && fr.h.count > cur.h.count) {
+			best[k] = fr
+		}
+	}
+	var kept, lost []found
+	for k, fr := range best {
+		if k.id < heads[k.tag] {
+			continue
+		}
+		if fr.intact {
+			kept = append(kept, fr)
+		} else {
+			lost = append(lost, fr)
+		}
+	}
+	slices.SortFunc(kept, func(a, c found) int {
+		return cmp.Or(cmp.Compare(a.h.loc.queue, c.h.loc.queue), cmp.Compare(a.h.loc.id, c.h.loc.id))
+	})
+	rs, err := lostRanges(r, kept, lost, names, o.Series)
+	if err != nil {
+		return err
+	}
+	var last map[string]uint64
+	if mr.MetaOK && o.LastSeqs != nil {
+		meta := unwrapAll(mr.Meta)
+		keys := slices.Sorted(maps.Keys(meta))
+		last, _ = o.LastSeqs(func(fn func(k, v []byte) error) error {
+			for _, k := range keys {
+				if err := fn([]byte(k), meta[k]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	rep.LostRanges, rep.LostRangeCount, rep.LostSeries, rep.LostSeqs = summarizeRanges(rs, last)
+	return nil
 }

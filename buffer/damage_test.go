@@ -82,7 +82,7 @@ const backlogSeriesN = 4
 
 // backlogSeries returns Options.Series and Options.LastSeqs for the
 // backlog's records and its "last" metadata entry.
-func backlogSeries(t *testing.T) (func([]byte) (string, uint64, bool), func(*Buffer) (map[string]uint64, error)) {
+func backlogSeries(t *testing.T) (func([]byte) (string, uint64, bool), LastSeqsFunc) {
 	series := func(rec []byte) (string, uint64, bool) {
 		f := strings.Fields(string(rec))
 		if len(f) != 3 || f[0] != "rec" {
@@ -94,9 +94,14 @@ func backlogSeries(t *testing.T) (func([]byte) (string, uint64, bool), func(*Buf
 		}
 		return fmt.Sprintf("s%d", j%backlogSeriesN), uint64(j/backlogSeriesN + 1), true
 	}
-	last := func(b *Buffer) (map[string]uint64, error) {
-		v, err := b.MetaValue("last")
-		if err != nil || len(v) != 8 {
+	last := func(meta func(fn func(k, v []byte) error) error) (map[string]uint64, error) {
+		var v []byte
+		if err := meta(func(k, val []byte) error {
+			if string(k) == "last" {
+				v = val
+			}
+			return nil
+		}); err != nil || len(v) != 8 {
 			return nil, fmt.Errorf("metadata last: %x %v", v, err)
 		}
 		n := int(binary.BigEndian.Uint64(v))

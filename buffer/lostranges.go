@@ -95,13 +95,17 @@ func lostRanges(r io.ReaderAt, kept, lost []found, names map[uint32]string, seri
 		}
 		for s, l := range m {
 			slices.SortFunc(l, func(a, b seriesSpan) int { return cmp.Compare(a.frame, b.frame) })
+			// hi is the highest number seen so far: stale copies of
+			// merged frames may repeat numbers.
+			hi := l[0].last
 			for i := 0; i+1 < len(l); i++ {
-				if l[i+1].first > l[i].last+1 && lostBetween(l[i].frame, l[i+1].frame) {
-					out = append(out, LostRange{Queue: names[q], Series: s, From: l[i].last + 1, To: l[i+1].first - 1})
+				if l[i+1].first > hi+1 && lostBetween(l[i].frame, l[i+1].frame) {
+					out = append(out, LostRange{Queue: names[q], Series: s, From: hi + 1, To: l[i+1].first - 1})
 				}
+				hi = max(hi, l[i+1].last)
 			}
-			if last := l[len(l)-1]; lostBetween(last.frame, 0) {
-				out = append(out, LostRange{Queue: names[q], Series: s, From: last.last + 1})
+			if lostBetween(l[len(l)-1].frame, 0) {
+				out = append(out, LostRange{Queue: names[q], Series: s, From: hi + 1})
 			}
 		}
 	}
@@ -130,4 +134,38 @@ func (r LostRange) Len() uint64 {
 		return 0
 	}
 	return r.To - r.From + 1
+}
+
+// summarize ends the ranges open at their end with last (the last number
+// of each series, nil when unknown), drops those where nothing is missing,
+// and returns them (at most maxLostRanges) with their count, the series
+// they touch and the numbers in them.
+func summarizeRanges(rs []LostRange, last map[string]uint64) (out []LostRange, count, series int, seqs uint64) {
+	if last != nil {
+		kept := rs[:0]
+		for _, l := range rs {
+			if l.To == 0 {
+				n, ok := last[l.Series]
+				if ok && n < l.From {
+					continue // nothing after the last recovered record
+				}
+				if ok {
+					l.To = n
+				}
+			}
+			kept = append(kept, l)
+		}
+		rs = kept
+		SortLostRanges(rs)
+	}
+	seen := map[[2]string]bool{}
+	for _, l := range rs {
+		seen[[2]string{l.Queue, l.Series}] = true
+		seqs += l.Len()
+	}
+	count, series = len(rs), len(seen)
+	if len(rs) > maxLostRanges {
+		rs = slices.Clip(rs[:maxLostRanges])
+	}
+	return rs, count, series, seqs
 }

@@ -125,10 +125,10 @@ type Options struct {
 	// reports the sequence ranges known lost around the frames it found
 	// damaged (Recovery.LostRanges); LastSeqs, when set, returns the
 	// last number of every series from the metadata of the salvaged file
-	// (read through b), to end the ranges after a series' last recovered
-	// record.
+	// (meta calls fn for every entry, like Buffer.Meta), to end the
+	// ranges after a series' last recovered record.
 	Series   func(record []byte) (series string, seq uint64, ok bool)
-	LastSeqs func(b *Buffer) (map[string]uint64, error)
+	LastSeqs LastSeqsFunc
 	// ReserveBytes is the size of the space reserve, a file of zeros kept
 	// beside the buffer file (<path>.reserve): when the disk is full,
 	// CommitMeta deletes it to make room for a last commit of the
@@ -269,3 +269,8 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	return o, nil
 }
+
+// LastSeqsFunc returns the last sequence number of every series (named as
+// Options.Series names them) from metadata entries: meta calls fn for every
+// entry in key order.
+type LastSeqsFunc func(meta func(fn func(key, value []byte) error) error) (map[string]uint64, error)

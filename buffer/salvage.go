@@ -638,41 +638,16 @@ func putUint64s(vs []uint64) []byte {
 // and keeps the first maxLostRanges.
 func (b *Buffer) closeRanges(metaKept bool) {
 	r := &b.recovery
-	rs := r.LostRanges
+	var last map[string]uint64
 	open := false
-	for _, l := range rs {
+	for _, l := range r.LostRanges {
 		open = open || l.To == 0
 	}
 	if open && metaKept && b.opts.LastSeqs != nil {
-		last, err := b.opts.LastSeqs(b)
-		if err != nil {
+		var err error
+		if last, err = b.opts.LastSeqs(b.Meta); err != nil {
 			b.log.Warn("buffer salvage: the sequence state could not be read to end the lost ranges", "error", err)
 		}
-		out := rs[:0]
-		for _, l := range rs {
-			if l.To == 0 {
-				n, ok := last[l.Series]
-				if ok && n < l.From {
-					continue // nothing after the last recovered record
-				}
-				if ok {
-					l.To = n
-				}
-			}
-			out = append(out, l)
-		}
-		rs = out
-		SortLostRanges(rs)
 	}
-	series := map[[2]string]bool{}
-	r.LostSeqs = 0
-	for _, l := range rs {
-		series[[2]string{l.Queue, l.Series}] = true
-		r.LostSeqs += l.Len()
-	}
-	r.LostSeries, r.LostRangeCount = len(series), len(rs)
-	if len(rs) > maxLostRanges {
-		rs = slices.Clip(rs[:maxLostRanges])
-	}
-	r.LostRanges = rs
+	r.LostRanges, r.LostRangeCount, r.LostSeries, r.LostSeqs = summarizeRanges(r.LostRanges, last)
 }

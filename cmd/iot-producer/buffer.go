@@ -12,10 +12,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/iot-producer/iot-producer/agent"
 	"github.com/iot-producer/iot-producer/agent/config"
 	"github.com/iot-producer/iot-producer/agent/ingest"
 	"github.com/iot-producer/iot-producer/buffer"
@@ -234,7 +236,8 @@ func bufferStats(c *bufferCmd) (err error) {
 // process and scans the raw file for intact frames, and says what the
 // agent would recover from it. It exits 1 when the file is damaged.
 func bufferCheck(c *bufferCmd) error {
-	rep, err := buffer.CheckFile(c.path, buffer.CheckOptions{Isolate: bufferIsolate(), LockTimeout: bufferLockTimeout})
+	rep, err := buffer.CheckFile(c.path, buffer.CheckOptions{Isolate: bufferIsolate(), LockTimeout: bufferLockTimeout,
+		Series: agent.RecordSeries, LastSeqs: agent.LastSeqs})
 	if err != nil {
 		return openError(c.path, err)
 	}
@@ -261,6 +264,25 @@ func bufferCheck(c *bufferCmd) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if rep.LostRangeCount > 0 {
+		fmt.Fprintf(c.stdout, "\n%d sequence numbers known lost in %d ranges of %d series", rep.LostSeqs, rep.LostRangeCount, rep.LostSeries)
+		if len(rep.LostRanges) < rep.LostRangeCount {
+			fmt.Fprintf(c.stdout, " (the %d longest below)", len(rep.LostRanges))
+		}
+		fmt.Fprintln(c.stdout)
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "QUEUE\tSERIES\tFROM\tTO")
+		for _, l := range rep.LostRanges {
+			to := "its last number"
+			if l.To > 0 {
+				to = strconv.FormatUint(l.To, 10)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", l.Queue, l.Series, l.From, to)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintln(c.stdout)
 	fmt.Fprintln(c.stdout, "Frames are found by their own checksums in the raw file, stale copies of delivered frames included; the agent keeps only those its queues still hold.")

@@ -63,6 +63,9 @@ func TestBufferCheckAndDamage(t *testing.T) {
 				t.Errorf("check: exit %d, want 1 naming the damage\n%s%s", code, out, errOut)
 			}
 			t.Logf("check:\n%s", out)
+			if name == "64KiB random in the middle" && !strings.Contains(out, "sequence numbers known lost in") {
+				t.Errorf("check does not name the sequence ranges lost in the damaged frame:\n%s", out)
+			}
 			for _, cmd := range []string{"stats", "export", "inspect"} {
 				code, out, errOut := runBuffer(t, cmd, "-path", p)
 				if code == exitOK && name != "64KiB random in the middle" {
