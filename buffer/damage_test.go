@@ -481,8 +481,8 @@ func TestCheckThatNeverEnds(t *testing.T) {
 // child's memory bound ends it (on Linux), the file counts as damaged and
 // is salvaged, and the test's machine keeps its memory.
 func TestCheckThatEatsMemory(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("the memory bound is Linux's RLIMIT_DATA")
+	if runtime.GOOS != "linux" || raceEnabled {
+		t.Skip("the memory bound is Linux's RLIMIT_DATA, left out under the race detector")
 	}
 	oldT, oldM := childBaseTimeout, childMemoryBase
 	childBaseTimeout, childMemoryBase = 10*time.Minute, 160<<20

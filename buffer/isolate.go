@@ -114,7 +114,7 @@ func openReadOnly(path string, lockTimeout time.Duration, r *ChildReport) *bolt.
 // ChildReport as JSON to w. It is meant for a child process: bbolt may
 // kill the process while it runs (which the parent reads as damage).
 func RunChild(op, path string, w io.Writer) error {
-	if n, err := strconv.ParseUint(os.Getenv(childMemoryEnv), 10, 64); err == nil && n > 0 {
+	if n, err := strconv.ParseUint(os.Getenv(childMemoryEnv), 10, 64); err == nil && n > 0 && !raceEnabled {
 		if err := limitMemory(n); err != nil {
 			return err
 		}
