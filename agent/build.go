@@ -412,7 +412,7 @@ func (ls *laneStates) set(lane uplink.Lane, st uplink.State, err error) {
 		case uplink.StateBackingOff:
 			problems = append(problems, fmt.Sprintf("%s lane backing off since %s: %v", l, ls.since[l].UTC().Format(time.RFC3339), ls.err[l]))
 		case uplink.StateRefused:
-			problems = append(problems, fmt.Sprintf("REFUSED by the broker since %s (%s lane): %v; fix the broker's ACL or topic policy for this gateway; records stay in the buffer and are retried",
+			problems = append(problems, fmt.Sprintf("REFUSED by the broker since %s (%s lane): %v; fix the gateway's credentials or the broker's ACL or topic policy; records stay in the buffer and are retried",
 				ls.since[l].UTC().Format(time.RFC3339), l, ls.err[l]))
 		}
 	}

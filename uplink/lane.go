@@ -453,7 +453,7 @@ func (ln *lane) recover(ctx context.Context) {
 	if refused {
 		ln.setState(StateRefused, lastErr)
 		ln.l.quiet.Log(ln.l.log, slog.LevelError, "refused/"+lane, int64(n),
-			"the broker refuses the records: fix its ACL or topic policy; they stay in the buffer and are retried, nothing is dead-lettered",
+			"the broker refuses the records: fix the gateway's credentials or the broker's ACL or topic policy; they stay in the buffer and are retried, nothing is dead-lettered",
 			"lane", lane, "records", n, "retry_in", wait.Round(time.Millisecond), "err", lastErr)
 	} else {
 		ln.setState(StateBackingOff, lastErr)
