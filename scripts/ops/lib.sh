@@ -79,8 +79,10 @@ free_port() {
 	die "no free local port found"
 }
 
-# forward PORT starts kubectl port-forward to the service's PORT on a free
-# local port, waits until it answers (up to 20 s) and prints the local port.
+# forward PORT VAR starts kubectl port-forward to the service's PORT on a
+# free local port, waits until it answers (up to 20 s) and sets VAR to the
+# local port. It runs in this shell, not in a $(...) subshell, so that
+# stop_forwards knows the port-forward's PID and ends it.
 forward() {
 	local remote="$1" local_port pid
 	local_port=$(free_port)
@@ -89,7 +91,7 @@ forward() {
 	IOT_FORWARDS+=("${pid}")
 	for _ in $(seq 100); do
 		if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:${local_port}/"; then
-			printf '%s\n' "${local_port}"
+			printf -v "$2" '%s' "${local_port}"
 			return 0
 		fi
 		kill -0 "${pid}" 2>/dev/null || break
@@ -103,8 +105,11 @@ forward() {
 endpoints() {
 	if [[ "${IOT_MODE}" == k8s ]]; then
 		trap stop_forwards EXIT
-		METRICS_URL="http://127.0.0.1:$(forward "${IOT_METRICS_PORT}")"
-		HEALTH_URL="http://127.0.0.1:$(forward "${IOT_HEALTH_PORT}")"
+		local metrics_port health_port
+		forward "${IOT_METRICS_PORT}" metrics_port
+		forward "${IOT_HEALTH_PORT}" health_port
+		METRICS_URL="http://127.0.0.1:${metrics_port}"
+		HEALTH_URL="http://127.0.0.1:${health_port}"
 	else
 		METRICS_URL="http://${IOT_HOST}:${IOT_METRICS_PORT}"
 		HEALTH_URL="http://${IOT_HOST}:${IOT_HEALTH_PORT}"

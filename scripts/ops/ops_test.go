@@ -3,7 +3,6 @@ package ops
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -20,9 +19,19 @@ import (
 	_ "github.com/iot-producer/iot-producer/plugins/all"
 )
 
+// TestMain runs the kubectl stand-in (kubectl_test.go) when this binary is
+// run under the name kubectl, and the tests otherwise.
+func TestMain(m *testing.M) {
+	if filepath.Base(os.Args[0]) == "kubectl" {
+		os.Exit(fakeKubectl(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
 // running is an agent started for the scripts, with where they find it.
 type running struct {
-	configFile              string
+	configFile, logFile     string
+	metricsAddr, healthAddr string
 	metricsPort, healthPort string
 }
 
@@ -50,8 +59,14 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 	if err != nil {
 		t.Fatal(err)
 	}
+	logFile := filepath.Join(dir, "agent.log")
+	logs, err := os.Create(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logs.Close() })
 	ready := make(chan struct{})
-	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), OnReady: func() { close(ready) }})
+	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), OnReady: func() { close(ready) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +94,7 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 	}
 	_, mp, _ := net.SplitHostPort(a.Addrs().Metrics)
 	_, hp, _ := net.SplitHostPort(a.Addrs().Health)
-	return running{configFile: file, metricsPort: mp, healthPort: hp}
+	return running{configFile: file, logFile: logFile, metricsAddr: a.Addrs().Metrics, healthAddr: a.Addrs().Health, metricsPort: mp, healthPort: hp}
 }
 
 // stubs writes systemctl and journalctl stand-ins into a directory for the
@@ -215,4 +230,151 @@ func TestScriptsAgainstARunningAgent(t *testing.T) {
 	check("effective-config-*.json", "gw-ops")
 	check("buffer-stats-*.txt", "iot_buffer_file_bytes")
 	check("unit-*.service", "[Service]")
+}
+
+// TestScriptsInKubernetes runs the runbook scripts in their Kubernetes
+// mode against a running agent, with the kubectl stand-in of
+// kubectl_test.go in place of a cluster: they must find the mode by
+// themselves, reach /ready, /metrics and /config through kubectl
+// port-forward to the Service's ports, read the log of the Deployment, back
+// up the ConfigMap, the Secret (private) and the Deployment, and leave no
+// port-forward running.
+func TestScriptsInKubernetes(t *testing.T) {
+	ag := startAgent(t)
+	kube := t.TempDir()
+	bin := filepath.Join(kube, "bin")
+	if err := os.MkdirAll(filepath.Join(kube, "manifests"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(bin, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(self, filepath.Join(bin, "kubectl")); err != nil {
+		t.Fatal(err)
+	}
+	// No systemd unit here, whatever the machine has: the scripts must
+	// find the cluster by themselves.
+	if err := os.WriteFile(filepath.Join(bin, "systemctl"), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	deployment, err := os.ReadFile("../../k8s/deployment.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	config, err := os.ReadFile(ag.configFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string]string{
+		"ports":                     "8080 " + ag.metricsAddr + "\n8081 " + ag.healthAddr + "\n",
+		"log":                       "", // a link to the agent's log, below
+		"config":                    string(config),
+		"manifests/deployment.yaml": string(deployment),
+	} {
+		if name == "log" {
+			if err := os.Symlink(ag.logFile, filepath.Join(kube, name)); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(kube, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backups := t.TempDir()
+	env := []string{
+		"PATH=" + bin + ":" + os.Getenv("PATH"), fakeKubeEnv + "=" + kube, "IOT_BACKUP_DIR=" + backups,
+		// Where a gateway's files would be: none of them may be read in
+		// Kubernetes.
+		"IOT_CONFIG=/nonexistent/config.yaml", "IOT_LOG_DIR=/nonexistent", "IOT_STATE_DIR=/nonexistent",
+	}
+	tests := []struct {
+		script string
+		want   []string
+		calls  []string
+	}{
+		{"daily_check.sh", []string{
+			"mode k8s", "iot-producer-7d9f8c6b5-x2x4q   1/1     Running", "/health: ok", "status: ready", "sink/kafka: ok",
+			"kafka_messages_sent_total", `iot_uplink_state{sink="kafka",state="connected"} 1`, "ERROR lines: 0", "=== all well ===",
+		}, []string{
+			"get namespace iot-monitoring",
+			"get pods -n iot-monitoring -l app.kubernetes.io/name=iot-producer -o wide",
+			"port-forward -n iot-monitoring svc/iot-producer-service ", ":8080", ":8081",
+			"logs -n iot-monitoring deployment/iot-producer --since=24h",
+		}},
+		{"backup_config.sh", []string{"backup done: " + backups, "configmap-", "secret-", "deployment-", "effective-config-", "buffer-stats-"}, []string{
+			"get -n iot-monitoring configmap/iot-producer-config -o yaml",
+			"get -n iot-monitoring secret/iot-producer-secrets -o yaml",
+			"get -n iot-monitoring deployment/iot-producer -o yaml",
+		}},
+		{"weekly_check.sh", []string{
+			"mode k8s", "backup done", "resident memory:", "goroutines:", "kubectl top needs the metrics server",
+			"RESTARTS", "records waiting:", "the pod's log is kept by the cluster", "=== weekly check done ===",
+		}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.script, func(t *testing.T) {
+			_ = os.Remove(filepath.Join(kube, "calls"))
+			code, out := runScript(t, tt.script, env)
+			t.Log(out)
+			if code != 0 {
+				t.Errorf("exit status %d, want 0", code)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q", w)
+				}
+			}
+			data, err := os.ReadFile(filepath.Join(kube, "calls"))
+			if err != nil {
+				t.Fatalf("kubectl was never called: %v", err)
+			}
+			calls := string(data)
+			for _, w := range tt.calls {
+				if !strings.Contains(calls, w) {
+					t.Errorf("no kubectl call with %q; calls:\n%s", w, calls)
+				}
+			}
+			// Every port-forward the script started is gone.
+			for line := range strings.SplitSeq(calls, "\n") {
+				f := strings.Fields(line)
+				if len(f) != 5 || f[0] != "port-forward" {
+					continue
+				}
+				local, _, _ := strings.Cut(f[4], ":")
+				if c, err := net.Dial("tcp", "127.0.0.1:"+local); err == nil {
+					c.Close()
+					t.Errorf("the port-forward on %s still runs after the script", local)
+				}
+			}
+		})
+	}
+
+	check := func(glob, want string, private bool) {
+		t.Helper()
+		files, _ := filepath.Glob(filepath.Join(backups, glob))
+		if len(files) == 0 {
+			t.Fatalf("no %s in the backup", glob)
+		}
+		data, err := os.ReadFile(files[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(data), want) {
+			t.Errorf("%s lacks %q:\n%s", files[0], want, data)
+		}
+		if fi, _ := os.Stat(files[0]); private && fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s is %v: it must be private to its owner", files[0], fi.Mode())
+		}
+	}
+	check("configmap-*.yaml", "gw-ops", true)
+	check("secret-*.yaml", "kafka-password", true)
+	check("deployment-*.yaml", "kind: Deployment", true)
+	// Through the port-forward, from the running agent itself.
+	check("effective-config-*.json", "gw-ops", true)
+	check("buffer-stats-*.txt", "iot_buffer_file_bytes", true)
 }
