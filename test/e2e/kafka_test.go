@@ -70,9 +70,7 @@ func TestOutageLosesNothing(t *testing.T) {
 			drain := a.waitDrained(t, 5*time.Minute)
 			t.Logf("%s for %s: %.0f records buffered, drained in %s", tc.name, outage(t), backlog, drain.Round(100*time.Millisecond))
 			a.waitReady(t, func(detail string) bool { return detail == "sending" }, time.Minute)
-			if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
-				t.Fatalf("exit %d:\n%s", code, a.tail(40))
-			}
+			a.stopDrained(t, 5*time.Minute)
 			verifyDelivery(t, c.brokers(), topic, dir)
 		})
 	}
@@ -96,9 +94,7 @@ func TestCrashesLoseNothing(t *testing.T) {
 	}
 	a := startAgent(t, cfg)
 	a.waitAcked(t, 20000, time.Minute)
-	if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
-		t.Fatalf("exit %d:\n%s", code, a.tail(40))
-	}
+	a.stopDrained(t, 5*time.Minute)
 	r := verifyDelivery(t, c.brokers(), topic, dir)
 	t.Logf("20 SIGKILLs: %d sequence numbers committed, 0 lost, %d duplicates", r.Expected, r.Duplicates)
 }
@@ -121,9 +117,7 @@ func TestLeaderChangesLoseNothing(t *testing.T) {
 	a.waitAcked(t, a.gauge(t, "kafka_messages_sent_total")+20000, 2*time.Minute)
 	c.script(t, "start-node", "2", "--dir", c.dir)
 	a.waitAcked(t, a.gauge(t, "kafka_messages_sent_total")+20000, time.Minute)
-	if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
-		t.Fatalf("exit %d:\n%s", code, a.tail(40))
-	}
+	a.stopDrained(t, 5*time.Minute)
 	verifyDelivery(t, c.brokers(), topic, dir)
 }
 
@@ -152,9 +146,7 @@ func TestTLSAndSCRAM(t *testing.T) {
 	dir := t.TempDir()
 	a := startAgent(t, rateConfig(t, dir, c.brokers(), topic, secure(dir, c.env["KAFKA_SCRAM_PASSWORD"])))
 	a.waitAcked(t, 20000, time.Minute)
-	if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
-		t.Fatalf("exit %d:\n%s", code, a.tail(40))
-	}
+	a.stopDrained(t, 5*time.Minute)
 	// Read back over the broker's internal plaintext listener.
 	verifyDelivery(t, strings.Split(c.env["KAFKA_INTERNAL_BROKERS"], ","), topic, dir)
 

@@ -108,14 +108,18 @@ func collectMQTT(t *testing.T, url, filter string) *mqttCollector {
 }
 
 // verifyMQTT waits until the subscriber has every sequence number the
-// gateway committed (the buffer in dir says which) that is not still
-// buffered, and fails on any that never comes.
+// gateway committed (the buffer in dir says which), and fails on any that
+// never comes and on any record left in the buffer (the run ended with
+// stopDrained).
 func verifyMQTT(t *testing.T, c *mqttCollector, dir string) seqcheck.Report {
 	t.Helper()
 	checker := seqcheck.New()
 	left, last, err := checker.AddBuffer(filepath.Join(dir, "buffer.db"), "mqtt")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Fatalf("%d records still in the mqtt queue after the agent drained and stopped: not delivered", left)
 	}
 	deadline := time.Now().Add(3 * time.Minute)
 	added := 0
@@ -131,7 +135,7 @@ func verifyMQTT(t *testing.T, c *mqttCollector, dir string) seqcheck.Report {
 		added += len(fresh)
 		r := checker.Verify(last)
 		if r.Missing == 0 || time.Now().After(deadline) {
-			t.Logf("delivery over MQTT: %s (%d records still buffered)", r, left)
+			t.Logf("delivery over MQTT: %s (buffer drained)", r)
 			if r.Missing != 0 || r.Unexpected != 0 {
 				t.Fatalf("lost records: %s", r)
 			}
@@ -263,9 +267,7 @@ func TestMQTTBrokerStoppedLosesNothing(t *testing.T) {
 	drain := a.waitSinkDrained(t, "mqtt", 5*time.Minute)
 	t.Logf("broker stopped for %s: %.0f records buffered, drained in %s", outage(t), backlog, drain.Round(100*time.Millisecond))
 	a.waitSinkReady(t, "mqtt", func(d string) bool { return d == "sending" }, time.Minute)
-	if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
-		t.Fatalf("exit %d:\n%s", code, a.tail(40))
-	}
+	a.stopDrained(t, 5*time.Minute)
 	r := verifyMQTT(t, sub, dir)
 	t.Logf("0 lost, %d duplicates of %d sequence numbers", r.Duplicates, r.Expected)
 }
@@ -287,9 +289,7 @@ func TestMQTTCrashesLoseNothing(t *testing.T) {
 	}
 	a := startAgent(t, cfg)
 	a.waitSinkAcked(t, "mqtt", 10000, time.Minute)
-	if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
-		t.Fatalf("exit %d:\n%s", code, a.tail(40))
-	}
+	a.stopDrained(t, 5*time.Minute)
 	r := verifyMQTT(t, sub, dir)
 	t.Logf("20 SIGKILLs: %d sequence numbers committed, 0 lost, %d duplicates", r.Expected, r.Duplicates)
 }
@@ -375,9 +375,7 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 		}
 		a.waitSinkReady(t, tc.down, func(d string) bool { return d == "sending" }, time.Minute)
 	}
-	if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
-		t.Fatalf("exit %d:\n%s", code, a.tail(40))
-	}
+	a.stopDrained(t, 5*time.Minute)
 	verifyDelivery(t, c.brokers(), topic, dir)
 	verifyMQTT(t, sub, dir)
 }
@@ -473,7 +471,7 @@ func decodeWithNode(t *testing.T, c *mqttCollector) []nodeMessage {
 // device's DDATA in every session, data types as born, backlog marked
 // historical; every DDATA's value, type and time stamp equal the Kafka
 // record of the same series and sequence number; and every committed
-// sequence number came as DDATA or is still buffered.
+// sequence number came as DDATA, with nothing left in the buffer.
 func TestSparkplugDecodedByNode(t *testing.T) {
 	c := startCluster(t, "--port", "25170") // controller on 26170
 	m := startMosquitto(t, 25888)
@@ -508,18 +506,16 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 	}
 	acked = a.sinkMetric(t, "kafka_messages_sent_total", "mqtt")
 	a.waitSinkAcked(t, "mqtt", acked+2000, time.Minute)
-	if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
-		t.Fatalf("exit %d:\n%s", code, a.tail(40))
-	}
-	// The JSON records: what Kafka has, and what is still buffered for it.
+	a.stopDrained(t, 5*time.Minute)
+	// The JSON records: what Kafka has; nothing may be left for it.
 	kafkaRecs := map[string]record.Fields{} // "device/tag/seq"
 	for _, recs := range readModbusTopic(t, c.brokers(), topic) {
 		for _, f := range recs {
 			kafkaRecs[fmt.Sprintf("%s/%s/%d", f.Device, f.Tag, f.Seq)] = f
 		}
 	}
-	for _, f := range bufferedFields(t, filepath.Join(dir, "buffer.db"), "kafka") {
-		kafkaRecs[fmt.Sprintf("%s/%s/%d", f.Device, f.Tag, f.Seq)] = f
+	if left := bufferedFields(t, filepath.Join(dir, "buffer.db"), "kafka"); len(left) != 0 {
+		t.Fatalf("%d records still in the kafka queue after the agent drained and stopped: not delivered", len(left))
 	}
 
 	// Wait for the subscriber to have every DDATA the agent had
@@ -528,6 +524,9 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 	left, last, err := checker.AddBuffer(filepath.Join(dir, "buffer.db"), "mqtt")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Fatalf("%d records still in the mqtt queue after the agent drained and stopped: not delivered", left)
 	}
 	var msgs []nodeMessage
 	deadline := time.Now().Add(2 * time.Minute)
@@ -546,8 +545,8 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 				}
 			}
 			r := checker.Verify(last)
-			t.Logf("Sparkplug decoded by sparkplug-payload: %d messages, %d NBIRTH, %d DBIRTH, %d DDATA (%d historical), %d DDEATH, %d NDEATH; delivery %s (%d still buffered)",
-				len(msgs), host.nbirths, host.dbirths, len(host.data), host.historical, host.ddeaths, host.ndeaths, r, left)
+			t.Logf("Sparkplug decoded by sparkplug-payload: %d messages, %d NBIRTH, %d DBIRTH, %d DDATA (%d historical), %d DDEATH, %d NDEATH; delivery %s (buffer drained)",
+				len(msgs), host.nbirths, host.dbirths, len(host.data), host.historical, host.ddeaths, host.ndeaths, r)
 			if r.Missing != 0 || r.Unexpected != 0 {
 				t.Fatalf("lost samples: %s", r)
 			}

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/iot-producer/iot-producer/internal/seqcheck"
 )
 
 var agentBin string
@@ -204,5 +206,91 @@ func (a *agentProc) waitLog(t *testing.T, s string, limit time.Duration) {
 			t.Fatalf("agent exited while waiting for %q:\n%s", s, a.log())
 		case <-time.After(20 * time.Millisecond): // log poll interval
 		}
+	}
+}
+
+// intervalKey matches the keys that pace the sources of a configuration:
+// the simulator's sample_interval and a PLC's poll_interval.
+var intervalKey = regexp.MustCompile(`\b(sample_interval|poll_interval): *[0-9a-z]+`)
+
+// stopDrained ends a run whose delivery is then checked by sequence
+// numbers, so that the check can require an empty buffer: a record left
+// in it was not delivered. As an operator would, it rewrites the
+// configuration file with every source paced to one reading an hour and
+// waits for the agent to apply it ("config reloaded": each source
+// restarts, reads once and falls quiet); then it waits, in /metrics, for
+// every sink's queue (kafka_producer_buffer_depth) and the ingest stage
+// (iot_ingest_pending_samples) to be empty, and stops the agent with
+// SIGTERM, which must exit 0. requireDrained checks the file afterwards.
+func (a *agentProc) stopDrained(t *testing.T, limit time.Duration) {
+	t.Helper()
+	path := a.cmd.Args[len(a.cmd.Args)-1]
+	old, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := intervalKey.ReplaceAll(old, []byte("${1}: 1h"))
+	if bytes.Equal(quiet, old) {
+		t.Fatalf("%s paces no source (sample_interval, poll_interval):\n%s", path, old)
+	}
+	reloads := strings.Count(a.log(), `msg="config reloaded"`)
+	// Renamed into place, so that the agent's watch never reads it half
+	// written.
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, quiet, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(limit)
+	for strings.Count(a.log(), `msg="config reloaded"`) == reloads {
+		if time.Now().After(deadline) {
+			t.Fatalf("the quiet configuration was not applied within %s:\n%s", limit, a.tail(40))
+		}
+		select {
+		case <-a.done:
+			t.Fatalf("agent exited:\n%s", a.log())
+		case <-time.After(20 * time.Millisecond): // log poll interval
+		}
+	}
+	a.refreshAddrs(t)
+	for {
+		depth, err := a.counter("kafka_producer_buffer_depth")
+		if err == nil {
+			var pending float64
+			pending, err = a.counter("iot_ingest_pending_samples")
+			if err == nil && depth == 0 && pending == 0 {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("scrape metrics: %v\n%s", err, a.tail(40))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the buffer was not drained within %s (depth %.0f):\n%s", limit, depth, a.tail(40))
+		}
+		select {
+		case <-a.done:
+			t.Fatalf("agent exited:\n%s", a.log())
+		case <-time.After(100 * time.Millisecond): // scrape interval
+		}
+	}
+	if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM:\n%s", code, a.tail(40))
+	}
+}
+
+// requireDrained fails t when the buffer file at path still holds records
+// for queue: the run was ended with stopDrained, so a record left there
+// was not delivered.
+func requireDrained(t *testing.T, path, queue string) {
+	t.Helper()
+	left, _, err := seqcheck.New().AddBuffer(path, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Fatalf("%d records still in the %s queue of %s after the agent drained and stopped: not delivered", left, queue, path)
 	}
 }
