@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -227,13 +228,20 @@ func (d *decoder) decodeFields(n *yaml.Node, path string, targets []reflect.Valu
 		target reflect.Value
 	}
 	lists := make([]fieldList, len(targets))
-	var names []string
 	for i, t := range targets {
 		lists[i] = fieldsOf(t.Type())
-		names = append(names, lists[i].names()...)
 	}
-	if extra != nil {
-		names = append(names, extra.names...)
+	// names lists the keys accepted here, for suggestions: needed only
+	// for a key that is not one of them.
+	names := func() []string {
+		var out []string
+		for _, fl := range lists {
+			out = append(out, fl.names()...)
+		}
+		if extra != nil {
+			out = append(out, extra.names...)
+		}
+		return out
 	}
 	byName := func(name string) (fieldRef, bool) {
 		for i, fl := range lists {
@@ -283,7 +291,7 @@ func (d *decoder) decodeFields(n *yaml.Node, path string, targets []reflect.Valu
 			continue
 		}
 		msg := fmt.Sprintf("unknown key %q", cut(name))
-		if s := suggest(name, names); s != "" {
+		if s := suggest(name, names()); s != "" {
 			msg += fmt.Sprintf("; did you mean %q?", s)
 		}
 		d.fail(kp, k.Line, "%s", msg)
@@ -559,6 +567,20 @@ type fieldList []fieldInfo
 
 // fieldsOf lists t's fields that have a yaml name, in declaration order.
 func fieldsOf(t reflect.Type) fieldList {
+	if fl, ok := fieldLists.Load(t); ok {
+		return fl.(fieldList)
+	}
+	fl := listFields(t)
+	fieldLists.Store(t, fl)
+	return fl
+}
+
+// fieldLists caches fieldsOf by type: a file with thousands of tags
+// decodes and checks their struct thousands of times, and listing the
+// fields each time allocated hundreds of megabytes at start.
+var fieldLists sync.Map // reflect.Type → fieldList, shared: never modified
+
+func listFields(t reflect.Type) fieldList {
 	var out fieldList
 	for i := range t.NumField() {
 		f := t.Field(i)

@@ -270,8 +270,10 @@ func (q *sampleQueue) dropOldest(maxN int, maxBytes int64) int {
 }
 
 // popBatches removes up to max samples from the head, as the batches they
-// came in (the last one cut short if need be), with the drop markers among
-// them.
+// came in, with the drop markers among them. It takes whole batches, and
+// cuts one short only when it alone is more than max: a batch cut in two
+// would no longer match its driver's shape, neither for the commit (which
+// then hashes every name) nor for a drop.
 func (q *sampleQueue) popBatches(max int) []pendingItem {
 	var out []pendingItem
 	for got := 0; len(q.items) > 0; {
@@ -283,7 +285,7 @@ func (q *sampleQueue) popBatches(max int) []pendingItem {
 			q.markerGone()
 			continue
 		}
-		if got >= max {
+		if got >= max || (got > 0 && got+len(head.samples) > max) {
 			break
 		}
 		k := min(len(head.samples), max-got)

@@ -23,7 +23,7 @@ func TestSampleQueueKeepsOrderAcrossBatches(t *testing.T) {
 	}{
 		{"one batch taken whole", []int{5}, 0, []int{10}, [][]int64{{0, 1, 2, 3, 4}}},
 		{"split head batch", []int{5}, 0, []int{2, 2, 2}, [][]int64{{0, 1}, {2, 3}, {4}}},
-		{"gathered across batches", []int{2, 2, 2}, 0, []int{5, 5}, [][]int64{{0, 1, 2, 3, 4}, {5}}},
+		{"gathered across whole batches", []int{2, 2, 2}, 0, []int{5, 5}, [][]int64{{0, 1, 2, 3}, {4, 5}}},
 		{"drop inside the head batch", []int{4, 4}, 3, []int{10}, [][]int64{{3, 4, 5, 6, 7}}},
 		{"drop whole batches", []int{2, 2, 3}, 5, []int{10}, [][]int64{{5, 6}}},
 		{"empty", nil, 0, []int{3}, [][]int64{nil}},
