@@ -163,8 +163,9 @@ func BenchmarkKafkaThroughput(b *testing.B) {
 
 // latencies reads topic and returns, for each record, the time from the
 // sample's read to the broker's append (the topic uses LogAppendTime),
-// split by the iot-lane header.
-func latencies(b *testing.B, brokers []string, topic string) (live, backlog []time.Duration) {
+// split by the iot-lane header; steady holds the live records read after
+// warm (none when warm is zero).
+func latencies(b *testing.B, brokers []string, topic string, warm time.Time) (live, backlog, steady []time.Duration) {
 	b.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
@@ -201,13 +202,16 @@ func latencies(b *testing.B, brokers []string, topic string) (live, backlog []ti
 				backlog = append(backlog, d)
 			} else {
 				live = append(live, d)
+				if !warm.IsZero() && f.ReadTime.After(warm) {
+					steady = append(steady, d)
+				}
 			}
 			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
 				delete(remaining, r.Partition)
 			}
 		})
 	}
-	return live, backlog
+	return live, backlog, steady
 }
 
 func quantile(ds []time.Duration, q float64) time.Duration {
@@ -233,17 +237,26 @@ func BenchmarkKafkaLatency(b *testing.B) {
 	dir := b.TempDir()
 	ag := startAgent(b, bin, dir, modbusAgentConfig(dir, brokers, topic, addrs, 10, time.Second,
 		"telemetry: {metrics_listen: \"127.0.0.1:0\", health_listen: \"127.0.0.1:0\", pprof_listen: \"off\"}\n"))
+	warm := time.Now().Add(latencyWarmup)
 	time.Sleep(30 * time.Second) // the measured run
 	_ = ag.cmd.Process.Signal(syscall.SIGTERM)
 	_ = ag.cmd.Wait()
-	live, _ := latencies(b, brokers, topic)
+	live, _, steady := latencies(b, brokers, topic, warm)
 	p50, p95, p99 := quantile(live, .5), quantile(live, .95), quantile(live, .99)
+	s50, s95, s99 := quantile(steady, .5), quantile(steady, .95), quantile(steady, .99)
 	b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(p95.Microseconds())/1000, "p95-ms")
 	b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
-	fmt.Printf("latency at 10,000 samples/s, read → broker append, %d records: p50 %s p95 %s p99 %s (target p99 ≤ 20ms)\n",
-		len(live), p50.Round(10*time.Microsecond), p95.Round(10*time.Microsecond), p99.Round(10*time.Microsecond))
+	b.ReportMetric(float64(s99.Microseconds())/1000, "p99-steady-ms")
+	r := func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
+	fmt.Printf("latency at 10,000 samples/s, read → broker append, %d records: p50 %s p95 %s p99 %s; after the first %s (%d records): p50 %s p95 %s p99 %s (target p99 ≤ 20ms)\n",
+		len(live), r(p50), r(p95), r(p99), latencyWarmup, len(steady), r(s50), r(s95), r(s99))
 }
+
+// latencyWarmup is the start of BenchmarkKafkaLatency's run reported apart:
+// the first samples wait for the broker connections, metadata and producer
+// id, which a gateway pays once per start.
+const latencyWarmup = 5 * time.Second
 
 // BenchmarkKafkaBacklogDrain puts the backlog of a 10-minute outage at
 // 10,000 samples/s (6,000,000 records, committed 10 to 20 minutes ago) in
@@ -273,7 +286,7 @@ func BenchmarkKafkaBacklogDrain(b *testing.B) {
 	}
 	time.Sleep(5 * time.Second) // live traffic after the drain
 	stop()
-	live, old := latencies(b, brokers, topic)
+	live, old, _ := latencies(b, brokers, topic, time.Time{})
 	b.ReportMetric(drained.Seconds(), "drain-s")
 	b.ReportMetric(quantile(live, 1).Seconds(), "live-max-late-s")
 	fmt.Printf("backlog drain: %d records in %s (%.0f records/s) while %d live samples were at most %s late (p99 %s); target ≤ 60s and ≤ 1s\n",

@@ -29,12 +29,22 @@ type agentProc struct {
 // modbusAgentConfig returns an agent configuration polling one Modbus TCP
 // endpoint per address, registers uint16 holding registers each (one
 // request), every interval, into the buffer under dir and the topic at
-// brokers. extra is appended to the file as is.
+// brokers. extra is appended to the file as is. For trying settings
+// other than the defaults, the environment variable BENCH_PRODUCER adds
+// keys to the producer section ("flush_interval: 2ms, worker_count: 8")
+// and BENCH_CONFIG whole sections ("buffer: {commit_interval: 2ms}").
 func modbusAgentConfig(dir string, brokers []string, topic string, addrs []string, registers int, interval time.Duration, extra string) string {
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "gateway: {id: gw-bench, state_dir: %q}\n", dir)
-	fmt.Fprintf(&cfg, "producer: {brokers: [%s], topic: %s}\n", strings.Join(brokers, ", "), topic)
+	producer := ""
+	if v := os.Getenv("BENCH_PRODUCER"); v != "" {
+		producer = ", " + v
+	}
+	fmt.Fprintf(&cfg, "producer: {brokers: [%s], topic: %s%s}\n", strings.Join(brokers, ", "), topic, producer)
 	cfg.WriteString(extra)
+	if v := os.Getenv("BENCH_CONFIG"); v != "" {
+		cfg.WriteString(v + "\n")
+	}
 	cfg.WriteString("plcs:\n")
 	for i, a := range addrs {
 		fmt.Fprintf(&cfg, "  - name: dev-%04d\n    driver: modbus\n    endpoint: %q\n", i, a)

@@ -143,6 +143,7 @@ type Ingest struct {
 	next    commit
 	arena   []byte
 	handles []uint32 // the handle of each sample of the commit being built
+	offsets []int    // where each record of the commit being built starts in arena
 	// persisted is dropped as the last commit wrote it.
 	persisted map[string]uint64
 }
@@ -540,7 +541,7 @@ func (in *Ingest) encode(items []pendingItem, drops map[string]uint64) *commit {
 	var fields record.Fields
 	fields.Gateway = in.opts.GatewayID
 	fields.Epoch = in.epoch
-	var offsets []int // record starts; the arena may move while it grows
+	offsets := in.offsets[:0] // record starts; the arena may move while it grows
 	handles := in.handles
 	for _, item := range items {
 		// Dropped samples take their numbers, which nothing will carry:
@@ -571,7 +572,7 @@ func (in *Ingest) encode(items []pendingItem, drops map[string]uint64) *commit {
 	for i := 0; i+1 < len(offsets); i++ {
 		c.records = append(c.records, arena[offsets[i]:offsets[i+1]:offsets[i+1]])
 	}
-	in.arena = arena
+	in.arena, in.offsets = arena, offsets
 	if idle := in.opts.SeriesIdle; idle > 0 {
 		// Forget the series idle for longer than SeriesIdle, looking at
 		// most every SeriesIdle/4.
