@@ -211,7 +211,6 @@ type txWrites struct {
 	sum     uint32
 	deleted [][]byte
 	delSize int
-	buf     []byte
 }
 
 // putEnv stores value under key in bucket bkt (namespace ns: envMetaNS or
