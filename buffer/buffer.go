@@ -78,6 +78,10 @@ type Buffer struct {
 	// txw collects the current write transaction's envelopes for its
 	// summary (envelope.go). Guarded by wmu.
 	txw txWrites
+	// gen numbers the commits that end with a summary (envelope.go): the
+	// last one's. It is kept in the summary, so it goes on across Compact
+	// (which renumbers bbolt's transactions). Guarded by wmu.
+	gen uint64
 	// reserveMissing is set while the space reserve (reserve.go) is not
 	// written; reserveTried is the last attempt. Guarded by wmu.
 	reserveMissing bool
@@ -386,9 +390,11 @@ func (b *Buffer) checkFormat(sys *bolt.Bucket) error {
 	case v[0] != formatVersion:
 		return fmt.Errorf("file format version %d, this build reads %d", v[0], formatVersion)
 	}
-	if n, ok := sysNext(sys.Get(keyNext)); ok {
+	v := sys.Get(keyNext)
+	if n, ok := sysNext(v); ok {
 		b.nextFrame = n
 	}
+	b.gen = commitGen(v)
 	return nil
 }
 
@@ -710,7 +716,7 @@ func (b *Buffer) updateNext(next uint64, fn func(*bolt.Tx) error) (err error) {
 			err = fmt.Errorf("%w: bbolt panicked: %v", ErrCorrupt, r)
 		}
 	}()
-	b.txw = txWrites{txid: uint64(tx.ID())}
+	b.txw = txWrites{txid: b.gen + 1}
 	if err := fn(tx); err != nil {
 		b.abandoned = true
 		return fmt.Errorf("%w: %w", ErrCorrupt, err)
@@ -719,7 +725,11 @@ func (b *Buffer) updateNext(next uint64, fn func(*bolt.Tx) error) (err error) {
 		b.abandoned = true
 		return fmt.Errorf("%w: commit summary: %w", ErrCorrupt, err)
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	b.gen++
+	return nil
 }
 
 // run is the background flush: it commits pending deletions,

@@ -22,7 +22,7 @@ import (
 //	offset  size  field
 //	0       4     envMagic
 //	4       1     kind: envValue or envCommit
-//	5       8     transaction id, big-endian
+//	5       8     commit number, big-endian
 //	13      2     key length k, big-endian
 //	15      4     value length n, big-endian
 //	19      4     CRC32C of bytes 0..18
@@ -202,6 +202,15 @@ func sysNext(v []byte) (uint64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// commitGen returns the commit number in the system bucket's next_frame
+// value: that of its commit summary, 0 for a value of an earlier build.
+func commitGen(v []byte) uint64 {
+	if e, ok := parseEnvelope(v); ok && e.kind == envCommit {
+		return e.txid
+	}
+	return 0
 }
 
 // txWrites collects what one write transaction wrote, for its summary.

@@ -76,10 +76,6 @@ type ChildReport struct {
 	// and frame id (ChildMeta), so that a salvage does not send again
 	// what was delivered.
 	Acks map[string]map[uint64][]byte `json:"acks,omitempty"`
-	// TxID is the id of the last commit whose tree the child read
-	// (ChildMeta): bbolt falls back to the older meta page when the newer
-	// one is damaged.
-	TxID uint64 `json:"txid,omitempty"`
 	// Locked is set when another process held the file's lock for the
 	// whole lock timeout; nothing was checked.
 	Locked bool `json:"locked,omitempty"`
@@ -207,7 +203,6 @@ func readMetaInProcess(path string, lockTimeout time.Duration) (r ChildReport) {
 	defer db.Close()
 	err := db.View(func(tx *bolt.Tx) error {
 		r.Queues = fileQueues(tx)
-		r.TxID = uint64(tx.ID())
 		if sys := tx.Bucket(sysBucket); sys != nil {
 			r.Sys = map[string][]byte{}
 			_ = sys.ForEach(func(k, v []byte) error {

@@ -79,7 +79,7 @@ func (b *Buffer) recoverLocked(cause error) error {
 		b.needRecover.Store(true)
 		return err
 	}
-	b.db, b.pageSize, b.abandoned = nb.db, nb.pageSize, false
+	b.db, b.pageSize, b.abandoned, b.gen = nb.db, nb.pageSize, false, nb.gen
 	b.nextFrame = max(b.nextFrame, nb.nextFrame)
 	b.epoch = nb.epoch
 	lost := map[string]uint64{}

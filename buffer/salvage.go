@@ -102,11 +102,13 @@ func (b *Buffer) salvage(src string) {
 	r := &b.recovery
 	mr, err := b.runChild(ChildMeta, src)
 	base := err == nil && mr.MetaOK
+	// gen is the commit whose tree bbolt read.
+	gen := commitGen(mr.Sys[string(keyNext)])
 	keep := func(e envelope) bool {
 		if e.kind == envValue && isDropKey(e.key) {
 			return true // drop counters only grow: the largest found wins
 		}
-		return base && e.txid > mr.TxID
+		return base && e.txid > gen
 	}
 	maxID, envs, serr := b.salvageFrames(src, mr.Acks, keep)
 	if serr != nil {
@@ -120,13 +122,13 @@ func (b *Buffer) salvage(src string) {
 	case !mr.MetaOK:
 		r.StateLost = append(r.StateLost, fmt.Sprintf("the metadata of the damaged file could not be read: %s", firstOr(mr.Problems, "no metadata bucket")))
 	default:
-		// bbolt read the tree of commit mr.TxID, an older one when a meta
+		// bbolt read the tree of commit gen, an older one when a meta
 		// page was lost: replay the newer commits the scan found.
 		epoch := ""
 		if v := sys[string(keyEpoch)]; validEpoch(v) {
 			epoch = string(v)
 		}
-		n, why := replay(mr.TxID, epoch, meta, sys, envs, maxID, sysNextFrame(mr.Sys))
+		n, why := replay(gen, epoch, meta, sys, envs, maxID, sysNextFrame(mr.Sys))
 		if why != "" {
 			r.StateLost = append(r.StateLost, "the metadata of the damaged file misses its last commits: "+why)
 		} else {
