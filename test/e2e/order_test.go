@@ -59,7 +59,7 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 // re-send, allowed and counted. Every committed sequence number must be
 // in the topic.
 func TestOrderKeptAcrossFaults(t *testing.T) {
-	const port, advertised = 21092, 21592
+	const port, advertised = 21492, 21592 // kafka.sh also takes 22492 (controller) and 23492 (internal)
 	c := startCluster(t, "--port", strconv.Itoa(port), "--advertise-port", strconv.Itoa(advertised))
 	proxy, err := faultproxy.Listen(fmt.Sprintf("127.0.0.1:%d", advertised), fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
