@@ -110,12 +110,16 @@ func TestProbeEndsTheBackoff(t *testing.T) {
 // orderSink behaves as Kafka's idempotent producer does for one partition:
 // batches are taken in the order they were handed over, one at a time;
 // when a batch fails (those whose first value is in failOnce, once each),
-// it and every batch handed over behind it fail, and later batches are
-// taken again. It keeps what it took in the order it took it.
+// it and every batch handed over behind it fail, the failure reported
+// only once the next batch was taken. It is an uplink.Fencer:
+// after a failure every batch fails with ErrFenced until Reopen. It keeps
+// what it took in the order it took it.
 type orderSink struct {
 	queue    chan orderItem
 	mu       sync.Mutex
 	failOnce map[string]bool
+	fenced   bool
+	reopens  int
 	got      []uplink.Message
 }
 
@@ -153,11 +157,18 @@ func failAll(it orderItem, err error) {
 
 func (s *orderSink) take(it orderItem) {
 	s.mu.Lock()
+	if s.fenced {
+		s.mu.Unlock()
+		failAll(it, uplink.ErrFenced)
+		return
+	}
 	key := string(it.batch[0].Value)
 	fail := s.failOnce[key]
 	delete(s.failOnce, key)
 	if !fail {
 		s.got = append(s.got, it.batch...)
+	} else {
+		s.fenced = true
 	}
 	s.mu.Unlock()
 	if !fail {
@@ -165,6 +176,14 @@ func (s *orderSink) take(it orderItem) {
 		return
 	}
 	err := fmt.Errorf("injected failure of the batch starting at %s", key)
+	// The failure is reported late, as franz-go's callback comes a moment
+	// after it failed the records: a batch handed over meanwhile reaches
+	// the sink first (and is fenced).
+	select {
+	case next := <-s.queue:
+		s.take(next)
+	case <-time.After(20 * time.Millisecond): // nothing more was handed over
+	}
 	failAll(it, err)
 	for {
 		select {
@@ -176,6 +195,13 @@ func (s *orderSink) take(it orderItem) {
 	}
 }
 
+func (s *orderSink) Reopen(uplink.Lane) {
+	s.mu.Lock()
+	s.fenced = false
+	s.reopens++
+	s.mu.Unlock()
+}
+
 func (s *orderSink) Name() string         { return "order" }
 func (s *orderSink) Permanent(error) bool { return false }
 
@@ -185,48 +211,56 @@ func (s *orderSink) Produce(_ context.Context, _ uplink.Lane, batch []uplink.Mes
 
 // TestOrderKeptAfterAFailedBatch: batches fail now and then. What the sink
 // takes must be in sequence order for the device: no batch read after a
-// failed one may be handed over before the failed one is sent again. One
-// batch is in flight at a time: with several, a batch handed over before
-// the loop learns of a failure can be taken before the failed one's retry
-// (the sink's order guarantee covers what it was handed in order, not
-// what it refused).
+// failed one may be taken before the failed one is sent again. With one
+// batch in flight the loop alone keeps the order; with four, a batch
+// handed over before the loop learns of a failure is fenced by the sink
+// and the loop reopens it once nothing is in flight.
 func TestOrderKeptAfterAFailedBatch(t *testing.T) {
-	f := newFixture(t)
-	const n = 2000
-	f.appendRecords(t, "a", 1, n)
-	s := newOrderSink(t)
-	var c counts
-	l := uplink.New(f.buf.Queue("kafka"), s, uplink.Options{
-		BatchSize: 10, Workers: 1, FlushInterval: time.Millisecond, BackoffMin: time.Microsecond, BackoffMax: time.Microsecond,
-		Logger: quiet, Metrics: c.metrics(),
-	})
-	// Learn the values the batches start with from the records: every 10th.
-	recs, err := f.buf.Queue("kafka").Read(buffer.Start(), n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < len(recs); i += 70 {
-		env, err := record.DecodeEnvelope(recs[i].Data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.failOnce[string(env.Value)] = true
-	}
-	runLoop(t, l, &c, n)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var last uint64
-	for _, m := range s.got {
-		r, err := record.Decode(m.Value)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.Seq < last {
-			t.Fatalf("seq %d taken after %d: order lost after a failed batch", r.Seq, last)
-		}
-		last = r.Seq
-	}
-	if last != n {
-		t.Fatalf("last seq %d, want %d", last, n)
+	for _, workers := range []int{1, 4} {
+		t.Run(fmt.Sprintf("%d in flight", workers), func(t *testing.T) {
+			f := newFixture(t)
+			const n = 2000
+			f.appendRecords(t, "a", 1, n)
+			s := newOrderSink(t)
+			var c counts
+			l := uplink.New(f.buf.Queue("kafka"), s, uplink.Options{
+				BatchSize: 10, Workers: workers, FlushInterval: time.Millisecond, BackoffMin: time.Microsecond, BackoffMax: time.Microsecond,
+				Logger: quiet, Metrics: c.metrics(),
+			})
+			// Learn the values the batches start with from the records: every 10th.
+			recs, err := f.buf.Queue("kafka").Read(buffer.Start(), n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			failures := 0
+			for i := 0; i < len(recs); i += 70 {
+				env, err := record.DecodeEnvelope(recs[i].Data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.failOnce[string(env.Value)] = true
+				failures++
+			}
+			runLoop(t, l, &c, n)
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			var last uint64
+			for _, m := range s.got {
+				r, err := record.Decode(m.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Seq < last {
+					t.Fatalf("seq %d taken after %d: order lost after a failed batch", r.Seq, last)
+				}
+				last = r.Seq
+			}
+			if last != n {
+				t.Fatalf("last seq %d, want %d", last, n)
+			}
+			if s.reopens < failures {
+				t.Fatalf("%d reopens for %d failures", s.reopens, failures)
+			}
+		})
 	}
 }

@@ -444,6 +444,15 @@ func (ln *lane) recover(ctx context.Context) {
 	if len(retry) == 0 {
 		return
 	}
+	if lastErr == nil {
+		// Only fenced batches, nothing that failed at the broker (the
+		// failure behind the fence was a refusal for good, now
+		// dead-lettered, or came as its batch succeeded): send them again
+		// at once.
+		ln.resend(ctx, retry, held)
+		held = 0
+		return
+	}
 	wait := ln.l.backoff(int(ln.failures.Add(1) - 1))
 	n := 0
 	for _, b := range retry {
@@ -463,6 +472,13 @@ func (ln *lane) recover(ctx context.Context) {
 	if !ln.wait(ctx, wait, !refused) {
 		return
 	}
+	ln.resend(ctx, retry, held)
+	held = 0
+}
+
+// resend releases the held slots and sends retry again in order, each
+// batch as a slot frees.
+func (ln *lane) resend(ctx context.Context, retry []*batch, held int) {
 	for ; held > 0; held-- {
 		<-ln.slots
 	}
