@@ -248,3 +248,14 @@ func findRecord(t *testing.T, brokers []string, match func(record.Fields) bool) 
 		}
 	}
 }
+
+// TestOPCUAArrayTypeRefused: a tag whose type is an array is refused when
+// the file is read, with the PLC's entry, the tag, its node and the type.
+func TestOPCUAArrayTypeRefused(t *testing.T) {
+	src := "producer: {brokers: [\"127.0.0.1:1\"]}\nplcs:\n  - {name: press-7, driver: opcua, endpoint: \"opc.tcp://127.0.0.1:4840\",\n     tags: [\n       {name: temps, address: \"ns=2;s=Line1.Temps\", type: \"float64[]\"}]}\n"
+	_, err := config.Parse([]byte(src), "test config")
+	want := `plcs[0].tags[0].type: tag temps (ns=2;s=Line1.Temps): "float64[]" is an array type: arrays are not supported, a tag reads one scalar (name the element's own node if the server has one) (line 5)`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want one containing %q", err, want)
+	}
+}

@@ -152,7 +152,7 @@ func parseType(s string) (ua.TypeID, error) {
 	}
 	l := strings.ToLower(s)
 	if strings.HasSuffix(l, "[]") || strings.HasPrefix(l, "array") {
-		return 0, fmt.Errorf("%q: arrays are not supported: a tag reads one scalar (name the element's own node if the server has one)", s)
+		return 0, fmt.Errorf("%q is an array type: arrays are not supported, a tag reads one scalar (name the element's own node if the server has one)", s)
 	}
 	if t, ok := typeNames[l]; ok {
 		return t, nil
@@ -333,7 +333,11 @@ func (c *Config) Validate() []Problem {
 			}
 		}
 		if _, err := parseType(t.Type); err != nil {
-			add(key+".type", "%v", err)
+			node := t.Address
+			if node == "" {
+				node = "browse path " + t.BrowsePath
+			}
+			add(key+".type", "tag %s (%s): %v", t.Name, node, err)
 		}
 	}
 	return ps

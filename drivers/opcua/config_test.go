@@ -133,7 +133,7 @@ func TestValidate(t *testing.T) {
 		{"repeated tag", func(c *Config) { c.Tags = append(c.Tags, Tag{Name: "a", Address: "i=1"}) }, `tags[1].name: duplicate tag name "a" in this device (also tags[0])`},
 		{"bad node", func(c *Config) { c.Tags[0].Address = "Line1" }, "tags[0].address: "},
 		{"both node and path", func(c *Config) { c.Tags[0].BrowsePath = "2:A" }, "tags[0].browse_path: give address or browse_path"},
-		{"array type", func(c *Config) { c.Tags[0].Type = "float64[]" }, "tags[0].type: \"float64[]\": arrays are not supported"},
+		{"array type", func(c *Config) { c.Tags[0].Type = "float64[]" }, "tags[0].type: tag a (ns=2;s=A): \"float64[]\" is an array type: arrays are not supported"},
 		{"unknown type", func(c *Config) { c.Tags[0].Type = "flaot" }, "tags[0].type: "},
 		{"bad mode", func(c *Config) { c.Mode = "push" }, "mode: "},
 	} {
@@ -156,5 +156,17 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("problems %q, want %q", all, c.want)
 			}
 		})
+	}
+}
+
+func TestTypeName(t *testing.T) {
+	for id, want := range map[ua.TypeID]string{
+		ua.TypeIDDouble: "Double", ua.TypeIDGUID: "Guid", ua.TypeIDXMLElement: "XmlElement", ua.TypeIDUint16: "UInt16",
+		ua.TypeIDUint64: "UInt64", ua.TypeIDNodeID: "NodeId", ua.TypeIDExpandedNodeID: "ExpandedNodeId", ua.TypeIDByteString: "ByteString",
+		ua.TypeIDExtensionObject: "ExtensionObject", ua.TypeIDSByte: "SByte", ua.TypeIDStatusCode: "StatusCode",
+	} {
+		if got := typeName(id); got != want {
+			t.Errorf("typeName(%d) = %q, want %q", id, got, want)
+		}
 	}
 }

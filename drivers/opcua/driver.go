@@ -64,6 +64,10 @@ type Driver struct {
 
 	running atomic.Bool
 	st      stats
+	// channelLifetime, when set, is the secure channel lifetime asked of
+	// the server (gopcua's default is an hour): tests renew channels with
+	// it.
+	channelLifetime time.Duration
 }
 
 var _ drivers.Driver = (*Driver)(nil)
@@ -289,6 +293,9 @@ type runner struct {
 	// warned marks tags whose type problem was logged.
 	warned    sync.Map
 	connected bool
+	// nodes are the node ids the tags resolved to in the current session
+	// (nil: not resolved), for the logs.
+	nodes []*ua.NodeID
 }
 
 // outage emits a bad sample per tag, so the gap shows downstream.
@@ -354,13 +361,17 @@ func (r *runner) sample(i int, dv *ua.DataValue, now time.Time) drivers.Sample {
 	} else {
 		v, err = Convert(dv.Value)
 		if err == nil && t.want != 0 && dv.Value.Type() != t.want {
-			err = fmt.Errorf("the value is a %s, the config says %s", dv.Value.Type(), t.want)
+			err = fmt.Errorf("the value is a %s, the config says %s", typeName(dv.Value.Type()), typeName(t.want))
 		}
 	}
 	switch {
 	case err != nil && q != drivers.QualityBad:
 		if _, loaded := r.warned.LoadOrStore(i, true); !loaded {
-			r.d.log.Warn("opcua tag value unusable; its samples are bad", "tag", t.name, "node", t.ref.String(), "err", err)
+			node := t.ref.String()
+			if i < len(r.nodes) && r.nodes[i] != nil {
+				node = r.nodes[i].String()
+			}
+			r.d.log.Warn("opcua tag value unusable; its samples are bad (BadTypeMismatch)", "tag", t.name, "node", node, "err", err)
 		}
 		q, name = drivers.QualityBad, "BadTypeMismatch"
 		v = drivers.NoValue(r.kinds[i])
@@ -432,6 +443,7 @@ func (r *runner) session(ctx context.Context, recovering bool) error {
 			r.setGood(i, false)
 		}
 	}
+	r.nodes = nodes
 	r.connected = true
 	d.st.state.Store(int32(StateConnected))
 	if recovering {
@@ -510,6 +522,9 @@ func (d *Driver) connect(ctx context.Context) (*opcua.Client, <-chan opcua.ConnS
 		opcua.SessionTimeout(max(time.Minute, 4*cfg.Watchdog.Std())),
 		opcua.StateChangedCh(states),
 	)
+	if d.channelLifetime > 0 {
+		opts = append(opts, opcua.Lifetime(d.channelLifetime))
+	}
 	c, err := opcua.NewClient(cfg.Endpoint, opts...)
 	if err != nil {
 		return nil, nil, nil, kinded(KindConnect, fmt.Errorf("opcua client: %w", err))
@@ -578,6 +593,10 @@ func (d *Driver) checkServerCert(der []byte) error {
 		return fmt.Errorf("%s presents no certificate on a secured endpoint", d.cfg.Endpoint)
 	}
 	if IsTrusted(d.stateDir, der) {
+		return nil
+	}
+	if d.cfg.TrustOnFirstUse && trustedAny(d.stateDir, d.cfg.Endpoint) && IsTrusted(d.stateDir, der) {
+		// Another PLC on this endpoint trusted it a moment ago.
 		return nil
 	}
 	if d.cfg.TrustOnFirstUse && !trustedAny(d.stateDir, d.cfg.Endpoint) {
@@ -650,7 +669,7 @@ func (r *runner) poll(ctx context.Context, c *opcua.Client, nodes []*ua.NodeID, 
 		case <-ctx.Done():
 			return nil
 		case s := <-lost:
-			return kinded(KindSession, fmt.Errorf("connection %s", s))
+			return r.lostCause(ctx, c, s)
 		case <-tick.C:
 		}
 	}
@@ -668,9 +687,14 @@ func (r *runner) subscribe(ctx context.Context, c *opcua.Client, nodes []*ua.Nod
 		}
 	}
 	// The keep-alive comes at least every watchdog/3, so the server says
-	// it is alive within the watchdog's bound.
+	// it is alive within the watchdog's bound. The server deletes a
+	// subscription that got no Publish for its lifetime, and gopcua then
+	// pauses publishing without a word (a later probe of the session
+	// succeeds): the lifetime, about 3.3 watchdogs, is long enough that a
+	// network stall that would let it run out has the watchdog probe the
+	// server during the stall first, fail and rebuild the session.
 	keep := uint32(max(1, int64(cfg.Watchdog.Std()/3)/int64(cfg.PollInterval.Std())))
-	params := &opcua.SubscriptionParameters{Interval: cfg.PollInterval.Std(), MaxKeepAliveCount: keep, LifetimeCount: 3 * keep}
+	params := &opcua.SubscriptionParameters{Interval: cfg.PollInterval.Std(), MaxKeepAliveCount: keep, LifetimeCount: 10 * keep}
 	per := cfg.MaxItemsPerSubscription
 	filter := deadbandFilter(cfg)
 	subs := 0
@@ -756,7 +780,7 @@ func (r *runner) subscribe(ctx context.Context, c *opcua.Client, nodes []*ua.Nod
 		case <-ctx.Done():
 			return nil
 		case s := <-lost:
-			return kinded(KindSession, fmt.Errorf("connection %s", s))
+			return r.lostCause(ctx, c, s)
 		case n := <-notif:
 			if n.Error != nil {
 				return kinded(KindSession, fmt.Errorf("subscription %d: %w", n.SubscriptionID, n.Error))
@@ -802,6 +826,22 @@ func (r *runner) subscribe(ctx context.Context, c *opcua.Client, nodes []*ua.Nod
 			watchdog.Reset(cfg.Watchdog.Std())
 		}
 	}
+}
+
+// lostCause is the error of a connection the library reports lost. The
+// library gives the state, not the reason (a service fault such as
+// BadSessionIdInvalid takes the client to Disconnected too): when the
+// channel still answers, one probe names the status, so that the outage's
+// samples carry it.
+func (r *runner) lostCause(ctx context.Context, c *opcua.Client, s opcua.ConnState) error {
+	cctx, cancel := r.call(ctx)
+	_, err := c.Node(ua.NewNumericNodeID(0, id.Server_ServerStatus_State)).Value(cctx)
+	cancel()
+	var sc ua.StatusCode
+	if err != nil && errors.As(err, &sc) && sc != ua.StatusBadServerNotConnected {
+		return kinded(KindSession, fmt.Errorf("connection %s: %w", s, sc))
+	}
+	return kinded(KindSession, fmt.Errorf("connection %s", s))
 }
 
 // itemRequest builds the monitored item of tag i.

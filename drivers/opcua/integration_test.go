@@ -557,3 +557,165 @@ func TestSecuredSessions(t *testing.T) {
 		}
 	}
 }
+
+// TestSecureChannelRenewed: a channel whose token lives 2s is renewed
+// every 1.5s or so; the session, its subscription and the data go on
+// through the renewals, with nothing counted as a failure.
+//
+// Secured, in poll mode only: gopcua v0.8.0's server renews a secured
+// channel by rewriting the keys of the instance its subscriptions are
+// publishing on (uasc/secure_channel.go:810 against
+// secure_channel_instance.go:174), a data race in the simulator, not in
+// the driver.
+func TestSecureChannelRenewed(t *testing.T) {
+	for _, tc := range []struct{ mode, policy string }{
+		{"subscribe", "None"}, {"poll", "None"}, {"poll", "Basic256Sha256"},
+	} {
+		t.Run(tc.mode+"/"+tc.policy, func(t *testing.T) {
+			sim := startSim(t, simopcua.Options{Secure: tc.policy != "None", Devices: 1, TagsPerDevice: 3, Interval: 50 * time.Millisecond})
+			state := t.TempDir()
+			if _, err := opcua.Trust(state, sim.Certificate()); err != nil {
+				t.Fatal(err)
+			}
+			cfg := simConfig(sim, tc.mode, tc.policy, opcua.Tag{Name: "counter", Address: sim.NodeURI("sim-0001", "counter")})
+			errs := make(chan string, 100)
+			d, err := opcua.NewDriver(opcua.Options{Name: "renew", Config: cfg, StateDir: state, Logger: testLogger(t), OnError: func(k string) {
+				select {
+				case errs <- k:
+				default:
+				}
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			opcua.SetChannelLifetime(d, 2*time.Second)
+			col := newCollector()
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- d.Run(ctx, col.emit) }()
+			t.Cleanup(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			})
+			col.waitFor(t, "a good sample", func(ss []drivers.Sample) bool { return countGood(ss, "counter") > 0 })
+			opens := sim.OpenRequests()
+			// Two renewals, then good samples after them.
+			var n int
+			col.waitFor(t, "two renewals and good samples after them", func(ss []drivers.Sample) bool {
+				if sim.OpenRequests() < opens+2 {
+					n = len(ss)
+					return false
+				}
+				return countGood(ss[n:], "counter") >= 3
+			})
+			select {
+			case k := <-errs:
+				t.Fatalf("error %q through the renewals: %+v", k, d.Status())
+			default:
+			}
+			if st := d.Status(); st.Recoveries != 0 || st.State != opcua.StateConnected || st.ItemsBad != 0 {
+				t.Errorf("status after the renewals: %+v", st)
+			}
+			for _, s := range col.waitFor(t, "", func([]drivers.Sample) bool { return true }) {
+				if s.Quality != drivers.QualityGood {
+					t.Fatalf("a %s sample through the renewals: %+v", s.Quality, s)
+				}
+			}
+		})
+	}
+}
+
+// lockedBuffer is a log sink safe for the driver's goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestArrayAtRunTime: a node the config takes for a scalar holds an array
+// (the config cannot know): its samples are bad with status
+// BadTypeMismatch, one log line names the PLC, the tag, the node and the
+// array's type, the other tags go on, and the tag is good again when the
+// node holds a scalar again.
+func TestArrayAtRunTime(t *testing.T) {
+	sim := startSim(t, simopcua.Options{Devices: 1, TagsPerDevice: 3, Interval: time.Hour})
+	for _, mode := range []string{"subscribe", "poll"} {
+		t.Run(mode, func(t *testing.T) {
+			if err := sim.Set("sim-0001", "temperature", 20.5, ua.StatusOK); err != nil {
+				t.Fatal(err)
+			}
+			var logs lockedBuffer
+			cfg := simConfig(sim, mode, "None",
+				opcua.Tag{Name: "temp", BrowsePath: "urn:iot-producer:simulator:sim-0001/urn:iot-producer:simulator:temperature"},
+				opcua.Tag{Name: "pressure", Address: sim.NodeURI("sim-0001", "pressure")})
+			d, err := opcua.NewDriver(opcua.Options{Name: "arr-" + mode, Config: cfg, StateDir: t.TempDir(),
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			col := newCollector()
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- d.Run(ctx, col.emit) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			}()
+			col.waitFor(t, "a good 20.5", func(ss []drivers.Sample) bool {
+				s, ok := lastGood(ss, "temp")
+				return ok && s.Value.F == 20.5
+			})
+			if err := sim.Set("sim-0001", "temperature", []float64{1, 2, 3}, ua.StatusOK); err != nil {
+				t.Fatal(err)
+			}
+			var bad drivers.Sample
+			ss := col.waitFor(t, "a bad sample of the array", func(ss []drivers.Sample) bool {
+				for _, s := range ss {
+					if s.Tag == "temp" && s.Quality == drivers.QualityBad {
+						bad = s
+						return true
+					}
+				}
+				return false
+			})
+			if bad.Status != "BadTypeMismatch" || bad.HasValue() || bad.Value.Kind != drivers.KindFloat {
+				t.Errorf("sample of the array: %+v, want bad, BadTypeMismatch, float without value", bad)
+			}
+			log := logs.String()
+			for _, want := range []string{"device=arr-" + mode, "tag=temp", sim.NodeID("sim-0001", "temperature"), "array of 3 Double;", "BadTypeMismatch"} {
+				if !strings.Contains(log, want) {
+					t.Errorf("the log does not say %q:\n%s", want, log)
+				}
+			}
+			if st := d.Status(); st.State != opcua.StateConnected || st.Recoveries != 0 || st.ItemsBad != 1 || st.LastStatus != "temp: BadTypeMismatch" {
+				t.Errorf("status with the array: %+v", st)
+			}
+			if err := sim.Set("sim-0001", "temperature", 21.5, ua.StatusOK); err != nil {
+				t.Fatal(err)
+			}
+			n := len(ss)
+			col.waitFor(t, "a good 21.5 again", func(ss []drivers.Sample) bool {
+				s, ok := lastGood(ss[n:], "temp")
+				return ok && s.Value.F == 21.5
+			})
+			if _, ok := lastGood(col.waitFor(t, "", func([]drivers.Sample) bool { return true }), "pressure"); !ok {
+				t.Error("no good sample of the other tag")
+			}
+		})
+	}
+}

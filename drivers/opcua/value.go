@@ -59,7 +59,7 @@ type ErrArray struct {
 }
 
 func (e *ErrArray) Error() string {
-	return fmt.Sprintf("the value is an array of %d %s; a tag reads one scalar (name an element's own node, if the server has one)", e.Length, e.Type)
+	return fmt.Sprintf("the value is an array of %d %s; a tag reads one scalar (name an element's own node, if the server has one)", e.Length, typeName(e.Type))
 }
 
 // Convert maps an OPC UA scalar to a sample value with nothing lost:
@@ -136,5 +136,19 @@ func Convert(v *ua.Variant) (drivers.Value, error) {
 	case ua.StatusCode:
 		return drivers.Uint(uint64(x)), nil
 	}
-	return drivers.Value{}, fmt.Errorf("values of type %s are not supported (structures and diagnostics are not scalars)", v.Type())
+	return drivers.Value{}, fmt.Errorf("values of type %s are not supported (structures and diagnostics are not scalars)", typeName(v.Type()))
+}
+
+// typeName is the specification's name of a built-in type: Double, not
+// gopcua's TypeIDDouble.
+func typeName(t ua.TypeID) string {
+	switch t {
+	case ua.TypeIDGUID:
+		return "Guid"
+	case ua.TypeIDXMLElement:
+		return "XmlElement"
+	case ua.TypeIDUint16, ua.TypeIDUint32, ua.TypeIDUint64:
+		return "UInt" + strings.TrimPrefix(t.String(), "TypeIDUint")
+	}
+	return specNames.Replace(strings.TrimPrefix(t.String(), "TypeID"))
 }

@@ -27,7 +27,9 @@ const maxFrame = 1 << 20
 // (uasc/secure_channel_instance.go:213-215): the request's body is still
 // RSA cipher text when it is decoded. The front holds the server's key: it
 // decrypts the request, checks the client's signature over it and passes
-// it on in clear, without padding and signature. Everything after it is
+// it on in clear, without padding and signature. Only the first request of
+// a connection: the renewals that follow find the channel in its mode, and
+// gopcua decrypts them itself. Everything after it is
 // gopcua's own work: the server sets the mode from the request, answers
 // with an asymmetrically encrypted and signed response and derives the
 // symmetric keys, and every later message is signed (and encrypted) end to
@@ -89,6 +91,7 @@ func (s *Server) relayFrames(dst, src net.Conn) {
 	defer s.wg.Done()
 	defer s.closePair(dst, src)
 	hdr := make([]byte, 8)
+	opened := false
 	for {
 		if _, err := io.ReadFull(src, hdr); err != nil {
 			return
@@ -104,6 +107,12 @@ func (s *Server) relayFrames(dst, src net.Conn) {
 			return
 		}
 		if string(b[:3]) == "OPN" {
+			s.opens.Add(1)
+		}
+		if string(b[:3]) == "OPN" && !opened {
+			// Only the first: once gopcua's channel has its mode, it
+			// decrypts the renewals itself.
+			opened = true
 			n := len(b)
 			var err error
 			if b, err = openSecured(b, s.opts.Key); err != nil {

@@ -31,8 +31,10 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gopcua/opcua/id"
@@ -118,11 +120,14 @@ type Server struct {
 	flow             *sync.Cond
 	// dropped counts change notifications a full subscriber queue refused.
 	dropped atomic.Uint64
-	// secured counts the secured channels opened (openSecured).
-	secured atomic.Uint64
+	// secured counts the secured channels opened (openSecured); opens
+	// every OpenSecureChannel request, renewals included.
+	secured, opens atomic.Uint64
 }
 
-// New builds the address space and the server; Start listens.
+// New builds the address space and the server; Start serves. With Port 0
+// New already listens on the port it picks (so that it stays free for the
+// server): Start or Close must follow.
 func New(opts Options) (*Server, error) {
 	if opts.Host == "" {
 		opts.Host = "127.0.0.1"
@@ -142,30 +147,45 @@ func New(opts Options) (*Server, error) {
 	if opts.Devices < 0 || opts.TagsPerDevice < 0 || (opts.Devices > 0 && opts.TagsPerDevice == 0) {
 		return nil, fmt.Errorf("opcua simulator: %d devices × %d tags", opts.Devices, opts.TagsPerDevice)
 	}
-	if opts.Port == 0 {
-		p, err := freePort(opts.Host)
-		if err != nil {
-			return nil, err
-		}
-		opts.Port = p
-	}
-	inner, err := freePort("127.0.0.1")
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{opts: opts, byName: map[string]*variable{}, conns: map[net.Conn]struct{}{}}
-	s.flow = sync.NewCond(&s.mu)
-	s.url = fmt.Sprintf("opc.tcp://%s:%d", opts.Host, opts.Port)
-	s.inner = fmt.Sprintf("127.0.0.1:%d", inner)
 	if opts.Cert == nil || opts.Key == nil {
 		der, key, err := drv.NewCertificate("iot-producer simulator", "urn:iot-producer:simulator:"+opts.Host, []string{opts.Host, "localhost"}, 10*365*24*time.Hour)
 		if err != nil {
 			return nil, err
 		}
 		opts.Cert, opts.Key = der, key
-		s.opts.Cert, s.opts.Key = der, key
 	}
-	s.cert = opts.Cert
+	s := &Server{conns: map[net.Conn]struct{}{}, cert: opts.Cert}
+	if opts.Port == 0 {
+		// Listen now, so that the port picked stays ours.
+		l, err := net.Listen("tcp", net.JoinHostPort(opts.Host, "0"))
+		if err != nil {
+			return nil, fmt.Errorf("opcua simulator: listening on %s: %w", opts.Host, err)
+		}
+		s.front = l
+		opts.Port = l.Addr().(*net.TCPAddr).Port
+	}
+	s.opts = opts
+	s.flow = sync.NewCond(&s.mu)
+	s.url = fmt.Sprintf("opc.tcp://%s:%d", opts.Host, opts.Port)
+	if err := s.build(); err != nil {
+		if s.front != nil {
+			_ = s.front.Close()
+		}
+		return nil, err
+	}
+	return s, nil
+}
+
+// build makes gopcua's server, listening on a free loopback port of its
+// own behind the front, and the address space.
+func (s *Server) build() error {
+	opts := s.opts
+	inner, err := freePort("127.0.0.1")
+	if err != nil {
+		return err
+	}
+	s.inner = fmt.Sprintf("127.0.0.1:%d", inner)
+	s.vars, s.byName = nil, map[string]*variable{}
 	sopts := []server.Option{
 		// gopcua listens on its first endpoint: the inner one, behind the
 		// front that Close can cut (see Start).
@@ -197,7 +217,7 @@ func New(opts Options) (*Server, error) {
 	s.nsIdx = s.ns.ID()
 	root, err := s.srv.Namespace(0)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	objects := root.Objects()
 	for d := range opts.Devices {
@@ -216,7 +236,7 @@ func New(opts Options) (*Server, error) {
 			s.variableRaw(folder, "types", tv.Name, tv.Value)
 		}
 	}
-	return s, nil
+	return nil
 }
 
 // folder adds a device folder under the Objects folder.
@@ -310,15 +330,29 @@ func dataValue(v *ua.Variant, st ua.StatusCode, t time.Time) *ua.DataValue {
 func (s *Server) Start(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
-	l, err := net.Listen("tcp", net.JoinHostPort(s.opts.Host, strconv.Itoa(s.opts.Port)))
-	if err != nil {
-		cancel()
-		return fmt.Errorf("opcua simulator: listening on %s: %w", s.url, err)
+	if s.front == nil {
+		l, err := net.Listen("tcp", net.JoinHostPort(s.opts.Host, strconv.Itoa(s.opts.Port)))
+		if err != nil {
+			cancel()
+			return fmt.Errorf("opcua simulator: listening on %s: %w", s.url, err)
+		}
+		s.front = l
 	}
-	s.front = l
-	if err := s.srv.Start(ctx); err != nil {
+	// gopcua's server listens on the port build picked; another process
+	// may have taken it since (gopcua cannot be given a listener): build
+	// again on another.
+	for attempt := 1; ; attempt++ {
+		err := s.srv.Start(ctx)
+		if err == nil {
+			break
+		}
+		if attempt < 5 && (errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) {
+			if err = s.build(); err == nil {
+				continue
+			}
+		}
 		cancel()
-		_ = l.Close()
+		_ = s.front.Close()
 		return fmt.Errorf("opcua simulator: starting the server: %w", err)
 	}
 	s.wg.Add(1)
@@ -438,9 +472,16 @@ func (s *Server) Dropped() uint64 { return s.dropped.Load() }
 // policy other than None (renewals included).
 func (s *Server) SecuredChannels() uint64 { return s.secured.Load() }
 
+// OpenRequests returns the number of OpenSecureChannel requests received,
+// to open a channel or to renew its token, whatever the policy.
+func (s *Server) OpenRequests() uint64 { return s.opens.Load() }
+
 // Close stops the updates and the server and closes every connection.
 func (s *Server) Close() error {
 	if s.cancel == nil {
+		if s.front != nil {
+			_ = s.front.Close()
+		}
 		return errors.New("opcua simulator: not started")
 	}
 	s.cancel()

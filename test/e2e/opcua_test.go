@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +43,8 @@ func nodeOPCUADir(t *testing.T) string {
 type nodeOPCUA struct {
 	cmd  *exec.Cmd
 	done chan struct{}
+	// lines receives what it prints after "ready".
+	lines chan string
 }
 
 // startNodeOPCUA starts the server on port with its PKI in pki (kept
@@ -61,7 +62,7 @@ func startNodeOPCUA(t *testing.T, mods string, port int, pki string) *nodeOPCUA 
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &nodeOPCUA{cmd: cmd, done: make(chan struct{})}
+	s := &nodeOPCUA{cmd: cmd, done: make(chan struct{}), lines: make(chan string, 16)}
 	ready := make(chan bool, 1)
 	go func() {
 		defer close(s.done)
@@ -69,6 +70,11 @@ func startNodeOPCUA(t *testing.T, mods string, port int, pki string) *nodeOPCUA 
 		for sc.Scan() {
 			if sc.Text() == "ready" {
 				ready <- true
+				continue
+			}
+			select {
+			case s.lines <- sc.Text():
+			default:
 			}
 		}
 		ready <- false
@@ -94,16 +100,6 @@ func (s *nodeOPCUA) kill() {
 	<-s.done
 }
 
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 var fingerprintRe = regexp.MustCompile(`--fingerprint ([0-9a-f]{64})`)
 
 // TestOPCUAAgainstNodeOPCUA reads node-opcua, an OPC UA server this project
@@ -119,7 +115,10 @@ func TestOPCUAAgainstNodeOPCUA(t *testing.T) {
 	brokers := kafkaBrokers(t)
 	mods := nodeOPCUADir(t)
 	dir := t.TempDir()
-	port := freeTCPPort(t)
+	// A fixed port below the ephemeral range: the server restarts on it,
+	// and a port picked from the ephemeral range may be some client's by
+	// then.
+	const port = 25840
 	pki := filepath.Join(dir, "server-pki")
 	srv := startNodeOPCUA(t, mods, port, pki)
 	endpoint := fmt.Sprintf("opc.tcp://127.0.0.1:%d", port)
@@ -391,6 +390,143 @@ plcs:%s%s%s%s`, dir, strings.Join(brokers, ", "), topic,
 	for _, f := range all["node-wrongpw"] {
 		if f.Quality != "bad" {
 			t.Fatalf("node-wrongpw: a %s sample with a wrong password: %+v", f.Quality, f)
+		}
+	}
+}
+
+// TestOPCUASessionLossAgainstNodeOPCUA: node-opcua closes every session
+// and its subscriptions, as when they time out on the server; the
+// clients' next requests get BadSessionIdInvalid. The agent rebuilds its
+// sessions in both modes without a restart: the recoveries are counted,
+// /ready shows the sessions connected again, the gap is a bad sample
+// naming the status, and data resumes.
+func TestOPCUASessionLossAgainstNodeOPCUA(t *testing.T) {
+	brokers := kafkaBrokers(t)
+	mods := nodeOPCUADir(t)
+	dir := t.TempDir()
+	const port = 25841
+	srv := startNodeOPCUA(t, mods, port, filepath.Join(dir, "server-pki"))
+	endpoint := fmt.Sprintf("opc.tcp://127.0.0.1:%d", port)
+	t.Setenv("OPCUA_PASSWORD", "right-pass")
+	topic := fmt.Sprintf("e2e-opcua-session-%d", time.Now().UnixNano())
+	plc := func(name, mode string) string {
+		return fmt.Sprintf(`
+  - name: %s
+    driver: opcua
+    endpoint: %s
+    mode: %s
+    poll_interval: 200ms
+    timeout: 5s
+    watchdog: 5s
+    reconnect_max: 2s
+    trust_on_first_use: true
+    auth: username
+    username: gw
+    password: ${OPCUA_PASSWORD}
+    tags:
+      - {name: Counter, address: "nsu=urn:e2e:plc;s=Line1.Counter", type: uint32}
+`, name, endpoint, mode)
+	}
+	a := startAgent(t, writeConfig(t, dir, fmt.Sprintf(`
+gateway: {id: gw-e2e-opcua-session, state_dir: %q}
+producer:
+  brokers: [%s]
+  topic: %s
+telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_listen: "off"}
+plcs:%s%s`, dir, strings.Join(brokers, ", "), topic, plc("session-sub", "subscribe"), plc("session-poll", "poll"))))
+	a.waitReadAndAcked(t, "opcua:session-sub", 10, 120*time.Second)
+	a.waitReadAndAcked(t, "opcua:session-poll", 10, 120*time.Second)
+	before, err := a.counter("iot_driver_recoveries_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAt := time.Now()
+	if err := srv.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	for closed := false; !closed; {
+		select {
+		case l := <-srv.lines:
+			// node-opcua prints its warnings on stdout too.
+			if strings.HasPrefix(l, "sessions closed ") {
+				if l != "sessions closed 2" {
+					t.Fatalf("node-opcua: %q, want sessions closed 2", l)
+				}
+				closed = true
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("node-opcua did not close the sessions within 30s")
+		}
+	}
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		got, err := a.counter("iot_driver_recoveries_total")
+		if err != nil {
+			t.Fatal(err)
+		}
+		connected, err := a.counter("iot_driver_connected")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got >= before+2 && connected == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("recoveries %.0f (want %.0f), connected %.0f (want 2) after the sessions were closed:\n%s", got, before+2, connected, a.log())
+		}
+		time.Sleep(200 * time.Millisecond) // scrape interval
+	}
+	// /ready follows the sessions within its refresh period.
+	for recovered := false; !recovered; {
+		ready := a.ready(t)
+		recovered = true
+		for _, name := range []string{"source/opcua:session-sub", "source/opcua:session-poll"} {
+			c, ok := ready[name]
+			if !ok || c.State != "ok" || !strings.HasPrefix(c.Detail, "connected; ") || strings.HasSuffix(c.Detail, " 0 recoveries") {
+				recovered = false
+				if time.Now().After(deadline) {
+					t.Fatalf("/ready %s: %+v, want ok, connected, recovered", name, c)
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond) // /ready poll interval
+	}
+	for _, source := range []string{"opcua:session-sub", "opcua:session-poll"} {
+		generated, err := a.counter(`device_data_generated_total{source="` + source + `"}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.waitReadAndAcked(t, source, generated+10, 120*time.Second)
+	}
+	if code := a.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("agent exit code %d:\n%s", code, a.log())
+	}
+	all := readModbusTopic(t, brokers, topic)
+	for _, device := range []string{"session-sub", "session-poll"} {
+		var good, after int
+		gap := ""
+		for _, f := range all[device] {
+			switch {
+			case f.Quality == "good" && f.ReadTime.Before(closedAt):
+				good++
+			case f.Quality == "good" && gap != "":
+				after++
+			case f.Quality == "bad" && f.NoValue && gap == "" && !f.ReadTime.Before(closedAt):
+				gap = f.Status
+			case f.Quality != "good" && !f.NoValue:
+				t.Errorf("%s: a %s sample with a value: %+v", device, f.Quality, f)
+			}
+		}
+		t.Logf("%s: %d good, the gap %q, %d good after it", device, good, gap, after)
+		if good == 0 || after == 0 || gap != "BadSessionIdInvalid" {
+			t.Errorf("%s: want good samples, a bad one of status BadSessionIdInvalid, good ones again", device)
+		}
+	}
+	if t.Failed() {
+		for _, l := range strings.Split(a.log(), "\n") {
+			if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+				t.Log(l)
+			}
 		}
 	}
 }

@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -293,4 +294,34 @@ func requireDrained(t *testing.T, path, queue string) {
 	if left != 0 {
 		t.Fatalf("%d records still in the %s queue of %s after the agent drained and stopped: not delivered", left, queue, path)
 	}
+}
+
+// readyComponent is one component of /ready.
+type readyComponent struct {
+	State  string `json:"state"`
+	Detail string `json:"detail"`
+}
+
+// ready reads /ready's components by name.
+func (a *agentProc) ready(t *testing.T) map[string]readyComponent {
+	t.Helper()
+	resp, err := http.Get("http://" + a.health + "/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Components []struct {
+			Name string `json:"name"`
+			readyComponent
+		} `json:"components"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("decoding /ready: %v", err)
+	}
+	out := map[string]readyComponent{}
+	for _, c := range body.Components {
+		out[c.Name] = c.readyComponent
+	}
+	return out
 }

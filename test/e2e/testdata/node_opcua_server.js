@@ -7,7 +7,9 @@
 // node whose status turns bad every other second.
 //
 // Usage: node node_opcua_server.js <port> <pki dir>
-// Prints "ready" on stdout once it listens.
+// Prints "ready" on stdout once it listens. SIGUSR2 closes every session
+// and its subscriptions, as a session timeout does (the clients' next
+// requests get BadSessionIdInvalid), and prints "sessions closed N".
 "use strict";
 const {
   OPCUAServer, OPCUACertificateManager, Variant, DataType, StatusCodes,
@@ -101,6 +103,14 @@ async function main() {
   const stop = async () => { await server.shutdown(0); process.exit(0); };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
+  process.on("SIGUSR2", () => {
+    const engine = server.engine;
+    const tokens = Object.values(engine._sessions).map((s) => s.authenticationToken);
+    for (const token of tokens) {
+      engine.closeSession(token, true, "Timeout");
+    }
+    console.log("sessions closed " + tokens.length);
+  });
 }
 
 main().catch((err) => { console.error(err); process.exit(1); });
