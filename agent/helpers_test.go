@@ -18,7 +18,19 @@ import (
 func checkLeaks(t *testing.T) {
 	t.Helper()
 	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	t.Cleanup(func() { goleak.VerifyNone(t, append([]goleak.Option{ignore}, gopcuaServerLeaks...)...) })
+}
+
+// gopcuaServerLeaks are the goroutines gopcua v0.8.0's server leaves behind
+// when it is closed while a message of a channel is on its way: the
+// channel's RegisterConn sends it on the broker's unbuffered message
+// channel without watching its context (channel_broker.go:115, "todo(fs):
+// honor ctx"), nobody reads that channel once the server is closed, and
+// Close's goroutine waiting for the channels (channel_broker.go:139) waits
+// with it. They belong to the library and hold only that channel's memory.
+var gopcuaServerLeaks = []goleak.Option{
+	goleak.IgnoreTopFunction("github.com/gopcua/opcua/server.(*channelBroker).RegisterConn"),
+	goleak.IgnoreAnyFunction("github.com/gopcua/opcua/server.(*channelBroker).Close.func1"),
 }
 
 // safeWriter serialises writes from the agent's goroutines.

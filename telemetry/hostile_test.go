@@ -30,6 +30,9 @@ const (
 	// open before the test calls it held: scheduling on a loaded machine,
 	// never the 80 s and more of an unbounded server.
 	closeSlack = 4 * time.Second
+	// maxFailedProbesInARow is the liveness probe's failureThreshold in
+	// k8s/deployment.yaml: that many failures in a row restart the pod.
+	maxFailedProbesInARow = 3
 )
 
 // runHostileServer is the child: it serves the telemetry endpoints on free
@@ -155,10 +158,11 @@ func TestHostileClients(t *testing.T) {
 	baseline := baselineKB << 10
 
 	var (
-		probesOK, probesFailed atomic.Int64
-		maxRSS                 atomic.Int64
-		firstProbeErr          atomic.Value
-		phase                  atomic.Value
+		probesOK, probesFailed  atomic.Int64
+		failRun, longestFailRun atomic.Int64 // consecutive failed probes
+		maxRSS                  atomic.Int64
+		firstProbeErr           atomic.Value
+		phase                   atomic.Value
 	)
 	phase.Store("before the attacks")
 	maxRSS.Store(baseline)
@@ -184,11 +188,15 @@ func TestHostileClients(t *testing.T) {
 			}
 			if err != nil {
 				probesFailed.Add(1)
+				if run := failRun.Add(1); run > longestFailRun.Load() {
+					longestFailRun.Store(run)
+				}
 				firstProbeErr.CompareAndSwap(nil, fmt.Errorf("during %v: %w", phase.Load(), err))
 				t.Logf("probe failed during %v: %v", phase.Load(), err)
 				continue
 			}
 			probesOK.Add(1)
+			failRun.Store(0)
 		}
 	})
 	bg.Go(func() {
@@ -268,8 +276,13 @@ func TestHostileClients(t *testing.T) {
 		t.Errorf("child RSS grew by %.1f MiB under attack (from %.1f MiB), bound %d MiB",
 			float64(growth)/(1<<20), float64(baseline)/(1<<20), rssGrowthBound>>20)
 	}
-	if n := probesFailed.Load(); n > 0 {
-		t.Errorf("/health failed %d of %d probes under attack; first: %v", n, n+probesOK.Load(), firstProbeErr.Load())
+	// A kubelet restarts the pod after failureThreshold (3 in k8s/)
+	// probes in a row fail. A probe whose client was not scheduled within
+	// the listener's shed grace on a loaded machine can lose its
+	// connection to the flood; the next one must get through.
+	if n := longestFailRun.Load(); n >= maxFailedProbesInARow {
+		t.Errorf("/health failed %d probes in a row under attack (%d of %d in all); first: %v",
+			n, probesFailed.Load(), probesFailed.Load()+probesOK.Load(), firstProbeErr.Load())
 	}
 	if probesOK.Load() == 0 {
 		t.Error("no /health probe answered")
