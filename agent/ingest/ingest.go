@@ -468,20 +468,32 @@ func (in *Ingest) resolve(items []pendingItem) error {
 	tick := in.tick()
 	in.handles = in.handles[:0]
 	for _, item := range items {
-		if item.dropped != nil {
-			var err error
-			item.dropped.each(func(k Series, _ uint64) {
-				h, ok := t.ids[k]
-				if !ok && err == nil {
-					h, err = t.add(k, in.store.MetaValue)
-					ok = err == nil
+		if m := item.dropped; m != nil {
+			// A shape's handles are looked up once and kept until a
+			// pruning frees handles: under overload every commit numbers
+			// the drops of every device.
+			for sh := range m.shapes {
+				if sh.gen != t.gen || len(sh.handles) != len(sh.names) {
+					hs := sh.handles[:0]
+					for _, k := range sh.names {
+						h, err := in.handle(k)
+						if err != nil {
+							return err
+						}
+						hs = append(hs, h)
+					}
+					sh.handles, sh.gen = hs, t.gen
 				}
-				if ok {
+				for _, h := range sh.handles {
 					t.seen[h] = tick
 				}
-			})
-			if err != nil {
-				return err
+			}
+			for k := range m.series {
+				h, err := in.handle(k)
+				if err != nil {
+					return err
+				}
+				t.seen[h] = tick
 			}
 		}
 		batch := item.samples
@@ -524,6 +536,14 @@ func (in *Ingest) resolve(items []pendingItem) error {
 	return nil
 }
 
+// handle returns the handle of series k, giving it one when it has none.
+func (in *Ingest) handle(k Series) (uint32, error) {
+	if h, ok := in.series.ids[k]; ok {
+		return h, nil
+	}
+	return in.series.add(k, in.store.MetaValue)
+}
+
 // tick is the time since the ingest stage started, in whole seconds.
 func (in *Ingest) tick() uint32 { return uint32(in.opts.Now().Sub(in.start) / time.Second) }
 
@@ -546,12 +566,18 @@ func (in *Ingest) encode(items []pendingItem, drops map[string]uint64) *commit {
 	for _, item := range items {
 		// Dropped samples take their numbers, which nothing will carry:
 		// a gap downstream shows the loss.
-		if item.dropped != nil {
-			item.dropped.each(func(k Series, n uint64) {
+		if m := item.dropped; m != nil {
+			for sh, n := range m.shapes {
+				for _, h := range sh.handles {
+					t.seqs[h] += n
+					t.markValue(h)
+				}
+			}
+			for k, n := range m.series {
 				h := t.ids[k]
 				t.seqs[h] += n
 				t.markValue(h)
-			})
+			}
 		}
 		batch := item.samples
 		for i := range batch {

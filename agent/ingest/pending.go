@@ -31,8 +31,15 @@ type dropMarker struct {
 	series map[Series]uint64
 }
 
-// dropShape is the series of a dropped batch, in order.
-type dropShape struct{ names []Series }
+// dropShape is the series of a dropped batch, in order. names is set
+// when the shape is made and never changes; handles are the series'
+// handles, filled by the commit (Run's goroutine alone) and valid while
+// gen is the series table's.
+type dropShape struct {
+	names   []Series
+	handles []uint32
+	gen     uint64
+}
 
 // add counts n drops of every series of m into d.
 func (d *dropMarker) add(m *dropMarker) {

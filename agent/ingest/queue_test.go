@@ -1,8 +1,12 @@
 package ingest
 
 import (
+	"log/slog"
+	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/iot-producer/iot-producer/buffer"
 	"github.com/iot-producer/iot-producer/drivers"
 )
 
@@ -155,6 +159,63 @@ func TestDroppedBatchesCountByShape(t *testing.T) {
 		}
 		if items := q.popBatches(10); len(items) != 1 || q.markers != 0 {
 			t.Fatalf("newest=%v: popped %d items, %d markers left", newest, len(items), q.markers)
+		}
+	}
+}
+
+// TestDroppedShapeAcrossPruning numbers the drops of a shape, lets its
+// series be pruned (their handles freed) and drops the same shape again:
+// the handles the shape kept are looked up again, and numbering resumes
+// from the pruned series' last numbers.
+func TestDroppedShapeAcrossPruning(t *testing.T) {
+	buf, err := buffer.Open(filepath.Join(t.TempDir(), "b.db"), buffer.Options{Queues: []string{"q"}, NoSync: true, FlushInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer buf.Close()
+	now := time.Now()
+	in, err := New(buf, Options{GatewayID: "gw", CommitSize: 2, MaxPending: 2, DropNewest: true, SeriesIdle: time.Second,
+		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, tags := "d", []string{"a", "b"}
+	batch := func() []drivers.Sample {
+		return []drivers.Sample{{Device: dev, Tag: tags[0], ReadTime: now}, {Device: dev, Tag: tags[1], ReadTime: now}}
+	}
+	commit := func() {
+		t.Helper()
+		if err := in.commitPending(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in.Emit(batch())
+	in.Emit(batch()) // dropped: pending is full
+	commit()
+	if got := in.LastSeq(dev, "a"); got != 2 {
+		t.Fatalf("after one sample and one drop: last seq %d, want 2", got)
+	}
+	// Another series, committed after the idle time, prunes d/a and d/b.
+	now = now.Add(10 * time.Second)
+	in.Emit([]drivers.Sample{{Device: "other", Tag: "x", ReadTime: now}})
+	commit()
+	if in.SeriesInMemory() != 1 {
+		t.Fatalf("%d series in memory, want 1 after pruning", in.SeriesInMemory())
+	}
+	// The other series takes a freed handle; the shape must not number it.
+	in.Emit([]drivers.Sample{{Device: "other", Tag: "y", ReadTime: now}})
+	commit()
+	in.Emit(batch())
+	in.Emit(batch()) // dropped again, the same shape
+	commit()
+	for _, tag := range tags {
+		if got := in.LastSeq(dev, tag); got != 4 {
+			t.Fatalf("d/%s: last seq %d, want 4", tag, got)
+		}
+	}
+	for _, tag := range []string{"x", "y"} {
+		if got := in.LastSeq("other", tag); got != 1 {
+			t.Fatalf("other/%s: last seq %d, want 1", tag, got)
 		}
 	}
 }

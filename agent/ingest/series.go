@@ -52,6 +52,9 @@ type seriesTable struct {
 	// shapes are the names and handles of the last batch whose first
 	// sample was of a device, by that device.
 	shapes map[string]*shape
+	// gen changes whenever handles are freed (prune), so that handles
+	// kept elsewhere (dropShape) are looked up again.
+	gen uint64
 }
 
 // shape is the series of a batch, in order.
@@ -182,6 +185,7 @@ func (t *seriesTable) prune(before uint32) int {
 	}
 	if n > 0 {
 		clear(t.shapes) // they may name handles that are free now
+		t.gen++
 	}
 	return n
 }
