@@ -176,6 +176,12 @@ type Sink struct {
 
 	// probeAddr is the broker's host:port, dialled by Probe.
 	probeAddr string
+	// unreachable is set when the last connection attempt failed before
+	// the broker answered (the network: refused, reset, timed out) or a
+	// probe could not reach the broker's address: a probe that reaches it
+	// then ends the reconnect wait. When the broker itself said no (a
+	// CONNACK refusal) the reconnect backoff applies.
+	unreachable atomic.Bool
 	// kick ends the reconnect loop's wait: a probe found the broker's
 	// address answering again.
 	kick chan struct{}
@@ -453,10 +459,12 @@ func isRefusal(err error) bool {
 }
 
 // Probe implements uplink.Prober. It returns nil while the connection is
-// up. Otherwise it dials the broker's address: when that answers it ends
-// the reconnect loop's wait, so that a restored link is used at once
-// rather than after the reconnect backoff, and waits within ctx for the
-// connection to come up.
+// up. Otherwise it dials the broker's address (TCP only): when that
+// answers after the network failed, it ends the reconnect loop's wait, so
+// that a restored link is used at once rather than after the reconnect
+// backoff, and waits within ctx for the connection to come up. After the
+// broker itself refused the connection it does not: the reconnect backoff
+// applies.
 func (s *Sink) Probe(ctx context.Context) error {
 	if s.online.Load() {
 		return nil
@@ -468,9 +476,13 @@ func (s *Sink) Probe(ctx context.Context) error {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", s.probeAddr)
 	if err != nil {
+		s.unreachable.Store(true)
 		return fmt.Errorf("probe %s: %w", s.probeAddr, err)
 	}
 	c.Close()
+	if !s.unreachable.Swap(false) {
+		return fmt.Errorf("probe %s: the address answers but the connection is not up: %w", s.probeAddr, s.notConnected())
+	}
 	select {
 	case s.kick <- struct{}{}:
 	default:
@@ -579,6 +591,7 @@ func (s *Sink) run(ctx context.Context) {
 				return
 			}
 			s.lastErr.Store(&err)
+			s.unreachable.Store(errors.Is(err, packets.ErrorNetworkError))
 			wait := backoff(attempt, s.opts.ReconnectMin, s.opts.ReconnectMax)
 			attempt++
 			if isRefusal(err) {
@@ -600,6 +613,7 @@ func (s *Sink) run(ctx context.Context) {
 		}
 		attempt = 0
 		s.lastErr.Store(nil)
+		s.unreachable.Store(false)
 		s.log.Info("mqtt connected", "broker", s.opts.Broker, "client_id", s.opts.ClientID, "held", s.store.held())
 		if f := s.opts.OnConnect; f != nil {
 			f(s.opts.Broker)

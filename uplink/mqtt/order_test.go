@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -197,38 +198,59 @@ func TestOrderAcrossFailuresWithTheLoop(t *testing.T) {
 	}
 }
 
-// TestProbeReconnectsAtOnce: the link was cut and the sink waits an hour
-// before its next connection attempt. Once the link is back, a probe must
-// find the broker's address answering, end that wait, and return nil when
-// the connection is up.
+// TestProbeReconnectsAtOnce: the broker stopped and the sink waits an
+// hour before its next connection attempt. Once the broker is back, a
+// probe must find its address answering, end that wait, and return nil
+// when the connection is up.
 func TestProbeReconnectsAtOnce(t *testing.T) {
 	b := startBroker(t, brokerConf{})
-	proxy, err := faultproxy.New(b.hostPort())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proxy.Close() })
 	var logs syncBuffer
-	s := newSink(t, Options{Broker: "tcp://" + proxy.Addr(), QoS: 1, ReconnectMin: time.Hour, ReconnectMax: time.Hour,
+	s := newSink(t, Options{Broker: b.addr(), QoS: 1, ReconnectMin: time.Hour, ReconnectMax: time.Hour,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	waitConnected(t, s)
-	proxy.Cut()
+	b.stop()
 	waitFor(t, "a failed reconnection attempt", func() bool { return bytes.Contains(logs.Bytes(), []byte("mqtt connection failed; retrying")) })
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	err = s.Probe(ctx)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	err := s.Probe(ctx)
 	cancel()
 	if err == nil {
-		t.Fatal("probe succeeded while the link is cut")
+		t.Fatal("probe succeeded while the broker is stopped")
 	}
-	proxy.Restore()
+	b.start()
 	// The bound is for a stuck probe, not a speed requirement.
 	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := s.Probe(ctx); err != nil {
-		t.Fatalf("probe after the link came back: %v", err)
+		t.Fatalf("probe after the broker came back: %v", err)
 	}
 	if !s.Connected() {
 		t.Fatal("the probe succeeded but the sink is not connected")
+	}
+}
+
+// TestProbeKeepsTheBackoffWhileTheBrokerSaysNo: the broker answers and
+// refuses the gateway's password. A probe must fail at once and leave the
+// reconnect wait alone: reconnecting on every probe would only hammer a
+// broker that answers but will not take the gateway.
+func TestProbeKeepsTheBackoffWhileTheBrokerSaysNo(t *testing.T) {
+	b := startBroker(t, brokerConf{password: "gateway:right"})
+	var logs syncBuffer
+	s := newSink(t, Options{Broker: b.addr(), QoS: 1, Username: "gateway", Password: "wrong", ReconnectMin: time.Hour, ReconnectMax: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	s.Start()
+	const failed = "the MQTT broker refuses the gateway"
+	waitFor(t, "a refused connection", func() bool { return bytes.Contains(logs.Bytes(), []byte(failed)) })
+	attempts := bytes.Count(logs.Bytes(), []byte(failed))
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err := s.Probe(ctx)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "the address answers") {
+			t.Fatalf("probe: %v; want the address answering and no connection", err)
+		}
+	}
+	if n := bytes.Count(logs.Bytes(), []byte(failed)); n != attempts {
+		t.Fatalf("%d connection attempts after three probes, %d before: a probe ended the reconnect wait", n, attempts)
 	}
 }
 
