@@ -145,13 +145,20 @@ var typeNames = map[string]ua.TypeID{
 	"qualifiedname": ua.TypeIDQualifiedName, "localizedtext": ua.TypeIDLocalizedText,
 }
 
+// isArrayType reports whether a tag's type names an array (float64[],
+// Array...).
+func isArrayType(s string) bool {
+	l := strings.ToLower(s)
+	return strings.HasSuffix(l, "[]") || strings.HasPrefix(l, "array")
+}
+
 // parseType returns the OPC UA type a tag's type names; 0 for "".
 func parseType(s string) (ua.TypeID, error) {
 	if s == "" {
 		return 0, nil
 	}
 	l := strings.ToLower(s)
-	if strings.HasSuffix(l, "[]") || strings.HasPrefix(l, "array") {
+	if isArrayType(l) {
 		return 0, fmt.Errorf("%q is an array type: arrays are not supported, a tag reads one scalar (name the element's own node if the server has one)", s)
 	}
 	if t, ok := typeNames[l]; ok {
@@ -332,12 +339,16 @@ func (c *Config) Validate() []Problem {
 				add(key+".browse_path", "%v", err)
 			}
 		}
-		if _, err := parseType(t.Type); err != nil {
+		if _, err := parseType(t.Type); err != nil && isArrayType(t.Type) {
+			// Say which tag and node: the user may want the node of an
+			// element instead.
 			node := t.Address
 			if node == "" {
 				node = "browse path " + t.BrowsePath
 			}
 			add(key+".type", "tag %s (%s): %v", t.Name, node, err)
+		} else if err != nil {
+			add(key+".type", "%v", err)
 		}
 	}
 	return ps
