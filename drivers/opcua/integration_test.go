@@ -2,8 +2,12 @@ package opcua_test
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"log/slog"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -718,4 +722,53 @@ func TestArrayAtRunTime(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSimulatorChecksTheClientSignature: a client whose key does not match
+// the certificate it presents cannot open a secured channel on the
+// simulator (its front checks the OpenSecureChannel request's signature);
+// with its own key again it can.
+func TestSimulatorChecksTheClientSignature(t *testing.T) {
+	sim := startSim(t, simopcua.Options{Secure: true, Devices: 1, TagsPerDevice: 1})
+	state := t.TempDir()
+	if _, err := opcua.Trust(state, sim.Certificate()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := opcua.LoadPKI(state, true); err != nil {
+		t.Fatal(err)
+	}
+	keyPath := filepath.Join(opcua.PKIDir(state), "own", "key.pem")
+	own, err := os.ReadFile(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, other, err := opcua.NewCertificate("impostor", "urn:impostor", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(other)}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := simConfig(sim, "poll", "Basic256Sha256", opcua.Tag{Name: "t", Address: sim.NodeURI("sim-0001", "temperature")})
+	cfg.ReconnectMax = config.Duration(time.Second)
+	errs := make(chan string, 100)
+	d, col := runDriver(t, "impostor", cfg, state, func(k string) {
+		select {
+		case errs <- k:
+		default:
+		}
+	})
+	if k := <-errs; k != opcua.KindConnect {
+		t.Fatalf("error kind %q, want connect: %+v", k, d.Status())
+	}
+	if sim.SecuredChannels() != 0 {
+		t.Fatalf("%d secured channels opened with a key that does not match the certificate", sim.SecuredChannels())
+	}
+	if _, ok := lastGood(col.waitFor(t, "", func([]drivers.Sample) bool { return true }), "t"); ok {
+		t.Fatal("a good sample over a channel whose request was not signed by the certificate's key")
+	}
+	if err := os.WriteFile(keyPath, own, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	col.waitFor(t, "a good sample with the right key", func(ss []drivers.Sample) bool { _, ok := lastGood(ss, "t"); return ok })
 }
