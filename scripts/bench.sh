@@ -9,7 +9,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$(dirname "$here")"
 
 echo "== package benchmarks"
-go test -run '^$' -bench . -benchmem -count=1 -timeout 30m ./record/ ./buffer/ ./agent/ingest/ ./simulator/... ./drivers/... ./uplink/...
+go test -run '^$' -bench . -benchmem -count=1 -timeout 30m ./record/ ./buffer/ ./agent/ingest/ ./agent/config/ ./simulator/... ./drivers/... ./uplink/...
 
 echo "== system benchmarks against Apache Kafka"
 exec "$here/with-kafka.sh" "${BENCH_KAFKA_PORT:-19092}" \
