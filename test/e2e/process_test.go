@@ -217,20 +217,27 @@ var intervalKey = regexp.MustCompile(`\b(sample_interval|poll_interval): *[0-9a-
 // stopDrained ends a run whose delivery is then checked by sequence
 // numbers, so that the check can require an empty buffer: a record left
 // in it was not delivered. As an operator would, it rewrites the
-// configuration file with every source paced to one reading an hour and
-// waits for the agent to apply it ("config reloaded": each source
-// restarts, reads once and falls quiet); then it waits, in /metrics, for
-// every sink's queue (kafka_producer_buffer_depth) and the ingest stage
-// (iot_ingest_pending_samples) to be empty, and stops the agent with
-// SIGTERM, which must exit 0. requireDrained checks the file afterwards.
-func (a *agentProc) stopDrained(t *testing.T, limit time.Duration) {
+// configuration file with every source paced to one reading a year (the
+// simulator spreads its devices over the interval: its next slot comes
+// days later) and waits for the agent to apply it ("config reloaded": each
+// source restarts, reads once and falls quiet); then it waits, in
+// /metrics, for every sink's queue (kafka_producer_buffer_depth) and the
+// ingest stage (iot_ingest_pending_samples) to be empty, three scrapes in
+// a row with no sample generated in between (device_data_generated_total),
+// and stops the agent with SIGTERM, which must exit 0. requireDrained
+// checks the file afterwards. edits, when given, change the quiet file
+// further (a source whose first reading is slow is better disabled).
+func (a *agentProc) stopDrained(t *testing.T, limit time.Duration, edits ...func([]byte) []byte) {
 	t.Helper()
 	path := a.cmd.Args[len(a.cmd.Args)-1]
 	old, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	quiet := intervalKey.ReplaceAll(old, []byte("${1}: 1h"))
+	quiet := intervalKey.ReplaceAll(old, []byte("${1}: 8760h"))
+	for _, edit := range edits {
+		quiet = edit(quiet)
+	}
 	if bytes.Equal(quiet, old) {
 		t.Fatalf("%s paces no source (sample_interval, poll_interval):\n%s", path, old)
 	}
@@ -256,14 +263,28 @@ func (a *agentProc) stopDrained(t *testing.T, limit time.Duration) {
 		}
 	}
 	a.refreshAddrs(t)
+	// The samples generated at the last scrapes that found everything
+	// empty, and how many scrapes in a row did.
+	settled, calm := -1.0, 0
 	for {
 		depth, err := a.counter("kafka_producer_buffer_depth")
+		var pending, generated float64
 		if err == nil {
-			var pending float64
 			pending, err = a.counter("iot_ingest_pending_samples")
-			if err == nil && depth == 0 && pending == 0 {
-				break
+		}
+		if err == nil {
+			generated, err = a.counter("device_data_generated_total")
+		}
+		if err == nil && depth == 0 && pending == 0 && generated == settled {
+			calm++
+		} else {
+			settled, calm = generated, 0
+			if depth != 0 || pending != 0 {
+				settled = -1
 			}
+		}
+		if calm == 2 {
+			break
 		}
 		if err != nil {
 			t.Fatalf("scrape metrics: %v\n%s", err, a.tail(40))
