@@ -67,3 +67,18 @@ func TestWatchdogPingsOnlyWhileNothingIsStalled(t *testing.T) {
 	<-pinged
 	<-pinged
 }
+
+// TestStallTimeoutIsHalfTheWatchdog: under systemd's watchdog the agent
+// restarts a stalled component after half of WatchdogSec — when it would
+// stop pinging — and otherwise keeps its own default (0 here).
+func TestStallTimeoutIsHalfTheWatchdog(t *testing.T) {
+	t.Setenv("WATCHDOG_PID", "")
+	t.Setenv("WATCHDOG_USEC", "")
+	if got := stallTimeout(); got != 0 {
+		t.Errorf("without a watchdog: %s, want 0 (the agent's default)", got)
+	}
+	t.Setenv("WATCHDOG_USEC", "30000000")
+	if got := stallTimeout(); got != 15*time.Second {
+		t.Errorf("WatchdogSec=30s: %s, want 15s", got)
+	}
+}
