@@ -562,9 +562,10 @@ func TestSecuredSessions(t *testing.T) {
 	}
 }
 
-// TestSecureChannelRenewed: a channel whose token lives 2s is renewed
-// every 1.5s or so; the session, its subscription and the data go on
-// through the renewals, with nothing counted as a failure.
+// TestSecureChannelRenewed: a channel whose token lives 4s is renewed
+// every 3s (gopcua renews at 75%, in whole seconds); the session, its
+// subscription and the data go on through the renewals, with nothing
+// counted as a failure.
 //
 // Secured, in poll mode only: gopcua v0.8.0's server renews a secured
 // channel by rewriting the keys of the instance its subscriptions are
@@ -592,7 +593,7 @@ func TestSecureChannelRenewed(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			opcua.SetChannelLifetime(d, 2*time.Second)
+			opcua.SetChannelLifetime(d, 4*time.Second)
 			col := newCollector()
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
