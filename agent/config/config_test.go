@@ -639,7 +639,7 @@ mqtt:
 			want: []string{
 				`gateway.idd: unknown key "idd"; did you mean "id"? (line 2)`,
 				`plcs[0].poll_interval: invalid duration "fast": write 500ms, 1.5s, 2m or a bare number of milliseconds (line 7)`,
-				`plcs[0].tags[0].type: tag t (i=85): unknown type "flaot64"; did you mean "float64"? (line 9)`,
+				`plcs[0].tags[0].type: unknown type "flaot64"; did you mean "float64"? (line 9)`,
 				`producer.batch_size: expected an integer, got "many" (line 11)`,
 				`producer.worker_count: 100 is out of range: want 1 to 64 (line 12)`,
 				`producer.sasl.password: environment variable IOTP_TEST_UNSET_VAR is not set (write ${IOTP_TEST_UNSET_VAR:-default} to give a default) (line 14)`,
