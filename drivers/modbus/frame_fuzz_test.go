@@ -42,9 +42,20 @@ func (s *fuzzStream) Close() error                    { s.closed = true; return 
 func (s *fuzzStream) SetDeadline(time.Time) error     { return nil }
 func (s *fuzzStream) SetReadDeadline(time.Time) error { return nil }
 
-// crcBytes is the Modbus RTU CRC of b as sent, low byte first.
-func crcBytes(b []byte) []byte {
-	crc := crc16(b)
+// crc16 is the Modbus RTU CRC (polynomial 0xA001, initial 0xFFFF), low
+// byte first on the wire.
+func crc16(b []byte) []byte {
+	crc := uint16(0xFFFF)
+	for _, c := range b {
+		crc ^= uint16(c)
+		for range 8 {
+			if crc&1 != 0 {
+				crc = crc>>1 ^ 0xA001
+			} else {
+				crc >>= 1
+			}
+		}
+	}
 	return []byte{byte(crc), byte(crc >> 8)}
 }
 
@@ -73,7 +84,7 @@ func FuzzReadFrame(f *testing.F) {
 		e.link.silence = 0
 		answer := slices.Clone(reply)
 		if appendCRC && tr != TCP {
-			answer = append(answer, crcBytes(answer)...)
+			answer = append(answer, crc16(answer)...)
 		}
 		s := &fuzzStream{reply: bytes.NewReader(answer)}
 		if echoID && tr == TCP {

@@ -8,6 +8,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	gmodbus "github.com/goburrow/modbus"
 )
 
 // Transport is how an endpoint carries Modbus frames.
@@ -200,6 +202,9 @@ type endpoint struct {
 	sem       chan struct{}
 	link      *link
 	port      *serialPort
+	client    gmodbus.Client
+	tcpPk     *gmodbus.TCPClientHandler
+	rtuPk     *gmodbus.RTUClientHandler
 	backoff   time.Duration
 	nextDial  time.Time
 	dials     int
@@ -212,6 +217,13 @@ func newEndpoint(spec Endpoint, opts PoolOptions) *endpoint {
 	e := &endpoint{spec: spec, opts: opts, sem: make(chan struct{}, 1), units: map[uint8]*unitHealth{}}
 	lk := &link{rtu: spec.Transport != TCP}
 	e.link = lk
+	if spec.Transport == TCP {
+		e.tcpPk = gmodbus.NewTCPClientHandler(spec.Address)
+		e.client = gmodbus.NewClient2(e.tcpPk, lk)
+	} else {
+		e.rtuPk = gmodbus.NewRTUClientHandler(spec.Address)
+		e.client = gmodbus.NewClient2(e.rtuPk, lk)
+	}
 	if spec.Transport == RTU {
 		lk.silence = rtuSilence(spec.Serial.BaudRate)
 	}
@@ -324,10 +336,26 @@ func (e *endpoint) read(ctx context.Context, unit uint8, reg RegisterType, addr,
 // answer, valid until the next exchange. After any error but an exception
 // the link is closed.
 func (e *endpoint) exchangeLocked(ctx context.Context, unit uint8, reg RegisterType, addr, qty uint16, timeout time.Duration) ([]byte, string, error) {
+	if e.tcpPk != nil {
+		e.tcpPk.SlaveId = unit
+	} else {
+		e.rtuPk.SlaveId = unit
+	}
 	e.link.timeout = timeout
 	s := e.link.s
 	stop := context.AfterFunc(ctx, func() { _ = s.SetDeadline(time.Unix(1, 0)) })
-	res, err := e.link.read(unit, reg, addr, qty)
+	var res []byte
+	var err error
+	switch reg {
+	case Holding:
+		res, err = e.client.ReadHoldingRegisters(addr, qty)
+	case Input:
+		res, err = e.client.ReadInputRegisters(addr, qty)
+	case Coil:
+		res, err = e.client.ReadCoils(addr, qty)
+	case Discrete:
+		res, err = e.client.ReadDiscreteInputs(addr, qty)
+	}
 	if !stop() {
 		// ctx ended during the request: its deadline may be cut short
 		// at any moment, so the stream is not reused.

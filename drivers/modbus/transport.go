@@ -18,10 +18,9 @@ type stream interface {
 // gives up and the connection is reopened.
 const maxStaleReplies = 4
 
-// link carries one request at a time over a stream, framing it itself
-// (goburrow's client allocated the request, its PDU and the answer's PDU
-// for every read). Its fields are used only by the request holding the
-// endpoint.
+// link carries one request at a time over a stream; it is the goburrow
+// Transporter of an endpoint. Its fields are used only by the request
+// holding the endpoint.
 type link struct {
 	s   stream
 	rtu bool
@@ -36,108 +35,7 @@ type link struct {
 	lastIO  time.Time
 	// stale counts answers skipped for a wrong transaction id.
 	stale int
-	// tid is the transaction id of the last TCP request.
-	tid uint16
-	// req is the request being sent and buf the answer: both reused by
-	// every request of the connection.
-	req [12]byte
-	buf [260]byte
-}
-
-// functionCode returns the read function of table r: 0x01 coils, 0x02
-// discrete inputs, 0x03 holding registers, 0x04 input registers.
-func (r RegisterType) functionCode() byte {
-	switch r {
-	case Coil:
-		return 0x01
-	case Discrete:
-		return 0x02
-	case Input:
-		return 0x04
-	}
-	return 0x03
-}
-
-// read sends one read of qty items at addr in table reg to unit and
-// returns the data of the answer (registers or packed bits, after the
-// byte count), valid until the next request. It checks what goburrow's
-// client checked: the quantity, the transaction id, protocol id and unit
-// of a TCP answer or the unit and CRC of an RTU one, the function code (an
-// exception is an *ExceptionError) and the byte count; it allocates
-// nothing.
-func (l *link) read(unit uint8, reg RegisterType, addr, qty uint16) ([]byte, error) {
-	if qty < 1 || int(qty) > reg.maxQuantity() {
-		return nil, malformedf("quantity %d out of range 1-%d", qty, reg.maxQuantity())
-	}
-	fc := reg.functionCode()
-	var req []byte
-	if l.rtu {
-		req = append(l.req[:0], unit, fc, byte(addr>>8), byte(addr), byte(qty>>8), byte(qty))
-		crc := crc16(req)
-		req = append(req, byte(crc), byte(crc>>8))
-	} else {
-		l.tid++
-		req = append(l.req[:0], byte(l.tid>>8), byte(l.tid), 0, 0, 0, 6, unit, fc, byte(addr>>8), byte(addr), byte(qty>>8), byte(qty))
-	}
-	adu, err := l.Send(req)
-	if err != nil {
-		return nil, err
-	}
-	var pdu []byte
-	if l.rtu {
-		n := len(adu)
-		if n < 4 {
-			return nil, malformedf("RTU answer of %d bytes", n)
-		}
-		if adu[0] != unit {
-			return nil, malformedf("answer from unit %d, want %d", adu[0], unit)
-		}
-		if crc := crc16(adu[:n-2]); adu[n-2] != byte(crc) || adu[n-1] != byte(crc>>8) {
-			return nil, malformedf("answer CRC 0x%02X%02X, want 0x%04X", adu[n-1], adu[n-2], crc)
-		}
-		pdu = adu[1 : n-2]
-	} else {
-		// readTCP checked the transaction id, the protocol id and the
-		// length (at least unit and function code).
-		if adu[6] != unit {
-			return nil, malformedf("answer from unit %d, want %d", adu[6], unit)
-		}
-		pdu = adu[7:]
-	}
-	if pdu[0] != fc {
-		if pdu[0] == fc|0x80 {
-			var code byte
-			if len(pdu) > 1 {
-				code = pdu[1]
-			}
-			return nil, &ExceptionError{Function: fc, Code: code}
-		}
-		return nil, malformedf("answer has function code 0x%02X, want 0x%02X", pdu[0], fc)
-	}
-	if len(pdu) < 2 {
-		return nil, malformedf("answer has no data")
-	}
-	if int(pdu[1]) != len(pdu)-2 {
-		return nil, malformedf("answer says %d bytes of data and has %d", pdu[1], len(pdu)-2)
-	}
-	return pdu[2:], nil
-}
-
-// crc16 is the Modbus RTU CRC (polynomial 0xA001 reflected, initial
-// 0xFFFF), sent low byte first.
-func crc16(b []byte) uint16 {
-	crc := uint16(0xFFFF)
-	for _, c := range b {
-		crc ^= uint16(c)
-		for range 8 {
-			if crc&1 != 0 {
-				crc = crc>>1 ^ 0xA001
-			} else {
-				crc >>= 1
-			}
-		}
-	}
-	return crc
+	buf   [260]byte
 }
 
 // Send writes one request ADU and returns the answer ADU; the slice is
@@ -193,7 +91,7 @@ func (l *link) readTCP(req []byte) ([]byte, error) {
 }
 
 // readRTU reads one RTU frame whose length follows from its function code
-// and byte count; read checks its unit id and CRC.
+// and byte count; goburrow checks its unit id and CRC.
 func (l *link) readRTU(req []byte) ([]byte, error) {
 	b := l.buf[:]
 	if _, err := io.ReadFull(l.s, b[:3]); err != nil {
