@@ -63,6 +63,72 @@ type batch struct {
 	// by reason.
 	retry []int
 	dead  map[string][]int
+	// orig is each record's index in the batch as first read (nil: its
+	// own index), which orders the pieces a failed batch is split into.
+	orig []int
+	// suspect marks the records the broker refused together with their
+	// batch (ErrRefusedWithBatch), nil when none; sharedErr is the first
+	// such error.
+	suspect   []bool
+	sharedErr error
+	// isolate is set on a piece of suspects: it is sent with nothing else
+	// of the lane in flight, alone when it holds one record.
+	isolate bool
+	// held is set on a batch queued for recovery without being sent.
+	held bool
+}
+
+// origOf returns the index, in the batch as first read, of record i.
+func (b *batch) origOf(i int) int {
+	if b.orig == nil {
+		return i
+	}
+	return b.orig[i]
+}
+
+func (b *batch) isSuspect(i int) bool { return b.suspect != nil && b.suspect[i] }
+
+// pieces splits what b retries into batches to send again, in order: runs
+// of records that failed on their own account as one batch each, and each
+// run of suspects in two isolated halves, or alone when it is one record,
+// so that a record the broker refuses is found in a few rounds and the
+// others get through.
+func (b *batch) pieces() []*batch {
+	var out []*batch
+	take := func(idx []int, isolate bool) {
+		nb := &batch{seq: b.seq, isolate: isolate, recs: make([]buffer.Record, len(idx)), msgs: make([]Message, len(idx)), orig: make([]int, len(idx))}
+		if isolate {
+			nb.suspect = make([]bool, len(idx))
+		}
+		for j, i := range idx {
+			nb.recs[j], nb.msgs[j], nb.orig[j] = b.recs[i], b.msgs[i], b.origOf(i)
+			nb.msgs[j].Alone = isolate && len(idx) == 1
+			if isolate {
+				nb.suspect[j] = true
+			}
+		}
+		out = append(out, nb)
+	}
+	for start := 0; start < len(b.retry); {
+		s := b.isSuspect(b.retry[start])
+		end := start + 1
+		for end < len(b.retry) && b.isSuspect(b.retry[end]) == s {
+			end++
+		}
+		idx := b.retry[start:end]
+		switch {
+		case !s:
+			take(idx, false)
+		case len(idx) == 1:
+			take(idx, true)
+		default:
+			h := len(idx) / 2
+			take(idx[:h], true)
+			take(idx[h:], true)
+		}
+		start = end
+	}
+	return out
 }
 
 func newLane(l *Loop, kind Lane, sendCtx context.Context) *lane {
@@ -141,6 +207,7 @@ func (ln *lane) hold(b *batch) {
 	for i := range b.retry {
 		b.retry[i] = i
 	}
+	b.held = true
 	ln.mu.Lock()
 	ln.failed = append(ln.failed, b)
 	ln.mu.Unlock()
@@ -326,6 +393,19 @@ func (ln *lane) done(b *batch, errs []error) {
 			b.retry = append(b.retry, i)
 			continue
 		}
+		if errors.Is(err, ErrRefusedWithBatch) {
+			// Maybe not its fault: found out by sending it again in
+			// smaller batches.
+			if b.suspect == nil {
+				b.suspect = make([]bool, len(b.msgs))
+			}
+			b.suspect[i] = true
+			if b.sharedErr == nil {
+				b.sharedErr = err
+			}
+			b.retry = append(b.retry, i)
+			continue
+		}
 		if b.lastErr == nil {
 			b.lastErr = err
 		}
@@ -412,10 +492,13 @@ func (ln *lane) recover(ctx context.Context) {
 	if f, ok := ln.l.sink.(Fencer); ok {
 		f.Reopen(ln.kind)
 	}
-	slices.SortFunc(failed, func(a, b *batch) int { return cmp.Compare(a.seq, b.seq) })
+	slices.SortFunc(failed, func(a, b *batch) int {
+		return cmp.Or(cmp.Compare(a.seq, b.seq), cmp.Compare(a.origOf(0), b.origOf(0)))
+	})
 
 	var retry []*batch
-	var lastErr error
+	var lastErr, sharedErr error
+	suspects := 0
 	refused := false
 	for _, b := range failed {
 		for reason, idx := range b.dead {
@@ -430,19 +513,34 @@ func (ln *lane) recover(ctx context.Context) {
 		if len(b.retry) == 0 {
 			continue
 		}
-		slices.Sort(b.retry)
-		nb := &batch{seq: b.seq, recs: make([]buffer.Record, len(b.retry)), msgs: make([]Message, len(b.retry))}
-		for j, i := range b.retry {
-			nb.recs[j], nb.msgs[j] = b.recs[i], b.msgs[i]
+		if b.held && len(b.retry) == len(b.msgs) {
+			// Never sent: it goes again as it was.
+			b.retry, b.held = nil, false
+			retry = append(retry, b)
+			continue
 		}
-		retry = append(retry, nb)
+		slices.Sort(b.retry)
+		for _, i := range b.retry {
+			if b.isSuspect(i) {
+				suspects++
+			}
+		}
+		retry = append(retry, b.pieces()...)
 		if lastErr == nil {
 			lastErr = b.lastErr
+		}
+		if sharedErr == nil {
+			sharedErr = b.sharedErr
 		}
 		refused = refused || b.refused
 	}
 	if len(retry) == 0 {
 		return
+	}
+	if sharedErr != nil {
+		ln.l.quiet.Log(ln.l.log, slog.LevelWarn, "refused-with-batch/"+ln.kind.String(), int64(suspects),
+			"the broker refused whole batches for a reason that may be one record's; sending their records again in smaller batches, one record alone at last, so that only a record refused on its own is dead-lettered",
+			"lane", ln.kind.String(), "records", suspects, "err", sharedErr)
 	}
 	if lastErr == nil {
 		// Only fenced batches, nothing that failed at the broker (the
@@ -477,12 +575,25 @@ func (ln *lane) recover(ctx context.Context) {
 }
 
 // resend releases the held slots and sends retry again in order, each
-// batch as a slot frees.
+// batch as a slot frees; an isolated piece goes with nothing else in
+// flight. Once one fails, the rest is queued behind it unsent.
 func (ln *lane) resend(ctx context.Context, retry []*batch, held int) {
 	for ; held > 0; held-- {
 		<-ln.slots
 	}
-	for _, b := range retry {
+	for k, b := range retry {
+		if ln.hasFailed() {
+			for _, rest := range retry[k:] {
+				ln.hold(rest)
+			}
+			return
+		}
+		if b.isolate {
+			if !ln.produceIsolated(ctx, b) {
+				return
+			}
+			continue
+		}
 		select {
 		case ln.slots <- struct{}{}:
 		case <-ctx.Done():
@@ -493,6 +604,37 @@ func (ln *lane) resend(ctx context.Context, retry []*batch, held int) {
 		}
 		ln.produce(b)
 	}
+}
+
+// produceIsolated sends b with nothing else of the lane in flight and
+// waits until it has settled. It reports false when ctx ended first.
+func (ln *lane) produceIsolated(ctx context.Context, b *batch) bool {
+	held := 0
+	defer func() {
+		for ; held > 0; held-- {
+			<-ln.slots
+		}
+	}()
+	for held < cap(ln.slots) {
+		select {
+		case ln.slots <- struct{}{}:
+			held++
+		case <-ctx.Done():
+			return false
+		}
+	}
+	if f := ln.l.opts.Metrics.Retried; f != nil {
+		f()
+	}
+	held-- // b's slot: its done releases it
+	ln.produce(b)
+	select {
+	case ln.slots <- struct{}{}:
+		held++
+	case <-ctx.Done():
+		return false
+	}
+	return true
 }
 
 // wait waits d, or less when probe is set, the sink is a Prober and a

@@ -63,6 +63,12 @@ type Message struct {
 	Epoch string
 	// Value is the record's JSON value.
 	Value []byte
+	// Alone is set when the loop hands the message over by itself, with
+	// nothing else of its lane in flight, to find out whether a refusal
+	// that hit the whole batch it was sent in (ErrRefusedWithBatch) was
+	// its own: a sink reports such a refusal of an Alone message as the
+	// broker's own error (Permanent when it is one).
+	Alone bool
 }
 
 // Sink sends batches of messages to a broker.
@@ -108,6 +114,15 @@ type Fencer interface {
 // ErrFenced fails a message a Fencer did not send because an earlier
 // message of its lane failed; the loop sends it again after the failed one.
 var ErrFenced = errors.New("not sent: an earlier message of the lane failed and is sent again first")
+
+// ErrRefusedWithBatch marks the error of a message the broker refused
+// together with the other messages of its produce batch, for a reason that
+// may belong to only one of them (Kafka's MESSAGE_TOO_LARGE fails every
+// record the client held for the partition). Such a message is not
+// dead-lettered: the loop sends the suspects again in halves, each with
+// nothing else of the lane in flight, down to one message sent Alone,
+// which finds the one the broker really refuses. It is not Permanent.
+var ErrRefusedWithBatch = errors.New("refused with its batch")
 
 // Prober is implemented by a sink that can check cheaply whether its broker
 // answers (a metadata request, a connection already up). While a lane backs

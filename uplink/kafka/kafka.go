@@ -155,6 +155,11 @@ func (f *fence) reopen() {
 	f.mu.Unlock()
 }
 
+// MaxRecordBatchBytes is the largest record batch the client writes (Kafka's
+// default message.max.bytes, franz-go's default): a record larger than this
+// on its own is refused by the client before it is sent.
+const MaxRecordBatchBytes = 1000012
+
 // New builds the clients. It does not wait for a broker: connections are
 // made on first use and retried for ever.
 func New(opts Options) (*Sink, error) {
@@ -185,6 +190,9 @@ func New(opts Options) (*Sink, error) {
 		// and is retried by the loop.
 		kgo.AllowIdempotentProduceCancellation(),
 		kgo.WithLogger(kslogAdapter{opts.Logger}),
+		// Stated rather than left to the default, because the sink
+		// compares a refused record's own size with it.
+		kgo.ProducerBatchMaxBytes(MaxRecordBatchBytes),
 	}
 	if opts.MaxBufferedRecords > 0 {
 		kopts = append(kopts, kgo.MaxBufferedRecords(opts.MaxBufferedRecords))
@@ -305,6 +313,7 @@ func (s *Sink) Produce(ctx context.Context, lane uplink.Lane, batch []uplink.Mes
 	})
 	t := s.trackers.Get().(*tracker)
 	t.sink, t.done, t.fence = s, done, f
+	t.alone = len(batch) == 1 && batch[0].Alone
 	t.cancel = func() {
 		timer.Stop()
 		stopGen()
@@ -361,8 +370,11 @@ type tracker struct {
 	recs      []kgo.Record
 	promise   func(*kgo.Record, error) // t.settle, bound once
 	remaining atomic.Int64
-	mu        sync.Mutex
-	errs      []error
+	// alone is set when the batch is one message the loop sends with
+	// nothing else of its lane in flight (uplink.Message.Alone).
+	alone bool
+	mu    sync.Mutex
+	errs  []error
 }
 
 // settle is every record's promise. The record's index is its place in
@@ -370,11 +382,21 @@ type tracker struct {
 func (t *tracker) settle(r *kgo.Record, err error) {
 	if err != nil {
 		i := int((uintptr(unsafe.Pointer(r)) - uintptr(unsafe.Pointer(&t.recs[0]))) / unsafe.Sizeof(kgo.Record{}))
-		if errors.Is(err, context.Canceled) {
-			// Cancelled because the fence closed: report why it did.
-			if why := t.fence.why(); why != nil {
+		switch {
+		case errors.Is(err, context.Canceled):
+			// Cancelled because the fence closed: report why it did. A
+			// record cancelled behind a batch refused as a whole is no
+			// suspect itself: only retried.
+			if why := t.fence.why(); errors.Is(why, uplink.ErrRefusedWithBatch) {
+				err = fmt.Errorf("cancelled when the lane's fence closed: %s", why)
+			} else if why != nil {
 				err = why
 			}
+		case !t.alone && refusedWithBatch(err) && recordSize(r) <= MaxRecordBatchBytes:
+			// franz-go failed every record it held for the partition with
+			// the error of one produce batch: the loop sends them again in
+			// smaller batches to find the one the broker refuses.
+			err = fmt.Errorf("%w (%w)", err, uplink.ErrRefusedWithBatch)
 		}
 		err = t.sink.explain(err)
 		if !t.sink.Permanent(err) {
@@ -392,7 +414,7 @@ func (t *tracker) settle(r *kgo.Record, err error) {
 	}
 	t.mu.Lock()
 	s, errs, done, cancel := t.sink, t.errs, t.done, t.cancel
-	t.errs, t.done, t.cancel, t.sink, t.fence = nil, nil, nil, nil, nil
+	t.errs, t.done, t.cancel, t.sink, t.fence, t.alone = nil, nil, nil, nil, nil, false
 	t.mu.Unlock()
 	cancel()
 	// franz-go is done with every record: they can serve the next batch.
@@ -401,11 +423,41 @@ func (t *tracker) settle(r *kgo.Record, err error) {
 	done(errs)
 }
 
+// refusedWithBatch reports whether err is a broker's refusal of a produce
+// batch that may be caused by one of its records (too large, invalid, a
+// bad timestamp). franz-go fails every record it holds for the partition
+// with such an error, not only the batch's (kgo sink.go, finishBatch →
+// failAllRecords).
+func refusedWithBatch(err error) bool {
+	for _, e := range []error{kerr.MessageTooLarge, kerr.RecordListTooLarge, kerr.InvalidRecord, kerr.InvalidTimestamp} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// recordSize is a record's size as franz-go weighs it against
+// MaxRecordBatchBytes: key, value and headers.
+func recordSize(r *kgo.Record) int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
 // Permanent reports whether err means the broker will never take the
 // record: it is too large, the topic name is invalid, or the record itself
-// is invalid. Everything else — connection failures, timeouts, leader
-// changes, authentication and authorisation failures — is retried.
+// is invalid. A record refused with the rest of its produce batch
+// (uplink.ErrRefusedWithBatch) is not refused for good until it was sent
+// alone and refused again. Everything else — connection failures,
+// timeouts, leader changes, authentication and authorisation failures —
+// is retried.
 func (s *Sink) Permanent(err error) bool {
+	if errors.Is(err, uplink.ErrRefusedWithBatch) {
+		return false
+	}
 	for _, e := range []error{
 		kerr.MessageTooLarge, kerr.RecordListTooLarge, kerr.InvalidRecord,
 		kerr.InvalidTopicException, kerr.InvalidTimestamp, kerr.InvalidRequiredAcks,
