@@ -6,10 +6,13 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/iot-producer/iot-producer/internal/seqcheck"
 	"github.com/iot-producer/iot-producer/record"
@@ -35,30 +38,58 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// TestOnlyTheRecordTooLargeIsDeadLettered: the broker's message.max.bytes
-// (64 KiB) is below what the client allows, and one record of 100 KiB sits
-// among thousands of small ones. The broker refuses its produce batch with
-// MESSAGE_TOO_LARGE, and franz-go fails every record it held for the
-// partition with it; exactly that record must be dead-lettered, every other
-// one must arrive, and each device's records in order.
+// poison marks the record a broker refuses in the tests with a Fault.
+const poison = "refuse-this-record"
+
+// TestOnlyTheRecordTooLargeIsDeadLettered: one bad record sits among
+// thousands of good ones and the broker refuses every produce batch holding
+// it: with MESSAGE_TOO_LARGE because the broker's message.max.bytes (64 KiB)
+// is below what the client allows and the record has 100 KiB, or (a fault
+// on the request holding it, all its partitions) with INVALID_RECORD or
+// RECORD_LIST_TOO_LARGE. franz-go fails every record it held for a refused
+// partition with that error; exactly the bad record must be dead-lettered,
+// every other one must arrive, and each device's records in order.
 func TestOnlyTheRecordTooLargeIsDeadLettered(t *testing.T) {
 	cases := []struct {
 		name   string
-		hugeAt int // seq of the huge record of device d3
+		hugeAt int         // seq of the bad record of device d3
+		err    *kerr.Error // refused with a fault instead of by size
 	}{
-		{"near the start", 3},
-		{"in the middle", 150},
-		{"at the end", 300},
+		{"too large near the start", 3, nil},
+		{"too large in the middle", 150, nil},
+		{"too large at the end", 300, nil},
+		{"invalid record", 150, kerr.InvalidRecord},
+		{"record list too large", 77, kerr.RecordListTooLarge},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
-			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic),
-				kfake.BrokerConfigs(map[string]string{"message.max.bytes": "65536"}))
+			reason := "MESSAGE_TOO_LARGE"
+			opts := []kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(2, topic)}
+			if tc.err == nil {
+				opts = append(opts, kfake.BrokerConfigs(map[string]string{"message.max.bytes": "65536"}))
+			} else {
+				reason = tc.err.Message
+			}
+			c, err := kfake.NewCluster(opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(c.Close)
+			var faults atomic.Int64
+			if tc.err != nil {
+				c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: tc.err, Count: -1, When: func(req kmsg.Request) bool {
+					for _, rt := range req.(*kmsg.ProduceRequest).Topics {
+						for _, rp := range rt.Partitions {
+							if bytes.Contains(rp.Records, []byte(poison)) {
+								faults.Add(1)
+								return true
+							}
+						}
+					}
+					return false
+				}})
+			}
 			f.cluster, f.brokers = c, c.ListenAddrs()
 			var logs syncBuffer
 			logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -76,6 +107,9 @@ func TestOnlyTheRecordTooLargeIsDeadLettered(t *testing.T) {
 					fl := record.Fields{Gateway: "gw", Epoch: testEpoch, Device: d, Tag: "t", Seq: uint64(i), Type: record.TypeInt, Int: int64(i), Quality: "good", ReadTime: time.Now()}
 					if d == "d3" && i == tc.hugeAt {
 						fl.Type, fl.String = record.TypeString, strings.Repeat("x", 100<<10)
+						if tc.err != nil {
+							fl.String = poison
+						}
 					}
 					batch = append(batch, record.AppendEnvelope(nil, d, fl.ReadTime, testEpoch, record.AppendJSON(nil, &fl)))
 					if len(batch) == 90 {
@@ -105,8 +139,8 @@ func TestOnlyTheRecordTooLargeIsDeadLettered(t *testing.T) {
 
 			dl.mu.Lock()
 			defer dl.mu.Unlock()
-			if dl.reasons["MESSAGE_TOO_LARGE"] != 1 || len(dl.records) != 1 {
-				t.Fatalf("dead letters %v, want only the huge record as MESSAGE_TOO_LARGE", dl.reasons)
+			if dl.reasons[reason] != 1 || len(dl.records) != 1 {
+				t.Fatalf("dead letters %v, want only the bad record as %s", dl.reasons, reason)
 			}
 			deadMu.Lock()
 			if dead != 1 {
@@ -117,11 +151,11 @@ func TestOnlyTheRecordTooLargeIsDeadLettered(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if env.Key != "d3" || len(env.Value) < 100<<10 {
-				t.Fatalf("dead-lettered %s's record of %d bytes, want d3's huge one", env.Key, len(env.Value))
+			if env.Key != "d3" || (tc.err == nil) != (len(env.Value) > 100<<10) || (tc.err != nil) != bytes.Contains(env.Value, []byte(poison)) {
+				t.Fatalf("dead-lettered %s's record of %d bytes, want d3's bad one", env.Key, len(env.Value))
 			}
 			out := logs.String()
-			if n := strings.Count(out, "moved to the dead-letter queue"); n != 1 || !strings.Contains(out, "records=1 reason=MESSAGE_TOO_LARGE") {
+			if n := strings.Count(out, "moved to the dead-letter queue"); n != 1 || !strings.Contains(out, "records=1 reason="+reason) {
 				t.Errorf("log: %d dead-letter lines, want one for one record:\n%s", n, out)
 			}
 			if !strings.Contains(out, "sending their records again in smaller batches") {
@@ -149,8 +183,8 @@ func TestOnlyTheRecordTooLargeIsDeadLettered(t *testing.T) {
 				last[d] = perDevice
 			}
 			r := chk.Verify(seqcheck.Expect(last, "t"))
-			t.Logf("%d records read from the topic; %d failed attempts, %d batches retried; order: %s; topic plus dead letter: %s",
-				read, cnt.failed.Load(), cnt.retried.Load(), order, r)
+			t.Logf("%d records read from the topic; %d requests faulted, %d failed attempts, %d batches retried; order: %s; topic plus dead letter: %s",
+				read, faults.Load(), cnt.failed.Load(), cnt.retried.Load(), order, r)
 			if read < int(total) {
 				t.Errorf("read %d records from the topic, want at least %d", read, total)
 			}
