@@ -135,9 +135,19 @@ func BenchmarkAppend(b *testing.B) {
 // BenchmarkDrain measures reading, acknowledging and deleting (committed
 // with fsync) records appended beforehand and found by Open, so every
 // frame's checksum is verified on its first read: one op is 5,000 records.
+// With reuse, reads go through ReadAppend into one recycled record slice
+// and arena, as the send loop reads.
 func BenchmarkDrain(b *testing.B) {
-	for _, readBatch := range []int{1000, 5000} {
-		b.Run(fmt.Sprintf("read=%d", readBatch), func(b *testing.B) {
+	for _, c := range []struct {
+		readBatch int
+		reuse     bool
+	}{{1000, false}, {5000, false}, {1000, true}} {
+		readBatch := c.readBatch
+		name := fmt.Sprintf("read=%d", readBatch)
+		if c.reuse {
+			name += "/reuse"
+		}
+		b.Run(name, func(b *testing.B) {
 			path := b.TempDir() + "/bench.db"
 			o := testOptions("kafka")
 			o.FlushInterval = 0
@@ -166,8 +176,14 @@ func BenchmarkDrain(b *testing.B) {
 			m := startMeter(buf)
 			after, n := Start(), 0
 			pos := make([]Pos, 0, readBatch)
+			var rs []Record
+			var arena []byte
 			for n < b.N*benchBatch {
-				rs, err := q.Read(after, readBatch)
+				if c.reuse {
+					rs, arena, err = q.ReadAppend(after, readBatch, rs[:0], arena[:0])
+				} else {
+					rs, err = q.Read(after, readBatch)
+				}
 				if err != nil {
 					b.Fatal(err)
 				}

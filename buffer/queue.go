@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -242,17 +243,34 @@ func (q *Queue) deleteLocked(fi *frameInfo) {
 // to read it returns no records and no error. Frames that fail their
 // checksum are skipped, counted and logged. Read holds a bbolt read
 // transaction only while it copies at most n records.
-func (q *Queue) Read(after Pos, n int) (recs []Record, err error) {
+func (q *Queue) Read(after Pos, n int) ([]Record, error) {
+	recs, _, err := q.ReadAppend(after, n, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	return recs, nil
+}
+
+// ReadAppend is Read into the caller's memory, for a reader that recycles
+// it: it appends the records to dst, copies their bytes into buf's spare
+// capacity (beyond its length), and returns both extended. When buf has
+// too little room the bytes go to a new, larger array instead (buf is
+// never moved: records sliced out of it keep pointing into it). The caller
+// may reuse the returned slices (from length 0) only once nothing holds the
+// records' Data any more. With nil dst and buf it is Read.
+func (q *Queue) ReadAppend(after Pos, n int, dst []Record, buf []byte) (recs []Record, arena []byte, err error) {
+	recs, arena = dst, buf
 	if q.b.isClosed.Load() {
-		return nil, fmt.Errorf("buffer %s: queue %q: read: %w", q.b.path, q.name, ErrClosed)
+		return recs, arena, fmt.Errorf("buffer %s: queue %q: read: %w", q.b.path, q.name, ErrClosed)
 	}
 	if n <= 0 {
-		return nil, nil
+		return recs, arena, nil
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	defer func() {
 		if r := recover(); r != nil {
+			recs, arena = dst, buf
 			err = fmt.Errorf("buffer %s: queue %q: read after %s: %w: bbolt panicked: %v", q.b.path, q.name, after, ErrCorrupt, r)
 			q.b.requestRecover()
 		}
@@ -260,7 +278,7 @@ func (q *Queue) Read(after Pos, n int) (recs []Record, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	i := q.search(after.Frame)
 	if i == len(q.frames) {
-		return nil, nil
+		return recs, arena, nil
 	}
 	// Sized to what lies after `after` (a reader at the tail asks for a
 	// whole batch and usually gets a few records).
@@ -270,7 +288,10 @@ func (q *Queue) Read(after Pos, n int) (recs []Record, err error) {
 			avail += int(fi.count - fi.acked)
 		}
 	}
-	recs = make([]Record, 0, min(n, avail))
+	if want := min(n, avail); cap(recs)-len(recs) < want {
+		recs = slices.Grow(recs, want)
+	}
+	base := len(recs)
 	var bad []*frameInfo
 	var badErr []error
 	err = q.b.db.View(func(tx *bolt.Tx) error {
@@ -278,7 +299,7 @@ func (q *Queue) Read(after Pos, n int) (recs []Record, err error) {
 		if bkt == nil {
 			return fmt.Errorf("bucket %s missing", q.bucket)
 		}
-		for ; i < len(q.frames) && len(recs) < n; i++ {
+		for ; i < len(q.frames) && len(recs)-base < n; i++ {
 			fi := q.frames[i]
 			if fi.dead {
 				continue
@@ -301,7 +322,7 @@ func (q *Queue) Read(after Pos, n int) (recs []Record, err error) {
 				}
 				fi.verified = true
 			}
-			recs = q.decodeLocked(fi, v, from, n-len(recs), recs)
+			recs, arena = q.decodeLocked(fi, v, from, n-(len(recs)-base), recs, arena, buf == nil)
 		}
 		return nil
 	})
@@ -312,9 +333,9 @@ func (q *Queue) Read(after Pos, n int) (recs []Record, err error) {
 		q.tidyLocked()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("buffer %s: queue %q: read after %s: %w", q.b.path, q.name, after, err)
+		return recs[:base], arena, fmt.Errorf("buffer %s: queue %q: read after %s: %w", q.b.path, q.name, after, err)
 	}
-	return recs, nil
+	return recs, arena, nil
 }
 
 // verify checks frame v against its in-memory state.
@@ -362,8 +383,11 @@ func (q *Queue) corruptLocked(fi *frameInfo, err error) {
 
 // decodeLocked appends up to want unacknowledged records of verified frame
 // v, starting at index from, to recs. It copies the records' byte range of
-// the frame once and slices the records out of the copy.
-func (q *Queue) decodeLocked(fi *frameInfo, v []byte, from uint32, want int, recs []Record) []Record {
+// the frame once, into arena's spare capacity (or a new arena when it has
+// too little: of the exact size when exact, else at least twice as large,
+// so that a recycled arena soon holds a whole read), and slices the
+// records out of the copy.
+func (q *Queue) decodeLocked(fi *frameInfo, v []byte, from uint32, want int, recs []Record, arena []byte, exact bool) ([]Record, []byte) {
 	idx, off := uint32(0), headerLen(v[0])
 	if fi.curIdx > 0 && fi.curIdx <= from {
 		idx, off = fi.curIdx, fi.curOff
@@ -383,10 +407,21 @@ func (q *Queue) decodeLocked(fi *frameInfo, v []byte, from uint32, want int, rec
 	}
 	fi.curIdx, fi.curOff = endIdx, endOff
 	if n == 0 {
-		return recs
+		return recs, arena
 	}
 	fi.served = true
-	buf := make([]byte, endOff-regionStart)
+	size := endOff - regionStart
+	if cap(arena)-len(arena) < size {
+		// A new array: the records already sliced out of the old one
+		// keep it.
+		c := size
+		if !exact {
+			c = max(size, 2*cap(arena))
+		}
+		arena = make([]byte, 0, c)
+	}
+	buf := arena[len(arena) : len(arena)+size : len(arena)+size]
+	arena = arena[:len(arena)+size]
 	copy(buf, v[regionStart:endOff])
 	_, table, _ := splitFrame(v)
 	segs := segments{table: table, cur: fi.appended}
@@ -403,7 +438,7 @@ func (q *Queue) decodeLocked(fi *frameInfo, v []byte, from uint32, want int, rec
 		s, e = s-regionStart, e-regionStart
 		recs = append(recs, Record{Pos: Pos{Frame: fi.id, Index: idx}, Data: buf[s:e:e], Appended: appended})
 	}
-	return recs
+	return recs, arena
 }
 
 // Ack marks records as delivered. Positions may come in any order and any
