@@ -259,6 +259,14 @@ func AppendEnvelope(dst []byte, key string, t time.Time, epoch string, value []b
 // DecodeEnvelope parses b, of version 1 or 2. Key is a copy; Epoch and
 // Value alias b.
 func DecodeEnvelope(b []byte) (Envelope, error) {
+	return DecodeEnvelopeKey(b, func(k []byte) string { return string(k) })
+}
+
+// DecodeEnvelopeKey is DecodeEnvelope with Key made by keyOf from the
+// key's bytes (which alias b: keyOf must not keep them), so that a reader
+// decoding many records of the same devices can hand out strings it made
+// before instead of a copy per record.
+func DecodeEnvelopeKey(b []byte, keyOf func([]byte) string) (Envelope, error) {
 	if len(b) == 0 {
 		return Envelope{}, fmt.Errorf("%w: empty", ErrMalformed)
 	}
@@ -267,7 +275,7 @@ func DecodeEnvelope(b []byte) (Envelope, error) {
 	}
 	env := Envelope{Schema: int(b[0])}
 	rest := b[1:]
-	key, rest, ok := cutBytes(rest)
+	keyBytes, rest, ok := cutBytes(rest)
 	if !ok {
 		return Envelope{}, fmt.Errorf("%w: bad key length", ErrMalformed)
 	}
@@ -281,7 +289,7 @@ func DecodeEnvelope(b []byte) (Envelope, error) {
 			return Envelope{}, fmt.Errorf("%w: bad epoch length", ErrMalformed)
 		}
 	}
-	env.Key, env.Time, env.Value = string(key), time.Unix(0, nanos), rest
+	env.Key, env.Time, env.Value = keyOf(keyBytes), time.Unix(0, nanos), rest
 	return env, nil
 }
 

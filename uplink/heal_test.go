@@ -1,6 +1,7 @@
 package uplink_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,24 @@ func (q *flakyQueue) Read(after buffer.Pos, max int) ([]buffer.Record, error) {
 		return nil, errors.New("injected read error")
 	}
 	return q.Queue.Read(after, max)
+}
+
+// ReadAppend is how the loop reads a buffer queue.
+func (q *flakyQueue) ReadAppend(after buffer.Pos, max int, recs []buffer.Record, arena []byte) ([]buffer.Record, []byte, error) {
+	if q.fails.Add(-1) >= 0 {
+		return recs, arena, errors.New("injected read error")
+	}
+	return q.Queue.ReadAppend(after, max, recs, arena)
+}
+
+// keep appends copies of batch's messages to dst: once a sink called
+// done(nil) the loop reuses the batch's memory.
+func keep(dst, batch []uplink.Message) []uplink.Message {
+	for _, m := range batch {
+		m.Value = bytes.Clone(m.Value)
+		dst = append(dst, m)
+	}
+	return dst
 }
 
 // TestReadErrorsDoNotEndTheLane: reads of the queue fail for a while. The
@@ -84,7 +103,7 @@ func (s *probingSink) Produce(_ context.Context, _ uplink.Lane, batch []uplink.M
 		return
 	}
 	s.mu.Lock()
-	s.got = append(s.got, batch...)
+	s.got = keep(s.got, batch)
 	s.mu.Unlock()
 	go done(nil)
 }
@@ -166,7 +185,7 @@ func (s *orderSink) take(it orderItem) {
 	fail := s.failOnce[key]
 	delete(s.failOnce, key)
 	if !fail {
-		s.got = append(s.got, it.batch...)
+		s.got = keep(s.got, it.batch)
 	} else {
 		s.fenced = true
 	}

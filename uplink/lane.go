@@ -45,15 +45,28 @@ type lane struct {
 	failed []*batch
 	failCh chan struct{}
 
+	// spare holds batches whose every record the broker acknowledged,
+	// for next to reuse their slices and arena; at most cap(slots)+1.
+	spareMu sync.Mutex
+	spare   []*batch
+	// keys interns the records' device names (Message.Key); owned by run.
+	keys map[string]string
+
 	stateMu sync.Mutex
 	state   State
 }
 
 // batch is a group of records sent together.
 type batch struct {
-	seq     uint64
-	recs    []buffer.Record
-	msgs    []Message
+	seq  uint64
+	recs []buffer.Record
+	msgs []Message
+	// arena holds the bytes of recs (ReadAppend), and so of msgs' values:
+	// reused only after the sink settled every message of the batch.
+	arena []byte
+	// pos and times are delivered's scratch.
+	pos     []buffer.Pos
+	times   []time.Time
 	sentAt  time.Time
 	lastErr error
 	// refused is set when the broker refused records for a reason an
@@ -139,6 +152,52 @@ func newLane(l *Loop, kind Lane, sendCtx context.Context) *lane {
 		slots:   make(chan struct{}, l.opts.Workers),
 		failCh:  make(chan struct{}, 1),
 		state:   StateConnected,
+		keys:    make(map[string]string),
+	}
+}
+
+// maxKeys bounds the device names a lane interns; beyond it the map
+// starts again (a gateway with more devices pays a copy per name again).
+const maxKeys = 1 << 16
+
+// key returns the device name of bytes k, made once per name.
+func (ln *lane) key(k []byte) string {
+	if s, ok := ln.keys[string(k)]; ok {
+		return s
+	}
+	s := string(k)
+	if len(ln.keys) >= maxKeys {
+		clear(ln.keys)
+	}
+	ln.keys[s] = s
+	return s
+}
+
+// getBatch returns a spare batch, or a new one.
+func (ln *lane) getBatch() *batch {
+	ln.spareMu.Lock()
+	defer ln.spareMu.Unlock()
+	if n := len(ln.spare); n > 0 {
+		b := ln.spare[n-1]
+		ln.spare[n-1] = nil
+		ln.spare = ln.spare[:n-1]
+		return b
+	}
+	return &batch{}
+}
+
+// putBatch keeps b for reuse. Only a batch whose every message the sink
+// settled as delivered may come here: nothing holds its records, their
+// bytes or its messages any more (the sink is done with them when it
+// calls done, Sink's contract). A batch with a failure never does: its
+// records are sent again, from its arena.
+func (ln *lane) putBatch(b *batch) {
+	clear(b.msgs) // the keys and values of past records
+	*b = batch{recs: b.recs[:0], msgs: b.msgs[:0], arena: b.arena[:0], pos: b.pos[:0], times: b.times[:0]}
+	ln.spareMu.Lock()
+	defer ln.spareMu.Unlock()
+	if len(ln.spare) <= cap(ln.slots) {
+		ln.spare = append(ln.spare, b)
 	}
 }
 
@@ -216,22 +275,25 @@ func (ln *lane) hold(b *batch) {
 // next reads the lane's next batch. It returns nil without error when it
 // was interrupted (ctx done or a failure to handle first).
 func (ln *lane) next(ctx context.Context) (*batch, error) {
-	var recs []buffer.Record
+	b := ln.getBatch()
 	var err error
 	if ln.kind == Live {
-		recs, err = ln.nextLive(ctx)
+		err = ln.nextLive(ctx, b)
 	} else {
-		recs, err = ln.nextBacklog(ctx)
+		err = ln.nextBacklog(ctx, b)
 	}
-	if err != nil || len(recs) == 0 {
+	if err != nil || len(b.recs) == 0 {
+		ln.putBatch(b)
 		return nil, err
 	}
-	b := &batch{seq: ln.nextSeq, recs: recs, msgs: make([]Message, 0, len(recs))}
+	recs := b.recs
+	b.seq = ln.nextSeq
+	b.msgs = slices.Grow(b.msgs[:0], len(recs))
 	ln.nextSeq++
 	var malformed []buffer.Record
 	kept := recs[:0]
 	for _, r := range recs {
-		env, err := record.DecodeEnvelope(r.Data)
+		env, err := record.DecodeEnvelopeKey(r.Data, ln.key)
 		if err != nil {
 			ln.l.quiet.Log(ln.l.log, slog.LevelError, "malformed", 1, "undecodable record moved to the dead-letter queue", "frame", r.Pos.Frame, "index", r.Pos.Index, "err", err)
 			malformed = append(malformed, r)
@@ -251,17 +313,19 @@ func (ln *lane) next(ctx context.Context) (*batch, error) {
 		ln.deadLetter(malformed, ReasonMalformed)
 	}
 	if len(b.msgs) == 0 {
+		ln.putBatch(b)
 		return nil, nil
 	}
 	return b, nil
 }
 
-// nextLive returns the next batch after the live cursor: full, or partial
-// once its oldest record is FlushInterval old. When the record at the
-// cursor is older than LiveWindow, it jumps to the tail first.
-func (ln *lane) nextLive(ctx context.Context) ([]buffer.Record, error) {
+// nextLive reads into b the next batch after the live cursor: full, or
+// partial once its oldest record is FlushInterval old. When the record at
+// the cursor is older than LiveWindow, it jumps to the tail first.
+func (ln *lane) nextLive(ctx context.Context, b *batch) error {
 	opts := &ln.l.opts
-	var recs []buffer.Record
+	recs := b.recs[:0]
+	defer func() { b.recs = recs }()
 	after := ln.cursor
 	var timer *time.Timer
 	defer func() {
@@ -270,19 +334,22 @@ func (ln *lane) nextLive(ctx context.Context) ([]buffer.Record, error) {
 		}
 	}()
 	for {
-		more, err := ln.l.queue.Read(after, opts.BatchSize-len(recs))
+		n := len(recs)
+		var err error
+		recs, b.arena, err = ln.read(after, opts.BatchSize-n, recs, b.arena)
 		if err != nil {
-			return nil, fmt.Errorf("read queue of sink %s: %w", ln.l.sink.Name(), err)
+			recs = recs[:0]
+			return fmt.Errorf("read queue of sink %s: %w", ln.l.sink.Name(), err)
 		}
-		if len(recs) == 0 && len(more) > 0 && time.Since(more[0].Appended) > opts.LiveWindow {
+		if n == 0 && len(recs) > 0 && time.Since(recs[0].Appended) > opts.LiveWindow {
 			if ln.jump() {
+				recs, b.arena = recs[:0], b.arena[:0]
 				after = ln.cursor
 				continue
 			}
 		}
-		recs = append(recs, more...)
-		if len(more) > 0 {
-			after = more[len(more)-1].Pos
+		if len(recs) > n {
+			after = recs[len(recs)-1].Pos
 		}
 		if len(recs) >= opts.BatchSize {
 			break
@@ -302,9 +369,11 @@ func (ln *lane) nextLive(ctx context.Context) ([]buffer.Record, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return nil, nil
+			recs = recs[:0]
+			return nil
 		case <-ln.failCh:
-			return nil, nil
+			recs = recs[:0]
+			return nil
 		case <-ln.l.queue.Notify():
 			continue
 		case <-wait:
@@ -312,7 +381,23 @@ func (ln *lane) nextLive(ctx context.Context) ([]buffer.Record, error) {
 		break
 	}
 	ln.cursor = recs[len(recs)-1].Pos
-	return recs, nil
+	return nil
+}
+
+// read reads up to n records after `after`, appended to recs, their bytes
+// in arena when the queue can (buffer.Queue.ReadAppend).
+func (ln *lane) read(after buffer.Pos, n int, recs []buffer.Record, arena []byte) ([]buffer.Record, []byte, error) {
+	if q, ok := ln.l.queue.(appendReader); ok {
+		return q.ReadAppend(after, n, recs, arena)
+	}
+	more, err := ln.l.queue.Read(after, n)
+	return append(recs, more...), arena, err
+}
+
+// appendReader is a Queue that reads into the caller's memory
+// (buffer.Queue).
+type appendReader interface {
+	ReadAppend(after buffer.Pos, n int, recs []buffer.Record, arena []byte) ([]buffer.Record, []byte, error)
 }
 
 // jump moves the live cursor to the tail of the queue and hands what lies
@@ -328,35 +413,37 @@ func (ln *lane) jump() bool {
 	return true
 }
 
-// nextBacklog returns the next batch of the oldest backlog span.
-func (ln *lane) nextBacklog(ctx context.Context) ([]buffer.Record, error) {
+// nextBacklog reads into b the next batch of the oldest backlog span.
+func (ln *lane) nextBacklog(ctx context.Context, b *batch) error {
 	for {
+		b.recs, b.arena = b.recs[:0], b.arena[:0]
 		sp, ok := ln.l.backlog()
 		if !ok {
 			select {
 			case <-ctx.Done():
-				return nil, nil
+				return nil
 			case <-ln.failCh:
-				return nil, nil
+				return nil
 			case <-ln.l.rangeCh:
 				continue
 			}
 		}
-		recs, err := ln.l.queue.Read(sp.from, ln.l.opts.BatchSize)
+		recs, arena, err := ln.read(sp.from, ln.l.opts.BatchSize, b.recs, b.arena)
+		b.arena = arena
 		if err != nil {
-			return nil, fmt.Errorf("read queue of sink %s: %w", ln.l.sink.Name(), err)
+			return fmt.Errorf("read queue of sink %s: %w", ln.l.sink.Name(), err)
 		}
 		n := len(recs)
 		for n > 0 && sp.to.Less(recs[n-1].Pos) {
 			n--
 		}
-		recs = recs[:n]
+		b.recs = recs[:n]
 		if n == 0 {
 			ln.l.advanceBacklog(sp.to)
 			continue
 		}
 		ln.l.advanceBacklog(recs[n-1].Pos)
-		return recs, nil
+		return nil
 	}
 }
 
@@ -377,10 +464,7 @@ func (ln *lane) done(b *batch, errs []error) {
 	var ok []int
 	fenced := 0
 	if errs == nil {
-		ok = make([]int, len(b.msgs))
-		for i := range ok {
-			ok[i] = i
-		}
+		ok = allIndexes(len(b.msgs))
 	}
 	for i, err := range errs {
 		if err == nil {
@@ -428,6 +512,7 @@ func (ln *lane) done(b *batch, errs []error) {
 		ln.delivered(b, ok)
 		ln.failures.Store(0)
 		ln.setState(StateConnected, nil)
+		ln.putBatch(b)
 		return
 	}
 	if len(ok) > 0 {
@@ -447,16 +532,37 @@ func (ln *lane) done(b *batch, errs []error) {
 
 // delivered acknowledges the records at idx in b and reports them sent.
 func (ln *lane) delivered(b *batch, idx []int) {
-	pos := make([]buffer.Pos, len(idx))
-	times := make([]time.Time, len(idx))
-	for j, i := range idx {
-		pos[j] = b.recs[i].Pos
-		times[j] = b.msgs[i].Time
+	pos, times := b.pos[:0], b.times[:0]
+	for _, i := range idx {
+		pos = append(pos, b.recs[i].Pos)
+		times = append(times, b.msgs[i].Time)
 	}
+	b.pos, b.times = pos, times
 	ln.l.ack(pos)
 	if f := ln.l.opts.Metrics.Sent; f != nil {
 		f(ln.kind, len(idx), time.Since(b.sentAt), times)
 	}
+}
+
+// indexes is 0, 1, 2, ... shared read-only by allIndexes.
+var indexes = func() []int {
+	s := make([]int, 1<<14)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}()
+
+// allIndexes returns 0..n-1; the slice must not be modified.
+func allIndexes(n int) []int {
+	if n <= len(indexes) {
+		return indexes[:n:n]
+	}
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
 }
 
 func (ln *lane) hasFailed() bool {

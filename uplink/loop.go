@@ -82,6 +82,9 @@ type Sink interface {
 	// error (nil for those that succeeded). done must not block. Calls for
 	// one lane come from one goroutine; messages of one lane with the same
 	// key must reach the broker in the order they were handed over.
+	// Once done is called with nil errs the loop reuses batch and the
+	// bytes of its messages' Values for later batches: the sink must not
+	// keep any of them after that call.
 	Produce(ctx context.Context, lane Lane, batch []Message, done func(errs []error))
 	// Permanent reports whether err means the broker will never accept the
 	// message (too large, invalid): such messages go to the dead-letter
@@ -167,7 +170,8 @@ const (
 // called from the sink's callbacks and must not block.
 type Metrics struct {
 	// Sent is called after a batch of n records was acknowledged, with the
-	// time from send to acknowledgement and each record's read time.
+	// time from send to acknowledgement and each record's read time
+	// (readTimes is reused after the call returns).
 	Sent func(lane Lane, n int, sendDuration time.Duration, readTimes []time.Time)
 	// Failed is called with the number of records that failed in one
 	// attempt.
