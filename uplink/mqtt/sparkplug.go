@@ -227,8 +227,9 @@ func (c *sparkplugCodec) ms(t time.Time) uint64 { return uint64(max(t.UnixMilli(
 // The metric's time stamp is the read time; its properties carry the
 // series' sequence number ("seq", UInt64), the stream epoch ("epoch",
 // String, when the record has one) and, when the sample is not good, its
-// quality ("Quality", Int32: 64 uncertain, 0 bad). A bad sample, which
-// has no value, is a null metric.
+// quality ("Quality", Int32: 64 uncertain, 0 bad) and, when the record
+// has one, the source's status name ("status", String, e.g.
+// BadSensorFailure). A bad sample, which has no value, is a null metric.
 func metricOf(f *record.Fields) (sparkplug.Metric, error) {
 	m := sparkplug.Metric{Timestamp: uint64(max(f.ReadTime.UnixMilli(), 0))}
 	switch f.Type {
@@ -256,6 +257,9 @@ func metricOf(f *record.Fields) (sparkplug.Metric, error) {
 		m.Properties = append(m.Properties, sparkplug.Property{Key: "Quality", Type: sparkplug.Int32, Value: sparkplug.Value{Int: qualityUncertain}})
 	case "bad":
 		m.Properties = append(m.Properties, sparkplug.Property{Key: "Quality", Type: sparkplug.Int32, Value: sparkplug.Value{Int: qualityBad}})
+	}
+	if f.Status != "" {
+		m.Properties = append(m.Properties, sparkplug.Property{Key: "status", Type: sparkplug.String, Value: sparkplug.Value{Str: f.Status}})
 	}
 	m.Properties = slices.Clip(m.Properties)
 	return m, nil

@@ -318,3 +318,42 @@ func TestSparkplugGracefulClose(t *testing.T) {
 		t.Errorf("%d DDEATH and %d NDEATH, want 2 and 1", h.ddeaths, h.deaths)
 	}
 }
+
+// TestMetricQualityAndStatus checks the properties a sample's quality and
+// status become: none for a good sample, Quality and status otherwise, and
+// a null metric for a bad one.
+func TestMetricQualityAndStatus(t *testing.T) {
+	base := record.Fields{Gateway: "gw", Device: "d", Tag: "t", Seq: 7, Type: record.TypeFloat, Float: 1.5, ReadTime: time.Unix(1, 0)}
+	for _, tc := range []struct {
+		name, quality, status string
+		noValue               bool
+		wantQuality           int64 // -1: no Quality property
+		wantStatus            string
+	}{
+		{"good", "good", "", false, -1, ""},
+		{"uncertain", "uncertain", "UncertainLastUsableValue", false, qualityUncertain, "UncertainLastUsableValue"},
+		{"bad", "bad", "BadSensorFailure", true, qualityBad, "BadSensorFailure"},
+		{"bad without a name", "bad", "", true, qualityBad, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := base
+			f.Quality, f.Status, f.NoValue = tc.quality, tc.status, tc.noValue
+			m, err := metricOf(&f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotQuality, gotStatus := int64(-1), ""
+			for _, p := range m.Properties {
+				switch p.Key {
+				case "Quality":
+					gotQuality = int64(p.Value.Int)
+				case "status":
+					gotStatus = p.Value.Str
+				}
+			}
+			if gotQuality != tc.wantQuality || gotStatus != tc.wantStatus || m.IsNull != tc.noValue {
+				t.Errorf("Quality %d, status %q, null %v; want %d, %q, %v", gotQuality, gotStatus, m.IsNull, tc.wantQuality, tc.wantStatus, tc.noValue)
+			}
+		})
+	}
+}
