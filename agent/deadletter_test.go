@@ -23,10 +23,12 @@ import (
 	"github.com/iot-producer/iot-producer/telemetry"
 )
 
-// TestRefusedRecordsAreDeadLettered: the broker refuses the first produce
-// request for good (MESSAGE_TOO_LARGE). Those records must land in
-// the kafka.dead queue with their reason, be counted, and not hold back the
-// rest; the topic and the dead letters together hold every sequence number.
+// TestRefusedRecordsAreDeadLettered: the broker refuses for good
+// (MESSAGE_TOO_LARGE) every produce request carrying the first record it
+// was sent. That record alone must land in the kafka.dead queue with its
+// reason, be counted, and not hold back the rest (the records refused with
+// it in one request are sent again); the topic and the dead letters
+// together hold every sequence number.
 func TestRefusedRecordsAreDeadLettered(t *testing.T) {
 	checkLeaks(t)
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
@@ -34,7 +36,7 @@ func TestRefusedRecordsAreDeadLettered(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(cluster.Close)
-	kfakefault.RefuseProduce(cluster, kerr.MessageTooLarge, 1)
+	kfakefault.RefuseRecord(cluster, kerr.MessageTooLarge)
 	dir := t.TempDir()
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 gateway: {id: gw-dl, state_dir: %q}
@@ -65,8 +67,8 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(dead) == 0 || float64(len(dead)) != deadCount {
-		t.Fatalf("%d dead letters in the queue, the metric counts %.0f", len(dead), deadCount)
+	if len(dead) != 1 || float64(len(dead)) != deadCount {
+		t.Fatalf("%d dead letters in the queue, the metric counts %.0f; want the one refused record", len(dead), deadCount)
 	}
 	checker := seqcheck.New()
 	for _, r := range dead {

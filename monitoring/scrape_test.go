@@ -325,7 +325,7 @@ func TestScrapedMetricsMove(t *testing.T) {
 		},
 		{
 			name:   "record refused for good",
-			before: func(c *kfakeproxy.Cluster) { kfakefault.RefuseProduce(c.Cluster, kerr.MessageTooLarge, 1) },
+			before: func(c *kfakeproxy.Cluster) { kfakefault.RefuseRecord(c.Cluster, kerr.MessageTooLarge) },
 			want: []cond{
 				above("iot_dead_letter_records_total", 0, "sink", "kafka", "reason", "MESSAGE_TOO_LARGE"),
 				above("iot_buffer_bytes", 0, "queue", "kafka.dead"),
