@@ -64,6 +64,9 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 	}
 }
 
+// faultyNames numbers the faulty devices of the tests.
+var faultyNames atomic.Int64
+
 // swallowProduce makes cluster take produce requests without ever
 // answering them while swallow is set.
 func swallowProduce(cluster *kfake.Cluster, swallow *atomic.Bool) {
@@ -155,7 +158,9 @@ func TestSupervisedDrivers(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(cluster.Close)
-			device := "dev-" + tc.fault
+			// A name of its own for each run: the faulty driver misbehaves in
+			// the first run of a device name (go test -count).
+			device := fmt.Sprintf("dev-%s-%d", tc.fault, faultyNames.Add(1))
 			component := "source/faulty:" + device
 			label := fmt.Sprintf("component=%q", component)
 			cfg, err := config.Parse([]byte(fmt.Sprintf(`
