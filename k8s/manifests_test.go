@@ -23,9 +23,14 @@ import (
 
 // Names the operations guide (docs/operations.md) and the runbook scripts use in their commands.
 const (
-	manualNamespace  = "iot-monitoring"
-	manualConfigMap  = "iot-producer-config"
-	manualSecret     = "iot-producer-secrets"
+	manualNamespace = "iot-monitoring"
+	manualConfigMap = "iot-producer-config"
+	manualSecret    = "iot-producer-secrets"
+	// manualSecretKey is the key the runbook's rotation step patches
+	// (`kubectl patch secret ... {"data":{"db-password":...}}`): the
+	// agent must read its broker password from it, or the rotation changes
+	// nothing.
+	manualSecretKey  = "db-password"
 	manualDeployment = "iot-producer"
 	manualContainer  = "iot-producer"
 	manualService    = "iot-producer-service"
@@ -513,6 +518,9 @@ func parseConfigMap(t *testing.T, m *manifests) *config.Config {
 	pwFile := raw.Producer.SASL.PasswordFile
 	if pwFile == "" {
 		t.Fatalf("%s: producer.sasl.password_file is not set; the Secret %q is not used", configKey, manualSecret)
+	}
+	if path.Base(pwFile) != manualSecretKey {
+		t.Errorf("producer.sasl.password_file is %s: the runbook rotates the Secret key %q, which the agent would not read", pwFile, manualSecretKey)
 	}
 	secret := secretAt(t, m, pwFile)
 

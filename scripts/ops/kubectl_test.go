@@ -104,7 +104,7 @@ func fakeKubectl(args []string) int {
 				fmt.Println("    " + line)
 			}
 		case "secret/iot-producer-secrets":
-			fmt.Printf("apiVersion: v1\nkind: Secret\nmetadata:\n  name: iot-producer-secrets\n  namespace: %s\ndata:\n  kafka-password: %s\n",
+			fmt.Printf("apiVersion: v1\nkind: Secret\nmetadata:\n  name: iot-producer-secrets\n  namespace: %s\ndata:\n  db-password: %s\n",
 				kubeNamespace, base64.StdEncoding.EncodeToString([]byte("not-a-real-password")))
 		case "deployment/" + kubeDeployment:
 			fmt.Print(read("manifests/deployment.yaml"))

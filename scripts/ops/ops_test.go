@@ -372,7 +372,7 @@ func TestScriptsInKubernetes(t *testing.T) {
 		}
 	}
 	check("configmap-*.yaml", "gw-ops", true)
-	check("secret-*.yaml", "kafka-password", true)
+	check("secret-*.yaml", "db-password", true)
 	check("deployment-*.yaml", "kind: Deployment", true)
 	// Through the port-forward, from the running agent itself.
 	check("effective-config-*.json", "gw-ops", true)
