@@ -52,6 +52,7 @@ func exported(t *testing.T) map[string]family {
 	m.IngestDropped.WithLabelValues("pending_full")
 	m.DeadLetter.WithLabelValues("kafka", "message_too_large")
 	m.DriverErrors.WithLabelValues("plc", "timeout")
+	m.ComponentRestarts.WithLabelValues("sink/kafka")
 
 	mfs, err := m.Registry().Gather()
 	if err != nil {
