@@ -716,7 +716,9 @@ func (b *Buffer) updateNext(next uint64, fn func(*bolt.Tx) error) (err error) {
 			err = fmt.Errorf("%w: bbolt panicked: %v", ErrCorrupt, r)
 		}
 	}()
-	b.txw = txWrites{txid: b.gen + 1}
+	// The previous write transaction has ended: its envelopes' memory
+	// can hold this one's.
+	b.txw = txWrites{txid: b.gen + 1, env: b.txw.env[:0]}
 	if err := fn(tx); err != nil {
 		b.abandoned = true
 		return fmt.Errorf("%w: %w", ErrCorrupt, err)

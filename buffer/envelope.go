@@ -220,14 +220,25 @@ type txWrites struct {
 	sum     uint32
 	deleted [][]byte
 	delSize int
+	// env holds the envelopes the transaction Put; its array is reused
+	// by the next transaction, once bbolt is done with this one.
+	env []byte
 }
 
 // putEnv stores value under key in bucket bkt (namespace ns: envMetaNS or
 // envSysNS), in an envelope, and counts it in the transaction's summary.
 func (w *txWrites) putEnv(bkt *bolt.Bucket, ns byte, key, value []byte) error {
 	nk := append([]byte{ns}, key...)
-	// bbolt keeps the value until the commit: each its own slice.
-	v := appendEnvelope(make([]byte, 0, envOverhead+len(nk)+len(value)), envValue, w.txid, nk, value)
+	// bbolt keeps the value until the transaction ends: each its own part
+	// of w.env, which is never moved (a new array when it is full) and
+	// reused only by the next transaction.
+	n := envOverhead + len(nk) + len(value)
+	if cap(w.env)-len(w.env) < n {
+		w.env = make([]byte, 0, max(n, 2*cap(w.env), 4096))
+	}
+	start := len(w.env)
+	w.env = appendEnvelope(w.env, envValue, w.txid, nk, value)
+	v := w.env[start:len(w.env):len(w.env)]
 	if err := bkt.Put(key, v); err != nil {
 		return err
 	}
