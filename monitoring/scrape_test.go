@@ -149,12 +149,21 @@ type agentRun struct {
 	t       *testing.T
 	cluster *kfakeproxy.Cluster
 	a       *agent.Agent
+	// stop stops the agent and waits for it; the test's cleanup does too.
+	stop func()
 }
 
 // startScenarioAgent starts an agent with the simulator, a Modbus PLC
 // nobody answers for, and the Kafka sink on a kfake cluster behind a fault
 // proxy; extra is YAML appended to the buffer section.
 func startScenarioAgent(t *testing.T, buffer string, before func(*kfakeproxy.Cluster)) *agentRun {
+	t.Helper()
+	return startScenarioAgentIn(t, t.TempDir(), buffer, before)
+}
+
+// startScenarioAgentIn is startScenarioAgent with the agent's state (its
+// buffer file) in dir.
+func startScenarioAgentIn(t *testing.T, dir, buffer string, before func(*kfakeproxy.Cluster)) *agentRun {
 	t.Helper()
 	cluster, err := kfakeproxy.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "iot-scrape"))
 	if err != nil {
@@ -164,7 +173,6 @@ func startScenarioAgent(t *testing.T, buffer string, before func(*kfakeproxy.Clu
 	if before != nil {
 		before(cluster)
 	}
-	dir := t.TempDir()
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 gateway: {id: gw-scrape, state_dir: %q}
 device: {enabled: true, count: 10, tags_per_device: 4, sample_interval: 5ms, name_prefix: sim}
@@ -184,25 +192,32 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 		t.Fatal(err)
 	}
 	ready := make(chan struct{})
-	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.DiscardHandler), OnReady: func() { close(ready) }})
+	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.DiscardHandler), OnReady: func() { close(ready) }, BufferIsolate: isolate})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("agent: %v", err)
 		}
-	})
+	}
+	t.Cleanup(stop)
 	select {
 	case <-ready:
 	case err := <-done:
+		stopped = true
 		t.Fatalf("agent stopped before it was ready: %v", err)
 	}
-	return &agentRun{t: t, cluster: cluster, a: a}
+	return &agentRun{t: t, cluster: cluster, a: a, stop: stop}
 }
 
 // scrape scrapes the agent's /metrics.
@@ -236,6 +251,22 @@ func (r *agentRun) waitMetric(what string, conds ...cond) scraped {
 type cond struct {
 	what string
 	ok   func(scraped) bool
+}
+
+// allExported returns a condition: every one of names is exported (some, such
+// as the drivers' error counter, appear only once the first error came).
+func allExported(names []string) cond {
+	return cond{
+		what: "every name of the rules and the dashboard exported",
+		ok: func(s scraped) bool {
+			for _, n := range names {
+				if !s.has(n) {
+					return false
+				}
+			}
+			return true
+		},
+	}
 }
 
 // above returns a condition: the series of name matching match sum to more
@@ -345,6 +376,7 @@ func TestScrapedMetricsMove(t *testing.T) {
 				tt.after(r.cluster)
 				s = r.waitMetric("the series after the fault", tt.then...)
 			}
+			s = r.waitMetric("every name exported", allExported(names))
 			for _, name := range contract {
 				if _, ok := s[name]; !ok {
 					t.Errorf("contract metric %s not exported", name)
