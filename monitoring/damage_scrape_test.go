@@ -96,7 +96,9 @@ func backlogFile(t *testing.T) (string, []byte) {
 	dir := t.TempDir()
 	r := startScenarioAgentIn(t, dir, "", func(c *kfakeproxy.Cluster) { c.Cut() })
 	r.waitMetric("a backlog", above("kafka_producer_buffer_depth", 5000, "sink", "kafka"))
-	r.stop()
+	if err := r.stop(); err != nil {
+		t.Fatalf("agent: %v", err)
+	}
 	path := filepath.Join(dir, "buffer.db")
 	data, err := os.ReadFile(path)
 	if err != nil {
