@@ -1,65 +1,14 @@
 package monitoring
 
 import (
-	"errors"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 
 	"github.com/iot-producer/iot-producer/internal/faultproxy/kfakeproxy"
-
+	"github.com/iot-producer/iot-producer/internal/smallfs"
 	"github.com/iot-producer/iot-producer/telemetry"
 )
-
-// smallFS mounts a filesystem of 8 MiB on a new directory for the test: a
-// tmpfs, or if that cannot be mounted a loop-mounted ext4 image. Both need
-// root; the test fails when neither works (a full disk is its point).
-func smallFS(t *testing.T) string {
-	t.Helper()
-	base := t.TempDir()
-	dir := filepath.Join(base, "mnt")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	terr := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=8m,mode=0700")
-	if terr != nil {
-		img := filepath.Join(base, "fs.img")
-		out, err := exec.Command("sh", "-c", fmt.Sprintf(
-			"truncate -s 8M %[1]s && mkfs.ext4 -q -F -m 0 %[1]s && mount -o loop %[1]s %[2]s", img, dir)).CombinedOutput()
-		if err != nil {
-			t.Fatalf("cannot mount a small filesystem (needs root): tmpfs: %v; loop ext4: %v: %s", terr, err, out)
-		}
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v; detaching", dir, err)
-			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-	})
-	return dir
-}
-
-// fillDisk writes path until the filesystem is full.
-func fillDisk(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("filling the disk: %v", err)
-			}
-			return
-		}
-	}
-}
 
 // TestScrapedDiskFull runs the agent with its buffer on a small
 // filesystem, fills the filesystem from outside and reads /metrics and
@@ -83,12 +32,12 @@ func TestScrapedDiskFull(t *testing.T) {
 		t.Skip("starts agents and brokers")
 	}
 	names := usedNames(t)
-	dir := smallFS(t)
+	dir := smallfs.Mount(t)
 	r := startScenarioAgentIn(t, dir, ", max_pending_bytes: 64KiB", nil)
 	r.waitMetric("records sent", above("kafka_messages_sent_total", 0))
 	r.cluster.Cut()
 	filler := filepath.Join(dir, "filler")
-	fillDisk(t, filler)
+	smallfs.Fill(t, filler)
 	s := r.waitMetric("commits to fail and ingest to drop",
 		above("iot_buffer_commit_errors_total", 0),
 		above("iot_ingest_samples_dropped_total", 0, "reason", "pending_full"),
@@ -111,7 +60,7 @@ func TestScrapedDiskFull(t *testing.T) {
 		t.Fatalf("agent: %v", err)
 	}
 	r = startScenarioAgentIn(t, dir, "", func(c *kfakeproxy.Cluster) { c.Cut() })
-	fillDisk(t, filler)
+	smallfs.Fill(t, filler)
 	r.waitMetric("samples pending beyond the reserve", above("iot_ingest_pending_samples", 30000))
 	err := r.stop()
 	t.Logf("stopped on a full disk: %v", err)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,36 +18,9 @@ import (
 	"github.com/iot-producer/iot-producer/agent/ingest"
 	"github.com/iot-producer/iot-producer/buffer"
 	"github.com/iot-producer/iot-producer/drivers"
+	"github.com/iot-producer/iot-producer/internal/smallfs"
 	"github.com/iot-producer/iot-producer/record"
 )
-
-// smallFS mounts a filesystem of 8 MiB on a new directory for the test: a
-// tmpfs, or if that cannot be mounted a loop-mounted ext4 image. Both need
-// root; the test fails when neither works (it is the point of the test).
-func smallFS(t *testing.T) string {
-	t.Helper()
-	base := t.TempDir()
-	dir := filepath.Join(base, "mnt")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	terr := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=8m,mode=0700")
-	if terr != nil {
-		img := filepath.Join(base, "fs.img")
-		out, err := exec.Command("sh", "-c", fmt.Sprintf(
-			"truncate -s 8M %[1]s && mkfs.ext4 -q -F -m 0 %[1]s && mount -o loop %[1]s %[2]s", img, dir)).CombinedOutput()
-		if err != nil {
-			t.Fatalf("cannot mount a small filesystem (needs root): tmpfs: %v; loop ext4: %v: %s", terr, err, out)
-		}
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v; detaching", dir, err)
-			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-	})
-	return dir
-}
 
 // logSink collects log output.
 type logSink struct {
@@ -134,7 +106,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.policy.String(), func(t *testing.T) {
-			dir := smallFS(t)
+			dir := smallfs.Mount(t)
 			// Ballast leaves the buffer about 1.5 MiB.
 			ballast := filepath.Join(dir, "ballast")
 			var fs syscall.Statfs_t
@@ -321,7 +293,7 @@ func checkQueue(t *testing.T, b *buffer.Buffer, in *ingest.Ingest, c *counts, po
 // counters say how many were lost, and the gaps downstream match the
 // counted drops exactly.
 func TestDiskFullAtShutdown(t *testing.T) {
-	dir := smallFS(t)
+	dir := smallfs.Mount(t)
 	ballast := filepath.Join(dir, "ballast")
 	var fs syscall.Statfs_t
 	if err := syscall.Statfs(dir, &fs); err != nil {
@@ -454,25 +426,6 @@ func TestDiskFullAtShutdown(t *testing.T) {
 	t.Logf("after the restart: %d queued, %d numbers missing downstream = %d pending_full + %d shutdown_commit_failed", n, gaps, c.drops("pending_full"), lost)
 }
 
-// fillUp writes a file at path until the filesystem has no room left.
-func fillUp(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			return
-		}
-	}
-}
-
 // TestReserveMakesRoom fills the buffer file and the filesystem to the
 // last byte: a metadata commit larger than what is free fails without a
 // space reserve and succeeds with one, which it releases; the reserve is
@@ -480,7 +433,7 @@ func fillUp(t *testing.T, path string) {
 func TestReserveMakesRoom(t *testing.T) {
 	for _, reserve := range []int64{-1, 1 << 20} {
 		t.Run(fmt.Sprintf("reserve %d", reserve), func(t *testing.T) {
-			dir := smallFS(t)
+			dir := smallfs.Mount(t)
 			path := filepath.Join(dir, "buffer.db")
 			opts := buffer.Options{Queues: []string{"kafka"}, DropPolicy: buffer.DropNewest, FlushInterval: -1, ReserveBytes: reserve,
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -489,7 +442,7 @@ func TestReserveMakesRoom(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer b.Close()
-			fillUp(t, filepath.Join(dir, "ballast"))
+			smallfs.Fill(t, filepath.Join(dir, "ballast"))
 			rec := make([]byte, 60<<10)
 			for {
 				if err := b.Append([][]byte{rec}, nil); err != nil {
