@@ -47,6 +47,22 @@ func (f *fixture) appendInterleaved(t *testing.T, devices []string, n int) map[s
 	return last
 }
 
+// failEveryNth makes the cluster answer err to the produce requests for
+// partitions (all when nil) whose number i among them has i%every == at,
+// for the first 400, and returns the count of requests it failed.
+func failEveryNth(c *kfake.Cluster, partitions []int32, err *kerr.Error, every, at int64) *atomic.Int64 {
+	var n, hit atomic.Int64
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Partitions: partitions, Err: err, Count: -1,
+		When: func(kmsg.Request) bool {
+			if i := n.Add(1); i%every == at && i < 400 {
+				hit.Add(1)
+				return true
+			}
+			return false
+		}})
+	return &hit
+}
+
 // TestKafkaOrderAcrossFailures: four batches in flight per lane, and the
 // broker fails some produce requests — refusing one partition while the
 // other takes everything, answering with a server error, or answering
@@ -68,7 +84,7 @@ func TestKafkaOrderAcrossFailures(t *testing.T) {
 			// is reported only once its partition 0 records are settled:
 			// meanwhile the loop hands over more batches, whose partition
 			// 1 records must not go ahead of the failed ones.
-			var n, hit, slow atomic.Int64
+			var slow atomic.Int64
 			c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
 				c.KeepControl()
 				for _, rt := range req.(*kmsg.ProduceRequest).Topics {
@@ -81,39 +97,13 @@ func TestKafkaOrderAcrossFailures(t *testing.T) {
 				}
 				return nil, nil, false
 			})
-			c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Partitions: []int32{1}, Err: kerr.TopicAuthorizationFailed, Count: -1,
-				When: func(kmsg.Request) bool {
-					if i := n.Add(1); i%5 == 2 && i < 400 {
-						hit.Add(1)
-						return true
-					}
-					return false
-				}})
-			return &hit
+			return failEveryNth(c, []int32{1}, kerr.TopicAuthorizationFailed, 5, 2)
 		}},
 		{"one partition refused", 1, func(c *kfake.Cluster) *atomic.Int64 {
-			var n, hit atomic.Int64
-			c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Partitions: []int32{1}, Err: kerr.TopicAuthorizationFailed, Count: -1,
-				When: func(kmsg.Request) bool {
-					if i := n.Add(1); i%5 == 2 && i < 400 {
-						hit.Add(1)
-						return true
-					}
-					return false
-				}})
-			return &hit
+			return failEveryNth(c, []int32{1}, kerr.TopicAuthorizationFailed, 5, 2)
 		}},
 		{"server errors", 1, func(c *kfake.Cluster) *atomic.Int64 {
-			var n, hit atomic.Int64
-			c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.UnknownServerError, Count: -1,
-				When: func(kmsg.Request) bool {
-					if i := n.Add(1); i%7 == 3 && i < 400 {
-						hit.Add(1)
-						return true
-					}
-					return false
-				}})
-			return &hit
+			return failEveryNth(c, nil, kerr.UnknownServerError, 7, 3)
 		}},
 		{"answers after the delivery timeout", 1, func(c *kfake.Cluster) *atomic.Int64 {
 			var n, hit atomic.Int64
