@@ -450,14 +450,11 @@ func TestSalvageSkipsMergedCopies(t *testing.T) {
 	}
 }
 
-// TestCheckThatNeverEnds opens a file (found by FuzzOpenDamaged) on which
-// bbolt's consistency check loops: the child is killed after its time and
-// the file counts as damaged, so Open quarantines and salvages it instead
-// of waiting forever.
-func TestCheckThatNeverEnds(t *testing.T) {
-	old := childBaseTimeout
-	childBaseTimeout = 2 * time.Second
-	t.Cleanup(func() { childBaseTimeout = old })
+// openCheckLoops opens a copy of testdata/check-loops.db, the file on
+// which bbolt's check never ends, with the check isolated in a child, and
+// returns the buffer and the options it was opened with.
+func openCheckLoops(t *testing.T) (*Buffer, Options) {
+	t.Helper()
 	data, err := os.ReadFile("testdata/check-loops.db")
 	if err != nil {
 		t.Fatal(err)
@@ -468,7 +465,21 @@ func TestCheckThatNeverEnds(t *testing.T) {
 	}
 	o := testOptions("kafka", "mqtt")
 	o.Isolate = testIsolate
-	b := openT(t, path, o)
+	return openT(t, path, o), o
+}
+
+// TestCheckThatNeverEnds opens a file (found by FuzzOpenDamaged) on which
+// bbolt's consistency check loops: the child is killed after its time and
+// the file counts as damaged, so Open quarantines and salvages it instead
+// of waiting forever.
+func TestCheckThatNeverEnds(t *testing.T) {
+	// The time bound is under test: a memory bound far above what the
+	// check allocates in 2 s (about 100 MB) so that it does not end the
+	// child first.
+	oldT, oldM := childBaseTimeout, childMemoryBase
+	childBaseTimeout, childMemoryBase = 2*time.Second, 2<<30
+	t.Cleanup(func() { childBaseTimeout, childMemoryBase = oldT, oldM })
+	b, _ := openCheckLoops(t)
 	r := b.Recovery()
 	if r.Quarantined == "" || !strings.Contains(r.Cause, "did not finish") {
 		t.Fatalf("recovery %+v: want the file quarantined after the check's time ran out", r)
@@ -487,17 +498,7 @@ func TestCheckThatEatsMemory(t *testing.T) {
 	oldT, oldM := childBaseTimeout, childMemoryBase
 	childBaseTimeout, childMemoryBase = 10*time.Minute, 160<<20
 	t.Cleanup(func() { childBaseTimeout, childMemoryBase = oldT, oldM })
-	data, err := os.ReadFile("testdata/check-loops.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := testPath(t)
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	o := testOptions("kafka", "mqtt")
-	o.Isolate = testIsolate
-	b := openT(t, path, o)
+	b, o := openCheckLoops(t)
 	r := b.Recovery()
 	if r.Quarantined == "" || !strings.Contains(r.Cause, "out of memory") {
 		t.Fatalf("recovery %+v: want the file quarantined after the check ran out of memory", r)
