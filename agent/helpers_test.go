@@ -1,9 +1,7 @@
 package agent_test
 
 import (
-	"context"
 	"io"
-	"log/slog"
 	"sync"
 	"testing"
 
@@ -50,19 +48,6 @@ func (s *safeWriter) Write(p []byte) (int, error) {
 // returns Run's error.
 func startAgent(t *testing.T, cfg *config.Config) (*agent.Agent, func() error) {
 	t.Helper()
-	ready := make(chan struct{})
-	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewTextHandler(tlog{t}, nil)), OnReady: func() { close(ready) }})
-	if err != nil {
-		t.Fatalf("agent.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("agent stopped before it was ready: %v", err)
-	}
-	return a, func() error { cancel(); return <-done }
+	a, _, stop := startAgentOpts(t, cfg, agent.Options{})
+	return a, stop
 }

@@ -31,13 +31,7 @@ import (
 // again it must be empty again.
 func TestStuckSinkIsSeen(t *testing.T) {
 	checkLeaks(t)
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	var swallow atomic.Bool
-	swallowProduce(cluster, &swallow)
+	cluster, swallow := swallowingCluster(t)
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 gateway: {id: gw-stuck, state_dir: %q}
 device: {count: 2, tags_per_device: 2, sample_interval: 10ms}
@@ -67,9 +61,16 @@ telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_l
 // faultyNames numbers the faulty devices of the tests.
 var faultyNames atomic.Int64
 
-// swallowProduce makes cluster take produce requests without ever
-// answering them while swallow is set.
-func swallowProduce(cluster *kfake.Cluster, swallow *atomic.Bool) {
+// swallowingCluster starts a one-broker kfake cluster that takes produce
+// requests without ever answering them while the returned flag is set.
+func swallowingCluster(t *testing.T) (*kfake.Cluster, *atomic.Bool) {
+	t.Helper()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	swallow := new(atomic.Bool)
 	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		cluster.KeepControl()
 		if swallow.Load() {
@@ -77,6 +78,7 @@ func swallowProduce(cluster *kfake.Cluster, swallow *atomic.Bool) {
 		}
 		return nil, nil, false
 	})
+	return cluster, swallow
 }
 
 // TestStalledSinkIsRestarted: the broker stops answering produce requests,
@@ -87,13 +89,7 @@ func swallowProduce(cluster *kfake.Cluster, swallow *atomic.Bool) {
 // answers again the records flow and the buffer drains.
 func TestStalledSinkIsRestarted(t *testing.T) {
 	checkLeaks(t)
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	var swallow atomic.Bool
-	swallowProduce(cluster, &swallow)
+	cluster, swallow := swallowingCluster(t)
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 gateway: {id: gw-stall, state_dir: %q}
 plcs: [{name: cnt, driver: faulty, fault: fail, poll_interval: 20ms}]
