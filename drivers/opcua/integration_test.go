@@ -370,18 +370,25 @@ func TestRestart(t *testing.T) {
 	}
 }
 
+// errorKinds returns a channel of the error kinds a driver reports and the
+// OnError that sends them, dropping kinds once 100 wait unread.
+func errorKinds() (chan string, func(kind string)) {
+	errs := make(chan string, 100)
+	return errs, func(k string) {
+		select {
+		case errs <- k:
+		default:
+		}
+	}
+}
+
 func TestUntrustedServerRefused(t *testing.T) {
 	sim := startSim(t, simopcua.Options{Secure: true, Devices: 1, TagsPerDevice: 1})
 	state := t.TempDir()
 	cfg := simConfig(sim, "subscribe", "Basic256Sha256", opcua.Tag{Name: "t", Address: sim.NodeID("sim-0001", "temperature")})
 	cfg.ReconnectMax = config.Duration(time.Second)
-	errs := make(chan string, 100)
-	d, col := runDriver(t, "untrusted", cfg, state, func(k string) {
-		select {
-		case errs <- k:
-		default:
-		}
-	})
+	errs, onError := errorKinds()
+	d, col := runDriver(t, "untrusted", cfg, state, onError)
 	if k := <-errs; k != opcua.KindSecurity {
 		t.Fatalf("error kind %q, want security", k)
 	}
@@ -419,13 +426,8 @@ func TestTrustOnFirstUse(t *testing.T) {
 	cfg := simConfig(sim, "poll", "Aes256_Sha256_RsaPss", opcua.Tag{Name: "t", Address: sim.NodeID("sim-0001", "temperature")})
 	cfg.TrustOnFirstUse = true
 	cfg.ReconnectMax = config.Duration(time.Second)
-	errs := make(chan string, 100)
-	d, col := runDriver(t, "tofu", cfg, state, func(k string) {
-		select {
-		case errs <- k:
-		default:
-		}
-	})
+	errs, onError := errorKinds()
+	d, col := runDriver(t, "tofu", cfg, state, onError)
 	// The first connection trusts the certificate and reads.
 	col.waitFor(t, "a good sample", func(ss []drivers.Sample) bool { _, ok := lastGood(ss, "t"); return ok })
 	if !opcua.IsTrusted(state, sim.Certificate()) {
@@ -589,13 +591,8 @@ func TestSecureChannelRenewed(t *testing.T) {
 			// detector reports when a renewal meets one; sparse requests
 			// make that rare.
 			cfg.PollInterval = config.Duration(time.Second)
-			errs := make(chan string, 100)
-			d, err := opcua.NewDriver(opcua.Options{Name: "renew", Config: cfg, StateDir: state, Logger: testLogger(t), OnError: func(k string) {
-				select {
-				case errs <- k:
-				default:
-				}
-			}})
+			errs, onError := errorKinds()
+			d, err := opcua.NewDriver(opcua.Options{Name: "renew", Config: cfg, StateDir: state, Logger: testLogger(t), OnError: onError})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -758,13 +755,8 @@ func TestSimulatorChecksTheClientSignature(t *testing.T) {
 	}
 	cfg := simConfig(sim, "poll", "Basic256Sha256", opcua.Tag{Name: "t", Address: sim.NodeURI("sim-0001", "temperature")})
 	cfg.ReconnectMax = config.Duration(time.Second)
-	errs := make(chan string, 100)
-	d, col := runDriver(t, "impostor", cfg, state, func(k string) {
-		select {
-		case errs <- k:
-		default:
-		}
-	})
+	errs, onError := errorKinds()
+	d, col := runDriver(t, "impostor", cfg, state, onError)
 	if k := <-errs; k != opcua.KindConnect {
 		t.Fatalf("error kind %q, want connect: %+v", k, d.Status())
 	}
