@@ -104,6 +104,16 @@ func AppendJSON(dst []byte, f *Fields) []byte {
 	dst = appendString(dst, f.Tag)
 	dst = append(dst, `,"seq":`...)
 	dst = strconv.AppendUint(dst, f.Seq, 10)
+	dst = appendBody(dst, f)
+	dst = append(dst, `,"read_time":"`...)
+	dst = f.ReadTime.UTC().AppendFormat(dst, time.RFC3339Nano)
+	dst = append(dst, '"')
+	return appendTail(dst, f)
+}
+
+// appendBody appends the fields between "seq" and "read_time": the type,
+// the value, the quality and the status.
+func appendBody(dst []byte, f *Fields) []byte {
 	dst = append(dst, `,"type":`...)
 	dst = appendString(dst, f.Type)
 	if !f.NoValue {
@@ -127,9 +137,12 @@ func AppendJSON(dst []byte, f *Fields) []byte {
 		dst = append(dst, `,"status":`...)
 		dst = appendString(dst, f.Status)
 	}
-	dst = append(dst, `,"read_time":"`...)
-	dst = f.ReadTime.UTC().AppendFormat(dst, time.RFC3339Nano)
-	dst = append(dst, '"')
+	return dst
+}
+
+// appendTail appends what follows the read time: the source time and the
+// closing brace.
+func appendTail(dst []byte, f *Fields) []byte {
 	if !f.SourceTime.IsZero() {
 		dst = append(dst, `,"source_time":"`...)
 		dst = f.SourceTime.UTC().AppendFormat(dst, time.RFC3339Nano)

@@ -144,6 +144,9 @@ type Ingest struct {
 	arena   []byte
 	handles []uint32 // the handle of each sample of the commit being built
 	offsets []int    // where each record of the commit being built starts in arena
+	// enc encodes the records, reusing what it encoded for the record
+	// before (a batch shares its device and read time).
+	enc record.Encoder
 	// persisted is dropped as the last commit wrote it.
 	persisted map[string]uint64
 }
@@ -588,9 +591,8 @@ func (in *Ingest) encode(items []pendingItem, drops map[string]uint64) *commit {
 			t.markValue(h)
 			fillFields(&fields, s, t.seqs[h])
 			offsets = append(offsets, len(arena))
-			// An envelope's value runs to its end: the header, then the JSON.
-			arena = record.AppendEnvelope(arena, s.Device, s.ReadTime, in.epoch, nil)
-			arena = record.AppendJSON(arena, &fields)
+			// The envelope around the JSON value, with the epoch of both.
+			arena = in.enc.Append(arena, &fields)
 		}
 		c.samples += len(batch)
 	}
