@@ -382,11 +382,19 @@ func (q *Queue) corruptLocked(fi *frameInfo, err error) {
 }
 
 // decodeLocked appends up to want unacknowledged records of verified frame
-// v, starting at index from, to recs. It copies the records' byte range of
-// the frame once, into arena's spare capacity (or a new arena when it has
-// too little: of the exact size when exact, else at least twice as large,
-// so that a recycled arena soon holds a whole read), and slices the
-// records out of the copy.
+// v, starting at index from, to recs. The records' bytes are copied once
+// into arena's spare capacity, and the records sliced out of the copy.
+//
+// When exact is set (Read: nothing to recycle), it walks the frame to find
+// the byte range of the wanted records and copies that range into a new
+// arena of its exact size when arena has too little room. Otherwise it
+// copies the rest of the frame into arena (a new one at least twice as
+// large when it has too little room, so that a recycled arena soon holds a
+// whole read) before looking at it: the records are found in the copy,
+// which the copy has brought into the processor's cache, rather than by
+// walking the memory-mapped frame first (a cache miss, or a page fault,
+// per record). The arena's length covers only the records taken; the rest
+// of the copy is spare capacity again.
 func (q *Queue) decodeLocked(fi *frameInfo, v []byte, from uint32, want int, recs []Record, arena []byte, exact bool) ([]Record, []byte) {
 	idx, off := uint32(0), headerLen(v[0])
 	if fi.curIdx > 0 && fi.curIdx <= from {
@@ -395,22 +403,27 @@ func (q *Queue) decodeLocked(fi *frameInfo, v []byte, from uint32, want int, rec
 	for ; idx < from; idx++ {
 		_, off = nextRecord(v, off)
 	}
-	// First pass: find the byte range holding the wanted records.
-	regionStart, n := off, 0
-	endIdx, endOff := idx, off
-	for endIdx < fi.count && n < want {
-		_, e := nextRecord(v, endOff)
-		if !fi.isAcked(endIdx) {
-			n++
+	recEnd, table, _ := splitFrame(v)
+	size := recEnd - off
+	if exact {
+		// The byte range holding the wanted records.
+		n, endIdx, endOff := 0, idx, off
+		for endIdx < fi.count && n < want {
+			_, e := nextRecord(v, endOff)
+			if !fi.isAcked(endIdx) {
+				n++
+			}
+			endIdx, endOff = endIdx+1, e
 		}
-		endIdx, endOff = endIdx+1, e
+		if n == 0 {
+			fi.curIdx, fi.curOff = endIdx, endOff
+			return recs, arena
+		}
+		size = endOff - off
 	}
-	fi.curIdx, fi.curOff = endIdx, endOff
-	if n == 0 {
+	if size <= 0 {
 		return recs, arena
 	}
-	fi.served = true
-	size := endOff - regionStart
 	if cap(arena)-len(arena) < size {
 		// A new array: the records already sliced out of the old one
 		// keep it.
@@ -420,25 +433,29 @@ func (q *Queue) decodeLocked(fi *frameInfo, v []byte, from uint32, want int, rec
 		}
 		arena = make([]byte, 0, c)
 	}
-	buf := arena[len(arena) : len(arena)+size : len(arena)+size]
-	arena = arena[:len(arena)+size]
-	copy(buf, v[regionStart:endOff])
-	_, table, _ := splitFrame(v)
+	src := arena[len(arena) : len(arena)+size : len(arena)+size]
+	copy(src, v[off:off+size])
 	segs := segments{table: table, cur: fi.appended}
 	appendedNs, appended := fi.appended, time.Unix(0, fi.appended)
-	for off = regionStart; idx < endIdx; idx++ {
-		s, e := nextRecord(v, off)
-		off = e
+	n, o := 0, 0
+	for idx < fi.count && n < want && o < size {
+		s, e := nextRecord(src, o)
+		o = e
 		if t := segs.at(idx); t != appendedNs {
 			appendedNs, appended = t, time.Unix(0, t)
 		}
-		if fi.isAcked(idx) {
-			continue
+		if !fi.isAcked(idx) {
+			recs = append(recs, Record{Pos: Pos{Frame: fi.id, Index: idx}, Data: src[s:e:e], Appended: appended})
+			n++
 		}
-		s, e = s-regionStart, e-regionStart
-		recs = append(recs, Record{Pos: Pos{Frame: fi.id, Index: idx}, Data: buf[s:e:e], Appended: appended})
+		idx++
 	}
-	return recs, arena
+	fi.curIdx, fi.curOff = idx, off+o
+	if n == 0 {
+		return recs, arena
+	}
+	fi.served = true
+	return recs, arena[:len(arena)+o]
 }
 
 // Ack marks records as delivered. Positions may come in any order and any
