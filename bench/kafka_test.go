@@ -139,9 +139,9 @@ func BenchmarkKafkaThroughput(b *testing.B) {
 	prof := make(chan error, 1)
 	go func() { prof <- ag.cpuProfile(tputWindow, "kafka-throughput.cpu.pprof") }()
 	b.ResetTimer()
-	s0, g0, d0, c0, t0 := sent(), ag.scrape("device_data_generated_total"), ag.scrape("iot_ingest_samples_dropped_total"), ag.cpu(), time.Now()
+	s0, g0, d0, n0, c0, t0 := sent(), ag.scrape("device_data_generated_total"), ag.scrape("iot_ingest_samples_dropped_total"), ag.scrape("iot_buffer_commits_total"), ag.cpu(), time.Now()
 	time.Sleep(tputWindow) // measurement window
-	s1, g1, d1, c1, el := sent(), ag.scrape("device_data_generated_total"), ag.scrape("iot_ingest_samples_dropped_total"), ag.cpu(), time.Since(t0)
+	s1, g1, d1, n1, c1, el := sent(), ag.scrape("device_data_generated_total"), ag.scrape("iot_ingest_samples_dropped_total"), ag.scrape("iot_buffer_commits_total"), ag.cpu(), time.Since(t0)
 	b.StopTimer()
 	rate := (s1 - s0) / el.Seconds()
 	cpu := (c1 - c0).Seconds() / el.Seconds()
@@ -156,9 +156,9 @@ func BenchmarkKafkaThroughput(b *testing.B) {
 	if err := ag.profile("allocs", 0, "kafka-throughput.allocs.pprof"); err != nil {
 		b.Logf("no allocation profile: %v", err)
 	}
-	fmt.Printf("throughput: %.0f samples/s acknowledged by the broker (offered %.0f/s, read %.0f/s, %.0f dropped before commit in the window), "+
+	fmt.Printf("throughput: %.0f samples/s acknowledged by the broker (offered %.0f/s, read %.0f/s, %.0f dropped before commit in the window, %.0f buffer commits/s), "+
 		"agent CPU %.0f%% of one core, %.2f µs per sample; CPU profile in bench/kafka-throughput.cpu.pprof (targets ≥ 400,000/s, ≤ 1.5 µs)\n",
-		rate, float64(tputDevices*tputRegisters)/interval.Seconds(), (g1-g0)/el.Seconds(), d1-d0, cpu*100, perSample)
+		rate, float64(tputDevices*tputRegisters)/interval.Seconds(), (g1-g0)/el.Seconds(), d1-d0, (n1-n0)/el.Seconds(), cpu*100, perSample)
 }
 
 // latencies reads topic and returns, for each record, the time from the
