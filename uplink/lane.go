@@ -28,6 +28,10 @@ type lane struct {
 	kind    Lane
 	sendCtx context.Context
 	slots   chan struct{} // one token per batch in flight
+	// freed is signalled when a batch in flight completes, so that a
+	// partial live batch waiting for its flush goes out at once when the
+	// lane has nothing else in flight.
+	freed chan struct{}
 
 	inflight sync.WaitGroup
 	cursor   buffer.Pos // live lane: last record handed to the sink
@@ -150,6 +154,7 @@ func newLane(l *Loop, kind Lane, sendCtx context.Context) *lane {
 		kind:    kind,
 		sendCtx: sendCtx,
 		slots:   make(chan struct{}, l.opts.Workers),
+		freed:   make(chan struct{}, 1),
 		failCh:  make(chan struct{}, 1),
 		state:   StateConnected,
 		keys:    make(map[string]string),
@@ -320,8 +325,11 @@ func (ln *lane) next(ctx context.Context) (*batch, error) {
 }
 
 // nextLive reads into b the next batch after the live cursor: full, or
-// partial once its oldest record is FlushInterval old. When the record at
-// the cursor is older than LiveWindow, it jumps to the tail first.
+// partial once its oldest record is FlushInterval old, or partial at once
+// when the lane has no other batch in flight (the sink is idle, so waiting
+// would only add latency; while batches are in flight, records gather into
+// fuller batches). When the record at the cursor is older than LiveWindow,
+// it jumps to the tail first.
 func (ln *lane) nextLive(ctx context.Context, b *batch) error {
 	opts := &ln.l.opts
 	recs := b.recs[:0]
@@ -357,7 +365,7 @@ func (ln *lane) nextLive(ctx context.Context, b *batch) error {
 		var wait <-chan time.Time
 		if len(recs) > 0 {
 			left := time.Until(recs[0].Appended.Add(opts.FlushInterval))
-			if left <= 0 {
+			if left <= 0 || ln.idle() {
 				break
 			}
 			if timer == nil {
@@ -376,6 +384,8 @@ func (ln *lane) nextLive(ctx context.Context, b *batch) error {
 			return nil
 		case <-ln.l.queue.Notify():
 			continue
+		case <-ln.freed:
+			continue
 		case <-wait:
 		}
 		break
@@ -383,6 +393,10 @@ func (ln *lane) nextLive(ctx context.Context, b *batch) error {
 	ln.cursor = recs[len(recs)-1].Pos
 	return nil
 }
+
+// idle reports whether the lane has no batch in flight besides the one
+// being read (which holds a slot).
+func (ln *lane) idle() bool { return len(ln.slots) <= 1 }
 
 // read reads up to n records after `after`, appended to recs, their bytes
 // in arena when the queue can (buffer.Queue.ReadAppend).
@@ -458,7 +472,13 @@ func (ln *lane) produce(b *batch) {
 // and queues the rest for recovery.
 func (ln *lane) done(b *batch, errs []error) {
 	defer ln.inflight.Done()
-	defer func() { <-ln.slots }()
+	defer func() {
+		<-ln.slots
+		select {
+		case ln.freed <- struct{}{}:
+		default:
+		}
+	}()
 	m := &ln.l.opts.Metrics
 	refuser, _ := ln.l.sink.(Refuser)
 	var ok []int

@@ -137,6 +137,14 @@ type Prober interface {
 	Probe(ctx context.Context) error
 }
 
+// Warmer is a Sink that prepares what its first batch would otherwise wait
+// for (a Kafka client's producer id and broker connection). The loop calls
+// Warm once when it starts, beside the lanes; Warm returns when it is done
+// or ctx ends, and leaves any error to the first batch to report.
+type Warmer interface {
+	Warm(ctx context.Context)
+}
+
 // Queue is the part of a buffer queue the loop reads and acknowledges.
 type Queue interface {
 	Read(after buffer.Pos, max int) ([]buffer.Record, error)
@@ -189,8 +197,9 @@ type Metrics struct {
 type Options struct {
 	// BatchSize is the most records per batch. Default 1000.
 	BatchSize int
-	// FlushInterval is the longest a partial batch waits, counted from the
-	// commit of its oldest record. Default 10ms.
+	// FlushInterval is the longest a partial live batch waits while the
+	// lane has other batches in flight, counted from the commit of its
+	// oldest record; with nothing in flight it goes at once. Default 10ms.
 	FlushInterval time.Duration
 	// Workers is the number of batches in flight in each lane. Default 4.
 	Workers int
@@ -288,6 +297,13 @@ func (l *Loop) Run(ctx context.Context) error {
 	sendCtx, cancelSends := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelSends()
 	lanes := []*lane{newLane(l, Live, sendCtx), newLane(l, Backlog, sendCtx)}
+	warmed := make(chan struct{})
+	if w, ok := l.sink.(Warmer); ok {
+		go func() { defer close(warmed); w.Warm(ctx) }()
+	} else {
+		close(warmed)
+	}
+	defer func() { <-warmed }()
 	errs := make(chan error, len(lanes))
 	for _, ln := range lanes {
 		go func() { errs <- ln.run(ctx) }()

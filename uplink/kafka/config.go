@@ -32,7 +32,7 @@ type Config struct {
 	BatchSize int `yaml:"batch_size" json:"batch_size" range:"1,100000" doc:"records per batch"`
 	// FlushInterval is the manual's producer.flush_interval: the longest a
 	// partial batch waits before it is sent.
-	FlushInterval config.Duration `yaml:"flush_interval" json:"flush_interval" min:"1ns" doc:"longest wait for a partial batch, counted from its oldest record's commit (500ms or bare ms)"`
+	FlushInterval config.Duration `yaml:"flush_interval" json:"flush_interval" min:"1ns" doc:"longest wait for a partial batch while others are in flight, counted from its oldest record's commit; with none in flight it goes at once (500ms or bare ms)"`
 	// WorkerCount is the manual's producer.worker_count: batches in flight.
 	WorkerCount     int             `yaml:"worker_count" json:"worker_count" range:"1,64" doc:"batches in flight at once, in each lane (live and backlog)"`
 	DeliveryTimeout config.Duration `yaml:"delivery_timeout" json:"delivery_timeout" min:"1s" doc:"a send not acknowledged within this fails and is retried after a backoff (the records stay buffered)"`

@@ -495,6 +495,22 @@ func (s *Sink) Reopen(lane uplink.Lane) { s.fences[lane].reopen() }
 // Ping checks that a broker answers.
 func (s *Sink) Ping(ctx context.Context) error { return s.clients[uplink.Live].Ping(ctx) }
 
+// Warm loads the live client's producer id (for an idempotent producer)
+// and opens its first broker connection, so that the first records after a
+// start wait only for their topic's metadata. It gives up after the
+// delivery timeout; a failure is left to the first produce to report.
+func (s *Sink) Warm(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if _, _, err := s.clients[uplink.Live].ProducerID(ctx); err != nil {
+		s.log.Debug("kafka sink: loading the producer id failed; the first produce retries", "err", err)
+		return
+	}
+	if err := s.clients[uplink.Live].Ping(ctx); err != nil {
+		s.log.Debug("kafka sink: no broker answered; the first produce retries", "err", err)
+	}
+}
+
 // Probe implements uplink.Prober: a metadata request to any broker.
 func (s *Sink) Probe(ctx context.Context) error { return s.Ping(ctx) }
 

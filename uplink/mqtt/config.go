@@ -33,7 +33,7 @@ type Config struct {
 	// BatchSize, FlushInterval and WorkerCount mean what they mean for the
 	// producer, for this sink's own send loop.
 	BatchSize       int             `yaml:"batch_size" json:"batch_size" range:"1,10000" doc:"records per batch"`
-	FlushInterval   config.Duration `yaml:"flush_interval" json:"flush_interval" min:"1ns" doc:"longest wait for a partial batch, counted from its oldest record's commit"`
+	FlushInterval   config.Duration `yaml:"flush_interval" json:"flush_interval" min:"1ns" doc:"longest wait for a partial batch while others are in flight, counted from its oldest record's commit; with none in flight it goes at once"`
 	WorkerCount     int             `yaml:"worker_count" json:"worker_count" range:"1,64" doc:"batches in flight at once, in each lane (live and backlog)"`
 	LiveWindow      config.Duration `yaml:"live_window" json:"live_window" min:"100ms" doc:"records committed longer ago than this are sent in the backlog lane, beside live data"`
 	DeliveryTimeout config.Duration `yaml:"delivery_timeout" json:"delivery_timeout" min:"1s" doc:"a batch not acknowledged within this fails and is sent again after a backoff (the records stay buffered)"`
