@@ -54,6 +54,7 @@ type Buffer struct {
 	wmu       sync.Mutex
 	nextFrame uint64
 	scratch   []byte
+	shares    []share
 	closed    bool
 	isClosed  atomic.Bool
 
@@ -507,7 +508,9 @@ func (b *Buffer) Append(records [][]byte, meta map[string][]byte) error {
 	if errors.Is(err, ErrFull) && b.opts.DropPolicy == DropOldest && len(records) > 0 {
 		// Make room: drop twice the new data's size from the head of every
 		// queue (bbolt needs contiguous pages), then try once more.
-		need := 2 * rangeSize(records, 0, len(records))
+		e := encoder{records: records}
+		e.prepare(b.shares)
+		need := 2 * e.rangeSize(0, len(records))
 		if rerr := b.makeRoomLocked(need); rerr == nil {
 			err = b.commitLocked(records, meta, nil, true)
 		}
@@ -605,6 +608,8 @@ func (b *Buffer) commitLocked(records [][]byte, meta map[string][]byte, only *Qu
 	}
 	now := b.opts.Now()
 	enc := encoder{records: records, appended: now.UnixNano(), buf: b.scratch[:0]}
+	enc.prepare(b.shares)
+	b.shares = enc.shares
 	none := encoder{appended: now.UnixNano()}
 	plans := make([]queuePlan, len(b.order))
 	work := force || len(meta) > 0

@@ -13,7 +13,12 @@
 // Each Append writes the records to every queue in a single bbolt write
 // transaction, packed into frames of up to 64 KiB: a frame holds many
 // records with a checksummed header (record count, append time, its queue
-// and id, see frame.go) and a CRC32C over the whole frame. Frame numbers only ever grow (the next one
+// and id, see frame.go) and a CRC32C over the whole frame. A group commit
+// large enough to fill frames stores each record as what it does not
+// share with the record before it (frame_shared.go): a gateway's records
+// are much alike (the ingest stage's records of 100 registers a device
+// take 43 bytes each in the file instead of 227), and bbolt copies,
+// writes and syncs that much less. Frame numbers only ever grow (the next one
 // is persisted); a record's position is its frame and its index in the
 // frame (Pos), stable across Close and Open once Read or Last has returned
 // it (a record no one has seen may move when small frames are merged,

@@ -35,6 +35,9 @@ import (
 // append time int64), indexes increasing, then k as a uint32, all
 // big-endian.
 //
+// Frames of versions 5 and 6 (with a segment table) have the header of
+// version 3 and hold their records in shared form (frame_shared.go).
+//
 // The key is the frame id as an 8-byte big-endian integer, so bbolt's
 // key order is queue order.
 const (
@@ -42,6 +45,8 @@ const (
 	frameVersionSegments  = 2
 	frameVersion3         = 3
 	frameVersion3Segments = 4
+	frameVersion5         = 5
+	frameVersion5Segments = 6
 	segmentLen            = 12
 	// legacyHeaderLen is the header of versions 1 and 2.
 	legacyHeaderLen = 17
@@ -67,14 +72,16 @@ func queueTag(name string) uint32 { return crc32.Checksum([]byte(name), castagno
 
 // headerLen returns the header length of a frame of version ver.
 func headerLen(ver byte) int {
-	if ver == frameVersion3 || ver == frameVersion3Segments {
+	if ver >= frameVersion3 && ver <= frameVersion5Segments {
 		return frameHeaderLen
 	}
 	return legacyHeaderLen
 }
 
 // hasSegments reports whether a frame of version ver has a segment table.
-func hasSegments(ver byte) bool { return ver == frameVersionSegments || ver == frameVersion3Segments }
+func hasSegments(ver byte) bool {
+	return ver == frameVersionSegments || ver == frameVersion3Segments || ver == frameVersion5Segments
+}
 
 // maxFrameBytes is the payload size at which an Append starts another
 // frame. Large values need long runs of contiguous free pages in bbolt;
@@ -133,20 +140,31 @@ func appendFrame(dst []byte, records [][]byte, appended int64, loc frameLoc) []b
 	for _, r := range records {
 		n += recordLen(len(r))
 	}
-	var hdr [frameHeaderLen]byte
-	hdr[0] = frameVersion3
-	binary.BigEndian.PutUint32(hdr[1:5], uint32(len(records)))
-	binary.BigEndian.PutUint64(hdr[5:13], uint64(appended))
-	binary.BigEndian.PutUint64(hdr[13:21], loc.id)
-	binary.BigEndian.PutUint32(hdr[21:25], loc.queue)
-	binary.BigEndian.PutUint32(hdr[25:29], uint32(n))
-	binary.BigEndian.PutUint64(hdr[29:37], loc.head)
-	binary.BigEndian.PutUint32(hdr[37:41], crc32.Checksum(hdr[:37], castagnoli))
-	dst = append(dst, hdr[:]...)
+	dst = appendHeader(dst, frameVersion3, uint32(len(records)), appended, loc, n)
 	for _, r := range records {
 		dst = binary.AppendUvarint(dst, uint64(len(r)))
 		dst = append(dst, r...)
 	}
+	return appendTrailer(dst, start)
+}
+
+// appendHeader appends the header of a frame of version ver (3 or 5)
+// holding count records in length bytes in all.
+func appendHeader(dst []byte, ver byte, count uint32, appended int64, loc frameLoc, length int) []byte {
+	var hdr [frameHeaderLen]byte
+	hdr[0] = ver
+	binary.BigEndian.PutUint32(hdr[1:5], count)
+	binary.BigEndian.PutUint64(hdr[5:13], uint64(appended))
+	binary.BigEndian.PutUint64(hdr[13:21], loc.id)
+	binary.BigEndian.PutUint32(hdr[21:25], loc.queue)
+	binary.BigEndian.PutUint32(hdr[25:29], uint32(length))
+	binary.BigEndian.PutUint64(hdr[29:37], loc.head)
+	binary.BigEndian.PutUint32(hdr[37:41], crc32.Checksum(hdr[:37], castagnoli))
+	return append(dst, hdr[:]...)
+}
+
+// appendTrailer appends the checksum of the frame that starts at start.
+func appendTrailer(dst []byte, start int) []byte {
 	sum := crc32.Checksum(dst[start:], castagnoli)
 	return binary.BigEndian.AppendUint32(dst, sum)
 }
@@ -176,7 +194,7 @@ func parseHeader(v []byte) (frameHeader, error) {
 			return frameHeader{}, fmt.Errorf("%w: header checksum mismatch", errFrameCorrupt)
 		}
 		h.hdrLen = legacyHeaderLen
-	case frameVersion3, frameVersion3Segments:
+	case frameVersion3, frameVersion3Segments, frameVersion5, frameVersion5Segments:
 		if len(v) < frameOverhead {
 			return frameHeader{}, fmt.Errorf("%w: %d bytes is shorter than a frame header", errFrameCorrupt, len(v))
 		}
@@ -259,6 +277,11 @@ func verifyFrame(v []byte, h frameHeader) error {
 	if off != recEnd {
 		return fmt.Errorf("%w: %d trailing bytes after %d records", errFrameCorrupt, recEnd-off, h.count)
 	}
+	if isShared(v[0]) {
+		if err := verifyShared(v[h.hdrLen:recEnd], h.count); err != nil {
+			return err
+		}
+	}
 	prev := uint32(0)
 	for i := 0; i < len(table); i += segmentLen {
 		start := binary.BigEndian.Uint32(table[i:])
@@ -288,7 +311,7 @@ func (s *segments) at(idx uint32) int64 {
 }
 
 // growFrame returns frame old with records, appended at time appended,
-// added to it.
+// added to it, in the form of its records (raw or shared).
 func growFrame(old []byte, records [][]byte, appended int64) ([]byte, error) {
 	h, err := parseHeader(old)
 	if err != nil {
@@ -298,17 +321,34 @@ func growFrame(old []byte, records [][]byte, appended int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	shared := isShared(old[0])
+	var prev []byte // the last record of old, for a shared frame
+	if shared && h.count > 0 {
+		raw, err := rawRecords(old, h, nil)
+		if err != nil {
+			return nil, err
+		}
+		for off := 0; off < len(raw); {
+			s, e := nextRecord(raw, off)
+			prev, off = raw[s:e], e
+		}
+	}
 	last := h.appended
 	if len(table) > 0 {
 		last = int64(binary.BigEndian.Uint64(table[len(table)-segmentLen+4:]))
 	}
 	n := recEnd + len(table) + segmentLen + 4 + frameTrailerLen
 	for _, r := range records {
-		n += recordLen(len(r))
+		n += recordLen(len(r)) + 2*binary.MaxVarintLen32
 	}
 	v := make([]byte, 0, n)
 	v = append(v, old[:recEnd]...)
 	for _, r := range records {
+		if shared {
+			v = appendSharedRecord(v, prev, r)
+			prev = r
+			continue
+		}
 		v = binary.AppendUvarint(v, uint64(len(r)))
 		v = append(v, r...)
 	}
@@ -320,7 +360,10 @@ func growFrame(old []byte, records [][]byte, appended int64) ([]byte, error) {
 		k++
 	}
 	plain, segs := byte(frameVersion), byte(frameVersionSegments)
-	if h.hasLoc {
+	switch {
+	case shared:
+		plain, segs = frameVersion5, frameVersion5Segments
+	case h.hasLoc:
 		plain, segs = frameVersion3, frameVersion3Segments
 	}
 	v[0] = plain

@@ -50,7 +50,7 @@ func lostRanges(r io.ReaderAt, kept, lost []found, names map[uint32]string, seri
 		slices.Sort(ids)
 	}
 	spans := map[uint32]map[string][]seriesSpan{}
-	var buf []byte
+	var buf, scratch []byte
 	for _, fr := range kept {
 		q := fr.h.loc.queue
 		if len(lostIDs[q]) == 0 {
@@ -60,19 +60,22 @@ func lostRanges(r io.ReaderAt, kept, lost []found, names map[uint32]string, seri
 		if buf, err = readAt(r, fr.off, fr.length, buf); err != nil {
 			return nil, err
 		}
-		recEnd, _, err := splitFrame(buf)
+		recs, err := rawRecords(buf, fr.h, scratch)
 		if err != nil {
 			continue
+		}
+		if isShared(buf[0]) {
+			scratch = recs
 		}
 		m := spans[q]
 		if m == nil {
 			m = map[string][]seriesSpan{}
 			spans[q] = m
 		}
-		for off := fr.h.hdrLen; off < recEnd; {
-			start, end := nextRecord(buf, off)
+		for off := 0; off < len(recs); {
+			start, end := nextRecord(recs, off)
 			off = end
-			s, seq, ok := series(buf[start:end])
+			s, seq, ok := series(recs[start:end])
 			if !ok {
 				continue
 			}

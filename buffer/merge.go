@@ -157,13 +157,17 @@ func (r *mergeRun) write(bkt, ab *bolt.Bucket) error {
 			continue
 		}
 		// Append the frame's records, one segment (append time) at a time.
-		recEnd, table, _ := splitFrame(v)
+		_, table, _ := splitFrame(v)
+		recs, err := rawRecords(v, h, nil)
+		if err != nil {
+			return nil
+		}
 		segs := segments{table: table, cur: h.appended}
 		var group [][]byte
 		groupAt := h.appended
-		off := h.hdrLen
+		off := 0
 		for idx := uint32(0); idx < h.count; idx++ {
-			s, e := nextRecord(v[:recEnd], off)
+			s, e := nextRecord(recs, off)
 			off = e
 			t := segs.at(idx)
 			if len(group) > 0 && t != groupAt {
@@ -173,7 +177,7 @@ func (r *mergeRun) write(bkt, ab *bolt.Bucket) error {
 				group = group[:0]
 			}
 			groupAt = t
-			group = append(group, v[s:e])
+			group = append(group, recs[s:e])
 		}
 		if len(group) > 0 {
 			if merged, err = growFrame(merged, group, groupAt); err != nil {
@@ -212,5 +216,5 @@ func (q *Queue) applyMerge(r *mergeRun) {
 	q.bytes += size - first.size
 	first.size = size
 	first.verified = true
-	first.curIdx, first.curOff = 0, 0
+	first.curIdx, first.curOff, first.curPrev = 0, 0, nil
 }

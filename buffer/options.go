@@ -91,8 +91,9 @@ type Options struct {
 	// The error then names the path, says another process holds it, and
 	// wraps ErrLocked.
 	LockTimeout time.Duration
-	// MaxBytes bounds each queue's frames (records plus a few bytes of
-	// framing each). The file holds somewhat more: bbolt rounds each frame
+	// MaxBytes bounds each queue's frames (records as the frames hold
+	// them, shared with the record before when that saves, plus a few
+	// bytes of framing each). The file holds somewhat more: bbolt rounds each frame
 	// up to whole 4 KiB pages (full frames fill theirs exactly) and keeps
 	// freed pages for reuse. 0 means unbounded (CheckBounds rejects it on
 	// 32-bit platforms).

@@ -86,7 +86,7 @@ func (q *Queue) plan(enc *encoder, now time.Time, firstID uint64) queuePlan {
 	lo, hi := 0, n
 	var newSize int64
 	if n > 0 {
-		newSize = rangeSize(enc.records, 0, n)
+		newSize = enc.rangeSize(0, n)
 	}
 	i := 0 // next frame the bounds may drop
 	bytes := q.bytes
@@ -108,14 +108,14 @@ func (q *Queue) plan(enc *encoder, now time.Time, firstID uint64) queuePlan {
 		switch o.DropPolicy {
 		case DropNewest:
 			if n > 0 && bytes+newSize > o.MaxBytes {
-				hi = prefixFit(enc.records, 0, n, o.MaxBytes-bytes)
+				hi = enc.prefixFit(0, n, o.MaxBytes-bytes)
 				p.lost = uint64(n - hi)
 			}
 		default: // DropOldest
 			if newSize > o.MaxBytes {
-				lo = suffixStart(enc.records, 0, n, o.MaxBytes)
+				lo = enc.suffixStart(0, n, o.MaxBytes)
 				p.lost = uint64(lo)
-				newSize = rangeSize(enc.records, lo, n)
+				newSize = enc.rangeSize(lo, n)
 			}
 			for ; bytes+newSize > o.MaxBytes && i < len(q.frames); i++ {
 				fi := q.frames[i]

@@ -82,9 +82,10 @@ func reasonIndex(r DropReason) int {
 type QueueStats struct {
 	// Records is the number of records not yet acknowledged.
 	Records int64
-	// Bytes is the size of the frames holding them (record bytes plus a
-	// few bytes of framing; what MaxBytes bounds). A frame counts in full
-	// until all its records are acknowledged.
+	// Bytes is the size of the frames holding them (the records as the
+	// frames hold them, see frame_shared.go, plus a few bytes of framing;
+	// what MaxBytes bounds). A frame counts in full until all its records
+	// are acknowledged.
 	Bytes int64
 	// Frames is the number of frames holding them.
 	Frames int
@@ -134,6 +135,9 @@ type Queue struct {
 	dirty                   map[uint64]*frameInfo
 	// smallSinceMerge counts small frames appended since the last merge.
 	smallSinceMerge int
+	// rebuilt holds records of shared frames rebuilt but not returned by
+	// a read (decodeSharedLocked).
+	rebuilt [2][]byte
 }
 
 // frameInfo is the in-memory state of one frame.
@@ -148,9 +152,12 @@ type frameInfo struct {
 	verified bool     // checksum checked since Open, or written by this process
 	growing  bool     // a commit in flight appends records to it
 	served   bool     // Read returned a record of it or Last its position: never merged
-	// read cursor: the offset of record curIdx, to resume decoding
-	curIdx uint32
-	curOff int
+	// read cursor: the offset of record curIdx, to resume decoding, and
+	// for a shared frame the record before it (rebuilt, owned), nil when
+	// unknown.
+	curIdx  uint32
+	curOff  int
+	curPrev []byte
 }
 
 func (fi *frameInfo) isAcked(i uint32) bool {
@@ -396,6 +403,9 @@ func (q *Queue) corruptLocked(fi *frameInfo, err error) {
 // per record). The arena's length covers only the records taken; the rest
 // of the copy is spare capacity again.
 func (q *Queue) decodeLocked(fi *frameInfo, v []byte, from uint32, want int, recs []Record, arena []byte, exact bool) ([]Record, []byte) {
+	if isShared(v[0]) {
+		return q.decodeSharedLocked(fi, v, from, want, recs, arena)
+	}
 	idx, off := uint32(0), headerLen(v[0])
 	if fi.curIdx > 0 && fi.curIdx <= from {
 		idx, off = fi.curIdx, fi.curOff
@@ -456,6 +466,69 @@ func (q *Queue) decodeLocked(fi *frameInfo, v []byte, from uint32, want int, rec
 	}
 	fi.served = true
 	return recs, arena[:len(arena)+o]
+}
+
+// decodeSharedLocked is decodeLocked for a frame of shared records: each
+// record is rebuilt from the record before it, into arena (a new one, at
+// least twice as large, when it has too little room) for the records
+// returned, into q.rebuilt for those passed over. The cursor keeps the
+// last record rebuilt, so that the next read of the frame goes on from
+// there rather than from its first record.
+func (q *Queue) decodeSharedLocked(fi *frameInfo, v []byte, from uint32, want int, recs []Record, arena []byte) ([]Record, []byte) {
+	recEnd, table, _ := splitFrame(v)
+	idx, off := uint32(0), frameHeaderLen
+	var prev []byte
+	if fi.curIdx > 0 && fi.curIdx <= from && fi.curPrev != nil {
+		idx, off, prev = fi.curIdx, fi.curOff, fi.curPrev
+	}
+	k := 0
+	pass := func(body []byte) {
+		q.rebuilt[k] = expandRecord(q.rebuilt[k][:0], prev, body)
+		prev = q.rebuilt[k]
+		k ^= 1
+	}
+	for ; idx < from && off < recEnd; idx++ {
+		s, e := nextRecord(v, off)
+		off = e
+		pass(v[s:e])
+	}
+	segs := segments{table: table, cur: fi.appended}
+	appendedNs, appended := fi.appended, time.Unix(0, fi.appended)
+	n := 0
+	for idx < fi.count && n < want && off < recEnd {
+		s, e := nextRecord(v, off)
+		off = e
+		body := v[s:e]
+		if t := segs.at(idx); t != appendedNs {
+			appendedNs, appended = t, time.Unix(0, t)
+		}
+		if fi.isAcked(idx) {
+			pass(body)
+			idx++
+			continue
+		}
+		if need := expandedLen(prev, body); cap(arena)-len(arena) < need {
+			// A new array: the records already sliced out of the old one
+			// keep it.
+			arena = make([]byte, 0, max(need, 2*cap(arena), 4096))
+		}
+		start := len(arena)
+		arena = expandRecord(arena, prev, body)
+		prev = arena[start:len(arena):len(arena)]
+		recs = append(recs, Record{Pos: Pos{Frame: fi.id, Index: idx}, Data: prev, Appended: appended})
+		n++
+		idx++
+	}
+	fi.curIdx, fi.curOff = idx, off
+	if idx < fi.count {
+		fi.curPrev = append(fi.curPrev[:0:0], prev...)
+	} else {
+		fi.curPrev = nil
+	}
+	if n > 0 {
+		fi.served = true
+	}
+	return recs, arena
 }
 
 // Ack marks records as delivered. Positions may come in any order and any

@@ -84,7 +84,7 @@ func scanReaderEnv(r io.ReaderAt, size int64, keep func(envelope) bool) (out []f
 					envs = append(envs, e)
 				}
 				length = l
-			case ver >= frameVersion && ver <= frameVersion3Segments:
+			case ver >= frameVersion && ver <= frameVersion5Segments:
 				h, err := parseHeader(w[i:])
 				if err != nil {
 					continue

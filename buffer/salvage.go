@@ -534,11 +534,15 @@ func newMergedFrame(v []byte, h frameHeader) *mergedFrame {
 	if !hasSegments(v[0]) {
 		return nil
 	}
-	recEnd, table, err := splitFrame(v)
+	_, table, err := splitFrame(v)
 	if err != nil {
 		return nil
 	}
-	m := &mergedFrame{queue: h.loc.queue, records: bytes.Clone(v[h.hdrLen:recEnd]), times: map[int64]bool{h.appended: true}}
+	recs, err := rawRecords(v, h, nil)
+	if err != nil {
+		return nil
+	}
+	m := &mergedFrame{queue: h.loc.queue, records: bytes.Clone(recs), times: map[int64]bool{h.appended: true}}
 	for i := 0; i+segmentLen <= len(table); i += segmentLen {
 		m.times[int64(binary.BigEndian.Uint64(table[i+4:]))] = true
 	}
@@ -551,11 +555,11 @@ func (m *mergedFrame) holds(v []byte, h frameHeader) bool {
 	if m == nil || h.count == 0 || !m.times[h.appended] {
 		return false
 	}
-	recEnd, _, err := splitFrame(v)
-	if err != nil || recEnd-h.hdrLen >= len(m.records) {
+	recs, err := rawRecords(v, h, nil)
+	if err != nil || len(recs) >= len(m.records) {
 		return false
 	}
-	return bytes.Contains(m.records, v[h.hdrLen:recEnd])
+	return bytes.Contains(m.records, recs)
 }
 
 // noteLost counts a frame whose header is intact and whose records are not.
