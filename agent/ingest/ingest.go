@@ -223,6 +223,18 @@ func New(store Store, opts Options) (*Ingest, error) {
 	}
 	// Entries of series in no page are read when the series is seen.
 	t.cold = len(pages.cold) > 0
+	// The deltas on disk stay until the next checkpoint writes the pages
+	// they changed.
+	for n := range pages.deltas {
+		t.nextDelta = max(t.nextDelta, n+1)
+	}
+	t.deltaKeys, t.deltaBytes = pages.deltaKeys, pages.deltaBytes
+	for p := range pages.touched {
+		if int(p) < len(t.pages) {
+			t.pages[p].stale = true
+			t.stale = append(t.stale, p)
+		}
+	}
 	if in.dropped, err = loadDrops(store); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,8 @@ package ingest
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -25,10 +27,27 @@ import (
 //	        page: pruned after Options.SeriesIdle, or written before
 //	        pages existed. Taken back into a page (and the entry deleted
 //	        in the same commit) when the series is seen again.
+//	"seqd/" + number (16 hex digits): a delta, the new values of the
+//	        pages a commit changed: for each, uvarint page, then each
+//	        slot's value as a varint difference from the slot before
+//	        (from 0 for the first slot). Deltas apply in number order
+//	        over the "seqv/" values.
+//
+// A commit that changes no names writes a delta instead of its pages:
+// with 100,000 series, a page value rewrites a leaf page of bbolt's for
+// every few series that changed, and a delta (a device's tags, polled
+// together, have the same number: a byte a slot) a handful of pages for
+// the whole commit. A checkpoint writes the values of every page changed
+// since the last one and deletes the deltas, in one commit: when names
+// change (a handle may go to another series), and once the deltas hold
+// maxDeltaBytes or number maxDeltas.
 const (
 	pageSlots      = 64
 	seqValuePrefix = "seqv/"
 	seqNamePrefix  = "seqn/"
+	seqDeltaPrefix = "seqd/"
+	maxDeltaBytes  = 1 << 20
+	maxDeltas      = 256
 )
 
 // seriesTable is the ingest stage's per-series state, indexed by handle.
@@ -55,6 +74,14 @@ type seriesTable struct {
 	// gen changes whenever handles are freed (prune), so that handles
 	// kept elsewhere (dropShape) are looked up again.
 	gen uint64
+	// stale lists the pages whose value on disk is older than a delta
+	// written since the last checkpoint (pageState.stale).
+	stale []uint32
+	// deltaKeys are the deltas on disk, deltaBytes their size, and
+	// nextDelta the number of the next one.
+	deltaKeys  []string
+	deltaBytes int
+	nextDelta  uint64
 }
 
 // shape is the series of a batch, in order.
@@ -82,6 +109,7 @@ type pageState struct {
 	valueKey, nameKey     string
 	valueDirty, nameDirty bool
 	listed                bool // in dirty
+	stale                 bool // in seriesTable.stale
 }
 
 func newSeriesTable() *seriesTable {
@@ -190,11 +218,76 @@ func (t *seriesTable) prune(before uint32) int {
 	return n
 }
 
-// appendMeta adds the entries of every dirty page and the pending "seq/"
-// writes and deletions to meta, their values appended to values (which
-// must not move: the caller grows it first, see metaBytes), and clears
-// them.
+// appendMeta adds the entries of every dirty page, as a delta or in a
+// checkpoint, and the pending "seq/" writes and deletions to meta, their
+// values appended to values (which must not move: the caller grows it
+// first, see metaBytes), and clears them.
 func (t *seriesTable) appendMeta(meta map[string][]byte, values []byte) []byte {
+	if t.checkpointDue() {
+		values = t.appendCheckpoint(meta, values)
+	} else if len(t.dirty) > 0 {
+		start := len(values)
+		for _, n := range t.dirty {
+			p := &t.pages[n]
+			values = binary.AppendUvarint(values, uint64(n))
+			lo := n * pageSlots
+			hi := min(lo+pageSlots, uint32(len(t.names)))
+			prev := uint64(0)
+			for h := lo; h < lo+pageSlots; h++ {
+				var seq uint64
+				if h < hi {
+					seq = t.seqs[h]
+				}
+				values = binary.AppendVarint(values, int64(seq-prev))
+				prev = seq
+			}
+			if !p.stale {
+				p.stale = true
+				t.stale = append(t.stale, n)
+			}
+			p.valueDirty, p.listed = false, false
+		}
+		key := deltaKey(t.nextDelta)
+		t.nextDelta++
+		meta[key] = values[start:len(values):len(values)]
+		t.deltaKeys = append(t.deltaKeys, key)
+		t.deltaBytes += len(values) - start
+		t.dirty = t.dirty[:0]
+	}
+	for k, v := range t.coldOps {
+		meta[k] = v
+	}
+	clear(t.coldOps)
+	return values
+}
+
+// checkpointDue reports whether this commit writes pages rather than a
+// delta: names change (or "seq/" entries), or the deltas are many.
+func (t *seriesTable) checkpointDue() bool {
+	if len(t.coldOps) > 0 || t.deltaBytes >= maxDeltaBytes || len(t.deltaKeys) >= maxDeltas {
+		return true
+	}
+	for _, n := range t.dirty {
+		if t.pages[n].nameDirty {
+			return true
+		}
+	}
+	return false
+}
+
+// appendCheckpoint writes the values of every dirty or stale page and the
+// names of every page whose names changed, and deletes the deltas.
+func (t *seriesTable) appendCheckpoint(meta map[string][]byte, values []byte) []byte {
+	for _, n := range t.stale {
+		p := &t.pages[n]
+		p.stale = false
+		if !p.listed {
+			p.listed = true
+			t.dirty = append(t.dirty, n)
+		}
+		p.valueDirty = true
+	}
+	t.stale = t.stale[:0]
 	for _, n := range t.dirty {
 		p := &t.pages[n]
 		lo := n * pageSlots
@@ -223,18 +316,18 @@ func (t *seriesTable) appendMeta(meta map[string][]byte, values []byte) []byte {
 		p.valueDirty, p.nameDirty, p.listed = false, false, false
 	}
 	t.dirty = t.dirty[:0]
-	for k, v := range t.coldOps {
-		meta[k] = v
+	for _, k := range t.deltaKeys {
+		meta[k] = nil
 	}
-	clear(t.coldOps)
+	t.deltaKeys, t.deltaBytes = t.deltaKeys[:0], 0
 	return values
 }
 
 // metaBytes bounds what appendMeta appends.
 func (t *seriesTable) metaBytes() int {
-	n := 0
+	n := 8 * pageSlots * len(t.stale)
 	for _, p := range t.dirty {
-		n += 8 * pageSlots
+		n += binary.MaxVarintLen32 + binary.MaxVarintLen64*pageSlots
 		if t.pages[p].nameDirty {
 			lo := p * pageSlots
 			for h := lo; h < min(lo+pageSlots, uint32(len(t.names))); h++ {
@@ -245,10 +338,19 @@ func (t *seriesTable) metaBytes() int {
 	return n
 }
 
+// deltaKey is the metadata key of delta number n.
+func deltaKey(n uint64) string { return fmt.Sprintf("%s%016x", seqDeltaPrefix, n) }
+
 // seqPages gathers the sequence pages of a store's metadata.
 type seqPages struct {
 	values, names map[uint32][]byte
 	cold          map[Series]uint64
+	// deltas by number, and their keys and size.
+	deltas     map[uint64][]byte
+	deltaKeys  []string
+	deltaBytes int
+	// touched are the pages the deltas changed.
+	touched map[uint32]bool
 }
 
 // add takes one metadata entry; entries other than sequence state are
@@ -262,6 +364,14 @@ func (s *seqPages) add(key, value []byte) error {
 			return fmt.Errorf("sequence metadata %q: malformed entry (%d bytes)", k, len(value))
 		}
 		s.cold[Series{device, tag}] = binary.BigEndian.Uint64(value)
+	case strings.HasPrefix(k, seqDeltaPrefix):
+		n, err := strconv.ParseUint(k[len(seqDeltaPrefix):], 16, 64)
+		if err != nil {
+			return fmt.Errorf("sequence metadata %q: malformed key", k)
+		}
+		s.deltas[n] = value
+		s.deltaKeys = append(s.deltaKeys, k)
+		s.deltaBytes += len(value)
 	case strings.HasPrefix(k, seqValuePrefix), strings.HasPrefix(k, seqNamePrefix):
 		p, err := strconv.ParseUint(k[len(seqValuePrefix):], 16, 32)
 		if err != nil {
@@ -309,10 +419,52 @@ func (s *seqPages) each(fn func(h uint32, k Series, seq uint64)) error {
 	return nil
 }
 
-// loadSeqPages reads the sequence state from store's metadata.
+// applyDeltas applies the deltas to the page values, in number order.
+func (s *seqPages) applyDeltas() error {
+	nums := make([]uint64, 0, len(s.deltas))
+	for n := range s.deltas {
+		nums = append(nums, n)
+	}
+	slices.Sort(nums)
+	for _, num := range nums {
+		d := s.deltas[num]
+		bad := fmt.Errorf("sequence metadata %q: malformed delta", deltaKey(num))
+		for len(d) > 0 {
+			p, w := binary.Uvarint(d)
+			if w <= 0 || p > math.MaxUint32 {
+				return bad
+			}
+			d = d[w:]
+			page := s.values[uint32(p)]
+			if page == nil {
+				page = make([]byte, 8*pageSlots)
+				s.values[uint32(p)] = page
+			}
+			prev := uint64(0)
+			for slot := range pageSlots {
+				v, w := binary.Varint(d)
+				if w <= 0 {
+					return bad
+				}
+				d = d[w:]
+				prev += uint64(v)
+				binary.BigEndian.PutUint64(page[8*slot:], prev)
+			}
+			s.touched[uint32(p)] = true
+		}
+	}
+	return nil
+}
+
+// loadSeqPages reads the sequence state from store's metadata, the deltas
+// applied.
 func loadSeqPages(store Store) (*seqPages, error) {
-	s := &seqPages{values: map[uint32][]byte{}, names: map[uint32][]byte{}, cold: map[Series]uint64{}}
+	s := &seqPages{values: map[uint32][]byte{}, names: map[uint32][]byte{}, cold: map[Series]uint64{},
+		deltas: map[uint64][]byte{}, touched: map[uint32]bool{}}
 	if err := store.Meta(s.add); err != nil {
+		return nil, fmt.Errorf("load sequence numbers: %w", err)
+	}
+	if err := s.applyDeltas(); err != nil {
 		return nil, fmt.Errorf("load sequence numbers: %w", err)
 	}
 	return s, nil
