@@ -54,4 +54,14 @@
 // poll, up to one minute) with a quarter of its timeout (at least 100ms),
 // so that a dead unit behind a gateway costs its neighbours little; its
 // first answer restores it.
+//
+// # Polls
+//
+// Devices do not all poll at the same instant. Each device's polls keep a
+// phase of their own within its interval (within the first second of a
+// longer one): one of the interval's 250ms slots, chosen from the device's
+// name, so the same at every start. A Pool keeps one timer for the polls of
+// all its Drivers and runs the polls due on workers, a new one whenever
+// none is idle, so a slow device never delays another; a Driver's own
+// goroutine only waits for its context.
 package modbus

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -164,53 +165,65 @@ func (d *Driver) Requests() int { return len(d.reqs) }
 // Polls returns the number of polls completed so far.
 func (d *Driver) Polls() uint64 { return d.polls.Load() }
 
-// Run polls the device once at once and then every Interval until ctx is
-// cancelled, passing each poll's samples to emit in one batch. Failed
-// reads give samples of bad quality (none with DropOnError) and a call to
-// OnError; polls of a demoted unit are skipped. When a poll overruns the
-// interval, missed ticks are dropped. Run returns nil when ctx is
-// cancelled; it waits for the request in flight, which its cancellation
-// cuts short.
+// Run polls the device every Interval until ctx is cancelled, passing
+// each poll's samples to emit in one batch. The first poll comes after the
+// device's phase: devices are spread over their interval (over its first
+// second when longer) in 250ms slots chosen from their names, so that many
+// devices started together do not all poll at the same instant. Failed reads give
+// samples of bad quality (none with DropOnError) and a call to OnError;
+// polls of a demoted unit are skipped. When a poll overruns the interval,
+// the polls missed are dropped. Run returns nil when ctx is cancelled; it
+// waits for the poll in flight, which its cancellation cuts short. The
+// polls run on goroutines of the Pool's schedule, not on Run's.
 func (d *Driver) Run(ctx context.Context, emit drivers.Emit) error {
+	p, err := d.start(ctx, emit)
+	if err != nil {
+		return err
+	}
+	// Run's goroutine only waits here: the polls run on the schedule's
+	// workers, so it keeps a small stack.
+	<-ctx.Done()
+	d.stop(p)
+	return nil
+}
+
+// start checks Run's arguments, takes the device's connection and
+// schedules its polls.
+func (d *Driver) start(ctx context.Context, emit drivers.Emit) (*poller, error) {
 	if emit == nil {
-		return fmt.Errorf("%s: emit is nil", d.Name())
+		return nil, fmt.Errorf("%s: emit is nil", d.Name())
 	}
 	if !d.running.CompareAndSwap(false, true) {
-		return fmt.Errorf("%s: already running", d.Name())
+		return nil, fmt.Errorf("%s: already running", d.Name())
 	}
-	defer d.running.Store(false)
 	ep, err := d.opts.Pool.acquire(d.opts.Endpoint)
 	if err != nil {
-		return fmt.Errorf("%s: %w", d.Name(), err)
+		d.running.Store(false)
+		return nil, fmt.Errorf("%s: %w", d.Name(), err)
 	}
-	defer d.opts.Pool.release(ep)
+	p := &poller{d: d, ep: ep, reqs: append([]request(nil), d.reqs...), ctx: ctx, emit: emit, index: -1}
+	d.opts.Pool.sched.add(p)
+	return p, nil
+}
 
-	p := &poller{d: d, ep: ep, reqs: append([]request(nil), d.reqs...)}
-	// Devices started together poll together, as Telegraf's inputs do at
-	// each interval: one wake-up of the runtime serves them all. Spreading
-	// 1,000 devices over the interval was measured to cost two to three
-	// times the CPU (8-13% of a core instead of 4%).
-	ticker := time.NewTicker(d.opts.Interval)
-	defer ticker.Stop()
-	for {
-		p.pollOnce(ctx, emit)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-ticker.C:
-		}
-	}
+// stop ends what start began, once the poll in flight has ended.
+func (d *Driver) stop(p *poller) {
+	d.opts.Pool.sched.remove(p)
+	d.opts.Pool.release(p.ep)
+	d.running.Store(false)
 }
 
 // pollOnce polls and emits the samples, if any.
-func (p *poller) pollOnce(ctx context.Context, emit drivers.Emit) {
-	if batch := p.poll(ctx, time.Now()); len(batch) > 0 && ctx.Err() == nil {
-		emit(batch)
+func (p *poller) pollOnce() {
+	if batch := p.poll(p.ctx, time.Now()); len(batch) > 0 && p.ctx.Err() == nil {
+		p.emit(batch)
 	}
 	p.d.polls.Add(1)
 }
 
-// poller is the state of one Run.
+// poller is the state of one Run. Its polls run one at a time, each on a
+// goroutine of the schedule; the fields from next on belong to the
+// schedule.
 type poller struct {
 	d    *Driver
 	ep   *endpoint
@@ -222,6 +235,17 @@ type poller struct {
 	// without one, logged at info; reads failing in between are logged at
 	// debug only, so a dead device does not flood the log.
 	failing bool
+	// ctx and emit are Run's.
+	ctx  context.Context
+	emit drivers.Emit
+
+	// next is when the next poll is due; index is p's place in the
+	// schedule's heap (-1 when out of it); busy is set while a poll
+	// runs, which inflight counts. Guarded by the schedule's mutex.
+	next     time.Time
+	index    int
+	busy     bool
+	inflight sync.WaitGroup
 }
 
 // busyRetryMin is the first wait before a request answered with Busy is

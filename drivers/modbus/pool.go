@@ -117,11 +117,14 @@ type PoolOptions struct {
 // Pool holds one connection per endpoint, shared by every Driver (and
 // every unit id) that reads through it. The agent creates one Pool and
 // passes it to every Modbus driver. A connection is opened on the first
-// request and closed when the last Driver using it stops.
+// request and closed when the last Driver using it stops. The pool also
+// keeps the clock of the polls of the Drivers running on it (schedule).
 type Pool struct {
 	opts PoolOptions
 	mu   sync.Mutex
 	eps  map[string]*endpoint
+	// sched runs the polls of the Drivers running on the pool.
+	sched schedule
 }
 
 // NewPool returns an empty pool.
@@ -284,6 +287,7 @@ func (e *endpoint) closeLink() {
 	if e.link.s != nil {
 		_ = e.link.s.Close()
 		e.link.s = nil
+		e.link.reset()
 		e.link.flushInput = nil
 		e.port = nil
 	}

@@ -35,7 +35,37 @@ type link struct {
 	lastIO  time.Time
 	// stale counts answers skipped for a wrong transaction id.
 	stale int
-	buf   [260]byte
+	// buf holds an RTU answer; on TCP, what was read and not yet taken,
+	// from buf[r] to buf[w]: answers are read with as few system calls as
+	// they arrive in (usually one), not a header and then the rest.
+	buf  [260]byte
+	r, w int
+}
+
+// reset forgets what was read from a stream that is closed.
+func (l *link) reset() { l.r, l.w = 0, 0 }
+
+// fill reads until at least n bytes (n at most len(l.buf)) are buffered
+// from l.r on.
+func (l *link) fill(n int) error {
+	if l.r+n > len(l.buf) {
+		l.w = copy(l.buf[:], l.buf[l.r:l.w])
+		l.r = 0
+	}
+	for l.w-l.r < n {
+		m, err := l.s.Read(l.buf[l.w:])
+		l.w += m
+		if l.w-l.r >= n {
+			return nil
+		}
+		if err != nil {
+			if err == io.EOF && l.w > l.r {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // Send writes one request ADU and returns the answer ADU; the slice is
@@ -68,10 +98,10 @@ func (l *link) Send(req []byte) ([]byte, error) {
 // id, skipping at most maxStaleReplies others.
 func (l *link) readTCP(req []byte) ([]byte, error) {
 	for range maxStaleReplies + 1 {
-		hdr := l.buf[:7]
-		if _, err := io.ReadFull(l.s, hdr); err != nil {
+		if err := l.fill(7); err != nil {
 			return nil, err
 		}
+		hdr := l.buf[l.r : l.r+7]
 		length := int(binary.BigEndian.Uint16(hdr[4:]))
 		if length < 2 || length > 254 {
 			return nil, malformedf("MBAP length %d out of range 2-254", length)
@@ -79,11 +109,13 @@ func (l *link) readTCP(req []byte) ([]byte, error) {
 		if binary.BigEndian.Uint16(hdr[2:]) != 0 {
 			return nil, malformedf("MBAP protocol id %d, want 0", binary.BigEndian.Uint16(hdr[2:]))
 		}
-		if _, err := io.ReadFull(l.s, l.buf[7:6+length]); err != nil {
+		if err := l.fill(6 + length); err != nil {
 			return nil, err
 		}
-		if hdr[0] == req[0] && hdr[1] == req[1] {
-			return l.buf[:6+length], nil
+		frame := l.buf[l.r : l.r+6+length]
+		l.r += 6 + length
+		if frame[0] == req[0] && frame[1] == req[1] {
+			return frame, nil
 		}
 		l.stale++
 	}
