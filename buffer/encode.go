@@ -13,16 +13,21 @@ type encoder struct {
 	// record i-1 (the first record of a frame shares nothing).
 	shared bool
 	shares []share
+	// all is the chunking of all the records, once made (plan and encode
+	// both walk it).
+	all []chunk
 }
 
 // share is what a record shares with the record before it: p bytes at
 // the start, s at the end.
 type share struct{ p, s int32 }
 
-// chunk is one encoded frame holding records[lo:hi].
+// chunk is one encoded frame holding records[lo:hi], payload bytes of
+// them.
 type chunk struct {
-	lo, hi int
-	val    []byte
+	lo, hi  int
+	payload int
+	val     []byte
 }
 
 // prepare decides whether the commit's frames hold shared records: when
@@ -91,6 +96,20 @@ func (e *encoder) encode(lo, hi int, queue uint32, firstID, head uint64) []chunk
 // forEachChunk is forEachChunk of the encoder's records, in the form the
 // frames hold them.
 func (e *encoder) forEachChunk(lo, hi int, fn func(a, c, payload int)) {
+	if lo == 0 && hi == len(e.records) {
+		if e.all == nil {
+			e.chunk(lo, hi, func(a, c, payload int) { e.all = append(e.all, chunk{lo: a, hi: c, payload: payload}) })
+		}
+		for _, c := range e.all {
+			fn(c.lo, c.hi, c.payload)
+		}
+		return
+	}
+	e.chunk(lo, hi, fn)
+}
+
+// chunk splits records[lo:hi] into frames (forEachChunk).
+func (e *encoder) chunk(lo, hi int, fn func(a, c, payload int)) {
 	if !e.shared {
 		forEachChunk(e.records, lo, hi, fn)
 		return

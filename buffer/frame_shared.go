@@ -3,6 +3,7 @@ package buffer
 import (
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 )
 
 // Frames of versions 5 and 6 hold their records in shared form: each
@@ -37,15 +38,23 @@ func isShared(ver byte) bool { return ver == frameVersion5 || ver == frameVersio
 // the end (s) of prev, the two not overlapping in either.
 func sharedLen(prev, r []byte) (p, s int) {
 	n := min(len(prev), len(r))
-	for p+8 <= n && binary.LittleEndian.Uint64(prev[p:]) == binary.LittleEndian.Uint64(r[p:]) {
+	for p+8 <= n {
+		if x := binary.LittleEndian.Uint64(prev[p:]) ^ binary.LittleEndian.Uint64(r[p:]); x != 0 {
+			p += bits.TrailingZeros64(x) >> 3
+			goto suffix
+		}
 		p += 8
 	}
 	for p < n && prev[p] == r[p] {
 		p++
 	}
+suffix:
 	n -= p
 	lp, lr := len(prev), len(r)
-	for s+8 <= n && binary.LittleEndian.Uint64(prev[lp-s-8:]) == binary.LittleEndian.Uint64(r[lr-s-8:]) {
+	for s+8 <= n {
+		if x := binary.BigEndian.Uint64(prev[lp-s-8:]) ^ binary.BigEndian.Uint64(r[lr-s-8:]); x != 0 {
+			return p, s + bits.TrailingZeros64(x)>>3
+		}
 		s += 8
 	}
 	for s < n && prev[lp-s-1] == r[lr-s-1] {

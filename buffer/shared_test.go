@@ -272,3 +272,33 @@ func TestSharedFrameDamage(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedLen compares sharedLen with a byte by byte count on pairs of
+// records that differ anywhere.
+func TestSharedLen(t *testing.T) {
+	naive := func(prev, r []byte) (p, s int) {
+		for p < len(prev) && p < len(r) && prev[p] == r[p] {
+			p++
+		}
+		for s < len(prev)-p && s < len(r)-p && prev[len(prev)-1-s] == r[len(r)-1-s] {
+			s++
+		}
+		return p, s
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	base := sampleRecords(0, 1)[0]
+	for range 20000 {
+		prev := slices.Clone(base[:rng.IntN(len(base)+1)])
+		r := slices.Clone(base[:rng.IntN(len(base)+1)])
+		for k := rng.IntN(4); k > 0 && len(r) > 0; k-- {
+			r[rng.IntN(len(r))] ^= byte(1 + rng.IntN(255))
+		}
+		if rng.IntN(3) == 0 {
+			r = append(r, base[:rng.IntN(len(base))]...)
+		}
+		p, s := sharedLen(prev, r)
+		if wp, ws := naive(prev, r); p != wp || s != ws {
+			t.Fatalf("sharedLen(%q, %q) = %d, %d, want %d, %d", prev, r, p, s, wp, ws)
+		}
+	}
+}
