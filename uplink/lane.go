@@ -53,8 +53,11 @@ type lane struct {
 	// for next to reuse their slices and arena; at most cap(slots)+1.
 	spareMu sync.Mutex
 	spare   []*batch
-	// keys interns the records' device names (Message.Key); owned by run.
-	keys map[string]string
+	// keys interns the records' device names (Message.Key), and lastKey
+	// is the last one handed out (a device's records come in runs); owned
+	// by run.
+	keys    map[string]string
+	lastKey string
 
 	stateMu sync.Mutex
 	state   State
@@ -167,14 +170,18 @@ const maxKeys = 1 << 16
 
 // key returns the device name of bytes k, made once per name.
 func (ln *lane) key(k []byte) string {
-	if s, ok := ln.keys[string(k)]; ok {
-		return s
+	if string(k) == ln.lastKey {
+		return ln.lastKey
 	}
-	s := string(k)
-	if len(ln.keys) >= maxKeys {
-		clear(ln.keys)
+	s, ok := ln.keys[string(k)]
+	if !ok {
+		s = string(k)
+		if len(ln.keys) >= maxKeys {
+			clear(ln.keys)
+		}
+		ln.keys[s] = s
 	}
-	ln.keys[s] = s
+	ln.lastKey = s
 	return s
 }
 
