@@ -34,6 +34,14 @@ type Encoder struct {
 	// starts with, up to the tag: devEnv, timeEnv, epochEnv, head,
 	// devJSON. It is made again when one of them changes.
 	pre []byte
+	// The last sequence number written and its digits, the last type and
+	// `,"type":` with it, the last quality and `,"quality":` with it: the
+	// tags of a device, polled together, mostly share all three.
+	seqSet            bool
+	seq               uint64
+	seqJSON           []byte
+	typ, quality      string
+	typJSON, qualJSON []byte
 }
 
 // Append appends the envelope of f (key f.Device, time f.ReadTime, epoch
@@ -63,9 +71,25 @@ func (e *Encoder) Append(dst []byte, f *Fields) []byte {
 	}
 	dst = append(dst, e.pre...)
 	dst = appendString(dst, f.Tag)
-	dst = append(dst, `,"seq":`...)
-	dst = strconv.AppendUint(dst, f.Seq, 10)
-	dst = appendBody(dst, f)
+	if !e.seqSet || f.Seq != e.seq {
+		e.seqSet, e.seq = true, f.Seq
+		e.seqJSON = strconv.AppendUint(append(e.seqJSON[:0], `,"seq":`...), f.Seq, 10)
+	}
+	dst = append(dst, e.seqJSON...)
+	if e.typJSON == nil || f.Type != e.typ {
+		e.typ = f.Type
+		e.typJSON = appendString(append(e.typJSON[:0], `,"type":`...), f.Type)
+	}
+	dst = append(dst, e.typJSON...)
+	if !f.NoValue {
+		dst = appendValue(dst, f)
+	}
+	if e.qualJSON == nil || f.Quality != e.quality {
+		e.quality = f.Quality
+		e.qualJSON = appendString(append(e.qualJSON[:0], `,"quality":`...), f.Quality)
+	}
+	dst = append(dst, e.qualJSON...)
+	dst = appendStatus(dst, f)
 	dst = append(dst, e.timeJSON...)
 	return appendTail(dst, f)
 }

@@ -96,7 +96,7 @@ func TestEncoderAppendsToDst(t *testing.T) {
 func BenchmarkEncoder(b *testing.B) {
 	batch := make([]Fields, 100)
 	for i := range batch {
-		f := base("r"+string(rune('a'+i%26))+string(rune('a'+i/26)), uint64(1000+i), TypeUint)
+		f := base("r"+string(rune('a'+i%26))+string(rune('a'+i/26)), 1000, TypeUint) // polled together: one count
 		f.Gateway, f.Device, f.Uint = "gw-bench", "dev-0001", uint64(i*331)
 		batch[i] = f
 	}

@@ -117,22 +117,31 @@ func appendBody(dst []byte, f *Fields) []byte {
 	dst = append(dst, `,"type":`...)
 	dst = appendString(dst, f.Type)
 	if !f.NoValue {
-		dst = append(dst, `,"value":`...)
-		switch f.Type {
-		case TypeFloat:
-			dst = appendFloat(dst, f.Float)
-		case TypeInt:
-			dst = strconv.AppendInt(dst, f.Int, 10)
-		case TypeUint:
-			dst = strconv.AppendUint(dst, f.Uint, 10)
-		case TypeBool:
-			dst = strconv.AppendBool(dst, f.Bool)
-		default:
-			dst = appendString(dst, f.String)
-		}
+		dst = appendValue(dst, f)
 	}
 	dst = append(dst, `,"quality":`...)
 	dst = appendString(dst, f.Quality)
+	return appendStatus(dst, f)
+}
+
+// appendValue appends the "value" field of f.
+func appendValue(dst []byte, f *Fields) []byte {
+	dst = append(dst, `,"value":`...)
+	switch f.Type {
+	case TypeFloat:
+		return appendFloat(dst, f.Float)
+	case TypeInt:
+		return strconv.AppendInt(dst, f.Int, 10)
+	case TypeUint:
+		return strconv.AppendUint(dst, f.Uint, 10)
+	case TypeBool:
+		return strconv.AppendBool(dst, f.Bool)
+	}
+	return appendString(dst, f.String)
+}
+
+// appendStatus appends the "status" field of f, if any.
+func appendStatus(dst []byte, f *Fields) []byte {
 	if f.Status != "" {
 		dst = append(dst, `,"status":`...)
 		dst = appendString(dst, f.Status)
