@@ -91,7 +91,10 @@ type Options struct {
 // Driver polls one device and emits a sample per tag per poll. It
 // implements drivers.Driver.
 type Driver struct {
-	opts    Options
+	opts Options
+	// table holds opts.Tags and reqs, shared with the Drivers of the same
+	// tags.
+	table   *tagTable
 	reqs    []request
 	running atomic.Bool
 	// polls counts completed polls (for tests and benchmarks).
@@ -146,14 +149,18 @@ func New(opts Options) (*Driver, error) {
 		}
 	}
 	gap := opts.MaxGap
-	reqs := plan(opts.Tags, gap, opts.MaxRegisters)
-	if gap < 0 {
-		reqs = nil
-		for _, r := range plan(opts.Tags, 0, opts.MaxRegisters) {
-			reqs = append(reqs, split(r, opts.Tags)...)
+	table := opts.Pool.tables.get(opts.Tags, gap, opts.MaxRegisters, func() *tagTable {
+		reqs := plan(opts.Tags, gap, opts.MaxRegisters)
+		if gap < 0 {
+			reqs = nil
+			for _, r := range plan(opts.Tags, 0, opts.MaxRegisters) {
+				reqs = append(reqs, split(r, opts.Tags)...)
+			}
 		}
-	}
-	return &Driver{opts: opts, reqs: reqs}, nil
+		return &tagTable{tags: opts.Tags, reqs: reqs}
+	})
+	opts.Tags = table.tags
+	return &Driver{opts: opts, reqs: table.reqs, table: table}, nil
 }
 
 // Name returns "modbus:<device>".

@@ -125,6 +125,9 @@ type Pool struct {
 	eps  map[string]*endpoint
 	// sched runs the polls of the Drivers running on the pool.
 	sched schedule
+	// tables are the tag tables of the pool's Drivers, one for each set
+	// of identical tags.
+	tables tables
 }
 
 // NewPool returns an empty pool.
