@@ -69,6 +69,7 @@ func parse(data []byte, source string, allowEmpty bool) (*Config, error) {
 		sortErrors(errs)
 		return nil, errs
 	}
+	cfg.shareLists()
 	cfg.pos = pos
 	return &cfg, nil
 }
