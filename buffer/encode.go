@@ -40,8 +40,9 @@ func (e *encoder) prepare(shares []share) {
 	e.shares = shares[:0]
 	raw, stored := 0, 0
 	var prev []byte
+	p, s := 0, 0
 	for _, r := range e.records {
-		p, s := sharedLen(prev, r)
+		p, s = sharedLenFrom(prev, r, p, s)
 		e.shares = append(e.shares, share{int32(p), int32(s)})
 		raw += recordLen(len(r))
 		n := sharedBodyLen(p, s, len(r))

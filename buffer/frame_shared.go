@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math/bits"
@@ -36,8 +37,16 @@ func isShared(ver byte) bool { return ver == frameVersion5 || ver == frameVersio
 
 // sharedLen returns how many bytes r shares with the start (p) and with
 // the end (s) of prev, the two not overlapping in either.
-func sharedLen(prev, r []byte) (p, s int) {
+func sharedLen(prev, r []byte) (p, s int) { return sharedLenFrom(prev, r, 0, 0) }
+
+// sharedLenFrom is sharedLen, trying first whether r shares hp and hs
+// bytes with prev as the record before did (one comparison of each run,
+// many bytes an instruction, in a run of alike records).
+func sharedLenFrom(prev, r []byte, hp, hs int) (p, s int) {
 	n := min(len(prev), len(r))
+	if hp >= 16 && hp <= n && bytes.Equal(prev[:hp], r[:hp]) {
+		p = hp
+	}
 	for p+8 <= n {
 		if x := binary.LittleEndian.Uint64(prev[p:]) ^ binary.LittleEndian.Uint64(r[p:]); x != 0 {
 			p += bits.TrailingZeros64(x) >> 3
@@ -51,6 +60,9 @@ func sharedLen(prev, r []byte) (p, s int) {
 suffix:
 	n -= p
 	lp, lr := len(prev), len(r)
+	if hs >= 16 && hs <= n && bytes.Equal(prev[lp-hs:], r[lr-hs:]) {
+		s = hs
+	}
 	for s+8 <= n {
 		if x := binary.BigEndian.Uint64(prev[lp-s-8:]) ^ binary.BigEndian.Uint64(r[lr-s-8:]); x != 0 {
 			return p, s + bits.TrailingZeros64(x)>>3

@@ -296,9 +296,26 @@ func TestSharedLen(t *testing.T) {
 		if rng.IntN(3) == 0 {
 			r = append(r, base[:rng.IntN(len(base))]...)
 		}
-		p, s := sharedLen(prev, r)
-		if wp, ws := naive(prev, r); p != wp || s != ws {
+		wp, ws := naive(prev, r)
+		if p, s := sharedLen(prev, r); p != wp || s != ws {
 			t.Fatalf("sharedLen(%q, %q) = %d, %d, want %d, %d", prev, r, p, s, wp, ws)
+		}
+		hp, hs := rng.IntN(len(base)+1), rng.IntN(len(base)+1)
+		if p, s := sharedLenFrom(prev, r, hp, hs); p != wp || s != ws {
+			t.Fatalf("sharedLenFrom(%q, %q, %d, %d) = %d, %d, want %d, %d", prev, r, hp, hs, p, s, wp, ws)
+		}
+	}
+}
+
+// BenchmarkSharedLen times sharedLenFrom on consecutive records of a
+// device's poll, as prepare calls it (ns/op per record).
+func BenchmarkSharedLen(b *testing.B) {
+	recs := sampleRecords(0, 1000)
+	i, p, s := 1, 0, 0
+	for b.Loop() {
+		p, s = sharedLenFrom(recs[i-1], recs[i], p, s)
+		if i++; i == len(recs) {
+			i = 1
 		}
 	}
 }
