@@ -209,6 +209,9 @@ func (d *Driver) start(ctx context.Context, emit drivers.Emit) (*poller, error) 
 		return nil, fmt.Errorf("%s: %w", d.Name(), err)
 	}
 	p := &poller{d: d, ep: ep, reqs: append([]request(nil), d.reqs...), ctx: ctx, emit: emit, index: -1}
+	// One registration for all the poller's requests, rather than one
+	// per request.
+	p.unwatch = context.AfterFunc(ctx, func() { ep.interrupt(p) })
 	d.opts.Pool.sched.add(p)
 	return p, nil
 }
@@ -216,6 +219,7 @@ func (d *Driver) start(ctx context.Context, emit drivers.Emit) (*poller, error) 
 // stop ends what start began, once the poll in flight has ended.
 func (d *Driver) stop(p *poller) {
 	d.opts.Pool.sched.remove(p)
+	p.unwatch()
 	d.opts.Pool.release(p.ep)
 	d.running.Store(false)
 }
@@ -242,9 +246,11 @@ type poller struct {
 	// without one, logged at info; reads failing in between are logged at
 	// debug only, so a dead device does not flood the log.
 	failing bool
-	// ctx and emit are Run's.
-	ctx  context.Context
-	emit drivers.Emit
+	// ctx and emit are Run's; unwatch ends the cutting short of a
+	// request by the end of ctx (endpoint.interrupt).
+	ctx     context.Context
+	emit    drivers.Emit
+	unwatch func() bool
 
 	// next is when the next poll is due; index is p's place in the
 	// schedule's heap (-1 when out of it); busy is set while a poll
@@ -381,7 +387,7 @@ func (p *poller) readRetrying(ctx context.Context, r request, timeout time.Durat
 	for {
 		var kind string
 		var err error
-		p.buf, kind, err = p.ep.read(ctx, o.Unit, r.reg, r.addr, r.qty, timeout, p.buf[:0])
+		p.buf, kind, err = p.ep.read(ctx, p, o.Unit, r.reg, r.addr, r.qty, timeout, p.buf[:0])
 		if err == nil || kind != KindException || ExceptionCode(err) != ExceptionBusy || time.Now().Add(wait).After(deadline) {
 			return p.buf, kind, err
 		}

@@ -95,7 +95,7 @@ func FuzzReadFrame(f *testing.F) {
 			}
 		}
 		e.link.s = s
-		res, kind, err := e.exchangeLocked(context.Background(), 1, reg, 0, qty, time.Second)
+		res, kind, err := e.exchangeLocked(context.Background(), nil, 1, reg, 0, qty, time.Second)
 		if s.read > (maxStaleReplies+1)*len(e.link.buf) {
 			t.Fatalf("read %d bytes for one request", s.read)
 		}

@@ -217,6 +217,14 @@ type endpoint struct {
 	unitsMu   sync.Mutex
 	units     map[uint8]*unitHealth
 	lastError error
+
+	// curMu guards cur, the poller whose request is being exchanged (nil
+	// for an ad-hoc Read), curStream, the stream it uses, and cut, set
+	// when that poller's context ended during the exchange (interrupt).
+	curMu     sync.Mutex
+	cur       *poller
+	curStream stream
+	cut       bool
 }
 
 func newEndpoint(spec Endpoint, opts PoolOptions) *endpoint {
@@ -304,7 +312,11 @@ const freshRetryDelay = 25 * time.Millisecond
 // read performs one read of qty items at addr in table reg of unit and
 // appends the raw answer (registers or packed bits) to dst. It waits for
 // its turn on the connection until ctx is done.
-func (e *endpoint) read(ctx context.Context, unit uint8, reg RegisterType, addr, qty uint16, timeout time.Duration, dst []byte) ([]byte, string, error) {
+//
+// A poller's request is cut short by its context through interrupt,
+// which the poller registers once for all its requests; an ad-hoc read
+// (owner nil) registers for its own.
+func (e *endpoint) read(ctx context.Context, owner *poller, unit uint8, reg RegisterType, addr, qty uint16, timeout time.Duration, dst []byte) ([]byte, string, error) {
 	select {
 	case e.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -319,7 +331,7 @@ func (e *endpoint) read(ctx context.Context, unit uint8, reg RegisterType, addr,
 			}
 			return dst, KindConnect, err
 		}
-		res, kind, err := e.exchangeLocked(ctx, unit, reg, addr, qty, timeout)
+		res, kind, err := e.exchangeLocked(ctx, owner, unit, reg, addr, qty, timeout)
 		if err == nil {
 			return append(dst, res...), "", nil
 		}
@@ -342,15 +354,32 @@ func (e *endpoint) read(ctx context.Context, unit uint8, reg RegisterType, addr,
 // exchangeLocked sends one request on the open link and returns the raw
 // answer, valid until the next exchange. After any error but an exception
 // the link is closed.
-func (e *endpoint) exchangeLocked(ctx context.Context, unit uint8, reg RegisterType, addr, qty uint16, timeout time.Duration) ([]byte, string, error) {
+func (e *endpoint) exchangeLocked(ctx context.Context, owner *poller, unit uint8, reg RegisterType, addr, qty uint16, timeout time.Duration) ([]byte, string, error) {
 	if e.tcpPk != nil {
 		e.tcpPk.SlaveId = unit
 	} else {
 		e.rtuPk.SlaveId = unit
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, KindTimeout, err
+	}
 	e.link.timeout = timeout
 	s := e.link.s
-	stop := context.AfterFunc(ctx, func() { _ = s.SetDeadline(time.Unix(1, 0)) })
+	var stop func() bool
+	if owner == nil {
+		stop = context.AfterFunc(ctx, func() { _ = s.SetDeadline(time.Unix(1, 0)) })
+	} else {
+		e.curMu.Lock()
+		e.cur, e.curStream, e.cut = owner, s, false
+		e.curMu.Unlock()
+		stop = func() bool {
+			e.curMu.Lock()
+			defer e.curMu.Unlock()
+			cut := e.cut || ctx.Err() != nil
+			e.cur, e.curStream, e.cut = nil, nil, false
+			return !cut
+		}
+	}
 	var res []byte
 	var err error
 	switch reg {
@@ -389,6 +418,17 @@ func (e *endpoint) exchangeLocked(ctx context.Context, unit uint8, reg RegisterT
 		return nil, kind, err
 	}
 	return res, "", nil
+}
+
+// interrupt cuts short p's request, when one is being exchanged: p's
+// context has ended.
+func (e *endpoint) interrupt(p *poller) {
+	e.curMu.Lock()
+	defer e.curMu.Unlock()
+	if e.cur == p && e.curStream != nil {
+		e.cut = true
+		_ = e.curStream.SetDeadline(time.Unix(1, 0))
+	}
 }
 
 // unitReady reports whether unit may be polled at now (a demoted unit
@@ -449,7 +489,7 @@ func (p *Pool) Read(ctx context.Context, ep Endpoint, unit uint8, reg RegisterTy
 		return nil, err
 	}
 	defer p.release(e)
-	out, kind, err := e.read(ctx, unit, reg, addr, qty, timeout, nil)
+	out, kind, err := e.read(ctx, nil, unit, reg, addr, qty, timeout, nil)
 	if err != nil {
 		return nil, &ReadError{Endpoint: e.spec.String(), Unit: unit, Register: reg, Address: addr, Quantity: qty, Kind: kind, Err: err}
 	}
