@@ -188,8 +188,10 @@ func (d *Driver) Run(ctx context.Context, emit drivers.Emit) error {
 		return err
 	}
 	// Run's goroutine only waits here: the polls run on the schedule's
-	// workers, so it keeps a small stack.
+	// workers, so it keeps a small stack. Once ctx is done it cuts short
+	// the poller's request, if one is being exchanged.
 	<-ctx.Done()
+	p.ep.interrupt(p)
 	d.stop(p)
 	return nil
 }
@@ -209,9 +211,6 @@ func (d *Driver) start(ctx context.Context, emit drivers.Emit) (*poller, error) 
 		return nil, fmt.Errorf("%s: %w", d.Name(), err)
 	}
 	p := &poller{d: d, ep: ep, reqs: append([]request(nil), d.reqs...), ctx: ctx, emit: emit, index: -1}
-	// One registration for all the poller's requests, rather than one
-	// per request.
-	p.unwatch = context.AfterFunc(ctx, func() { ep.interrupt(p) })
 	d.opts.Pool.sched.add(p)
 	return p, nil
 }
@@ -219,7 +218,6 @@ func (d *Driver) start(ctx context.Context, emit drivers.Emit) (*poller, error) 
 // stop ends what start began, once the poll in flight has ended.
 func (d *Driver) stop(p *poller) {
 	d.opts.Pool.sched.remove(p)
-	p.unwatch()
 	d.opts.Pool.release(p.ep)
 	d.running.Store(false)
 }
@@ -246,11 +244,9 @@ type poller struct {
 	// without one, logged at info; reads failing in between are logged at
 	// debug only, so a dead device does not flood the log.
 	failing bool
-	// ctx and emit are Run's; unwatch ends the cutting short of a
-	// request by the end of ctx (endpoint.interrupt).
-	ctx     context.Context
-	emit    drivers.Emit
-	unwatch func() bool
+	// ctx and emit are Run's.
+	ctx  context.Context
+	emit drivers.Emit
 
 	// next is when the next poll is due; index is p's place in the
 	// schedule's heap (-1 when out of it); busy is set while a poll
