@@ -25,8 +25,11 @@ build:
 run: build
 	exec $(BIN) demo $(ARGS)
 
+# TestSecureChannelRenewed skips itself under the race detector (gopcua's
+# server renews a channel with a data race) and runs here without it.
 test:
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -run '^TestSecureChannelRenewed$$' ./drivers/opcua/
 
 e2e: build
 	scripts/e2e.sh -timeout $(E2E_TIMEOUT) $(E2E_ARGS)

@@ -234,7 +234,8 @@ func bufferStats(c *bufferCmd) (err error) {
 
 // bufferCheck runs bbolt's consistency check of the file in a child
 // process and scans the raw file for intact frames, and says what the
-// agent would recover from it. It exits 1 when the file is damaged.
+// agent would recover from it. It exits 1 when the file is damaged: bbolt
+// finds a problem, or frames its queues still hold are damaged.
 func bufferCheck(c *bufferCmd) error {
 	rep, err := buffer.CheckFile(c.path, buffer.CheckOptions{Isolate: bufferIsolate(), LockTimeout: bufferLockTimeout,
 		Series: agent.RecordSeries, LastSeqs: agent.LastSeqs})
@@ -288,6 +289,9 @@ func bufferCheck(c *bufferCmd) error {
 	fmt.Fprintln(c.stdout, "Frames are found by their own checksums in the raw file, stale copies of delivered frames included; the agent keeps only those its queues still hold.")
 	if len(rep.Problems) > 0 {
 		return fmt.Errorf("%s is damaged: the agent will move it aside on start and copy every intact frame from it", c.path)
+	}
+	if rep.LostRangeCount > 0 {
+		return fmt.Errorf("%s has damaged frames its queues still hold: the agent drops them when it reads them, counted as reason=\"corrupt\" (%d sequence numbers lost)", c.path, rep.LostSeqs)
 	}
 	return nil
 }

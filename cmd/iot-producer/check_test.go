@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 	"time"
 )
 
@@ -25,6 +28,11 @@ func TestMain(m *testing.M) {
 func TestBufferCheckAndDamage(t *testing.T) {
 	const rounds = 400
 	path := makeBufferFile(t, rounds, 10)
+	// Compacted, the file holds each frame once: no stale copy in a freed
+	// page can stand in for the frame the damage below hits.
+	if code, out, errOut := runBuffer(t, "compact", "-path", path); code != exitOK {
+		t.Fatalf("compact: exit %d\n%s%s", code, out, errOut)
+	}
 	orig, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -34,18 +42,18 @@ func TestBufferCheckAndDamage(t *testing.T) {
 		t.Fatalf("check of a healthy file: exit %d\n%s%s", code, out, errOut)
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
-	// newest is the read time of the last round's records.
-	newest := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC).Add((rounds - 1) * time.Second).Format(time.RFC3339)
 	damage := map[string]func(d []byte) []byte{
-		// Where the frames lie depends on how the commits fell, so the
-		// 64 KiB end just past the newest record's last copy: a frame the
-		// queue still holds, so something is known lost.
-		"64KiB random in the middle": func(d []byte) []byte {
-			end := bytes.LastIndex(d, []byte(newest)) + len(newest)
-			if end < len(newest) {
-				t.Fatalf("the newest record %s is not in the file", newest)
+		// The second half of the newest frame, a frame the queue still
+		// holds, overwritten where its bytes are (where frames lie depends
+		// on how the commits fell): its header still names it, its
+		// checksum fails, so its records are known lost.
+		"newest frame damaged": func(d []byte) []byte {
+			v := newestFrame(t, path)
+			at := bytes.Index(d, v)
+			if at < 0 || bytes.Index(d[at+1:], v) >= 0 {
+				t.Fatal("the newest frame is not in the compacted file exactly once")
 			}
-			for i := max(0, end-64<<10); i < end; i++ {
+			for i := at + len(v)/2; i < at+len(v); i++ {
 				d[i] = byte(rng.Uint32())
 			}
 			return d
@@ -75,12 +83,12 @@ func TestBufferCheckAndDamage(t *testing.T) {
 				t.Errorf("check: exit %d, want 1 naming the damage\n%s%s", code, out, errOut)
 			}
 			t.Logf("check:\n%s", out)
-			if name == "64KiB random in the middle" && !strings.Contains(out, "sequence numbers known lost in") {
+			if name == "newest frame damaged" && !strings.Contains(out, "sequence numbers known lost in") {
 				t.Errorf("check does not name the sequence ranges lost in the damaged frame:\n%s", out)
 			}
 			for _, cmd := range []string{"stats", "export", "inspect"} {
 				code, out, errOut := runBuffer(t, cmd, "-path", p)
-				if code == exitOK && name != "64KiB random in the middle" {
+				if code == exitOK && name != "newest frame damaged" {
 					t.Errorf("%s of a damaged file succeeded:\n%s", cmd, out)
 				}
 				if code != exitOK && !strings.Contains(errOut, "damaged") && !strings.Contains(errOut, "corrupt") {
@@ -89,4 +97,32 @@ func TestBufferCheckAndDamage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// newestFrame returns a copy of the last frame of the kafka queue in the
+// buffer file at path, read with bbolt directly.
+func newestFrame(t *testing.T, path string) []byte {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var v []byte
+	err = db.View(func(tx *bolt.Tx) error {
+		bkt := tx.Bucket([]byte("q/kafka"))
+		if bkt == nil {
+			return errors.New("no bucket q/kafka")
+		}
+		// Each frame is a nested bucket holding the frame under "d".
+		last, _ := bkt.Cursor().Last()
+		if fb := bkt.Bucket(last); fb != nil {
+			v = bytes.Clone(fb.Get([]byte("d")))
+		}
+		return nil
+	})
+	if err != nil || len(v) == 0 {
+		t.Fatalf("newest frame of queue kafka: %v (%d bytes)", err, len(v))
+	}
+	return v
 }

@@ -573,8 +573,15 @@ func TestSecuredSessions(t *testing.T) {
 // channel by rewriting the keys of the instance its subscriptions are
 // publishing on (uasc/secure_channel.go:810 against
 // secure_channel_instance.go:174), a data race in the simulator, not in
-// the driver.
+// the driver. Its renewal also rewrites the channel's security mode
+// (uasc/secure_channel.go:745) while the server sends responses reading
+// it (secure_channel_instance.go:158), whatever the policy, which the
+// race detector reports now and then; so this test runs without it
+// (`make test` runs it so, after the race-detector run).
 func TestSecureChannelRenewed(t *testing.T) {
+	if raceDetector {
+		t.Skip("gopcua v0.8.0's server renews a channel with a data race (uasc/secure_channel.go:745 against secure_channel_instance.go:158); `make test` runs this test without the race detector")
+	}
 	for _, tc := range []struct{ mode, policy string }{
 		{"subscribe", "None"}, {"poll", "None"}, {"poll", "Basic256Sha256"},
 	} {

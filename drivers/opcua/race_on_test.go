@@ -1,0 +1,6 @@
+//go:build race
+
+package opcua_test
+
+// raceDetector is set when the tests run with the race detector.
+const raceDetector = true
