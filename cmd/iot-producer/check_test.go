@@ -50,7 +50,7 @@ func TestBufferCheckAndDamage(t *testing.T) {
 		"newest frame damaged": func(d []byte) []byte {
 			v := newestFrame(t, path)
 			at := bytes.Index(d, v)
-			if at < 0 || bytes.Index(d[at+1:], v) >= 0 {
+			if at < 0 || bytes.Contains(d[at+1:], v) {
 				t.Fatal("the newest frame is not in the compacted file exactly once")
 			}
 			for i := at + len(v)/2; i < at+len(v); i++ {
