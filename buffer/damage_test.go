@@ -51,19 +51,19 @@ func testIsolate(op, path string) *exec.Cmd {
 	return cmd
 }
 
-// backlog writes a file holding n numbered records of about 200 bytes in
-// commits of 500, with the last number as metadata, and returns its bytes
-// and its epoch.
-func backlog(t *testing.T, n int) ([]byte, string) {
+// backlogCommits writes a file holding n records of 200 bytes, record j
+// being rec(j), in commits of perCommit, with the last number as metadata,
+// and returns its bytes and its epoch.
+func backlogCommits(t *testing.T, n, perCommit int, rec func(int) []byte) ([]byte, string) {
 	t.Helper()
 	path := testPath(t)
 	b := openT(t, path, testOptions("kafka"))
-	for i := 0; i < n; i += 500 {
-		recs := make([][]byte, 0, 500)
-		for j := i; j < min(n, i+500); j++ {
-			recs = append(recs, numbered(j))
+	for i := 0; i < n; i += perCommit {
+		recs := make([][]byte, 0, perCommit)
+		for j := i; j < min(n, i+perCommit); j++ {
+			recs = append(recs, rec(j))
 		}
-		mustAppend(t, b, recs, map[string][]byte{"last": binary.BigEndian.AppendUint64(nil, uint64(min(n, i+500)))})
+		mustAppend(t, b, recs, map[string][]byte{"last": binary.BigEndian.AppendUint64(nil, uint64(min(n, i+perCommit)))})
 	}
 	epoch := b.Epoch()
 	if err := b.Close(); err != nil {
@@ -119,6 +119,14 @@ func numbered(i int) []byte {
 	return append(r, bytes.Repeat([]byte{'x'}, 200-len(r))...)
 }
 
+// numberedVaried is numbered with 32 hex digits that differ from record
+// to record after the number, as a sample's value does: a commit of 2,000
+// of them stores about 40 bytes a record in shared frames.
+func numberedVaried(i int) []byte {
+	r := fmt.Appendf(nil, "rec %d %016x%016x", i, uint64(i)*0x9E3779B97F4A7C15, uint64(i)*0xC2B2AE3D27D4EB4F)
+	return append(r, bytes.Repeat([]byte{'x'}, 200-len(r))...)
+}
+
 func recordNumber(t *testing.T, data []byte) int {
 	t.Helper()
 	f := strings.Fields(string(data))
@@ -138,8 +146,63 @@ func recordNumber(t *testing.T, data []byte) int {
 // what is missing is announced, and the sequence state is either carried
 // over or declared lost.
 func TestDamagedFileNeverCrashes(t *testing.T) {
+	for _, layout := range []struct {
+		name      string
+		perCommit int
+		rec       func(int) []byte
+		shared    bool
+	}{
+		// 500 records of 200 bytes a commit make raw frames; 2,000 that
+		// differ in a few dozen bytes fill frames of shared records.
+		{"raw frames", 500, numbered, false},
+		{"shared frames", 2000, numberedVaried, true},
+	} {
+		t.Run(layout.name, func(t *testing.T) {
+			orig, epoch := backlogCommits(t, 20000, layout.perCommit, layout.rec)
+			if got := sharedFrames(t, orig); (got > 0) != layout.shared {
+				t.Fatalf("%d shared frames in the backlog, want shared %v", got, layout.shared)
+			}
+			damagedFileNeverCrashes(t, orig, epoch)
+		})
+	}
+}
+
+// sharedFrames counts the frames of queue kafka in the buffer file data
+// that hold shared records.
+func sharedFrames(t *testing.T, data []byte) int {
+	t.Helper()
+	path := testPath(t)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	n := 0
+	err = db.View(func(tx *bolt.Tx) error {
+		bkt := tx.Bucket([]byte(queuePrefix + "kafka"))
+		if bkt == nil {
+			return errors.New("no queue kafka")
+		}
+		return bkt.ForEach(func(k, _ []byte) error {
+			if fb := bkt.Bucket(k); fb != nil {
+				if v := fb.Get(dataKey); len(v) > 0 && isShared(v[0]) {
+					n++
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func damagedFileNeverCrashes(t *testing.T, orig []byte, epoch string) {
 	const n = 20000
-	orig, epoch := backlog(t, n)
 	rng := rand.New(rand.NewPCG(1, 2))
 	random := func(k int) []byte {
 		b := make([]byte, k)
