@@ -189,14 +189,7 @@ func TestSharedFramesGrowAndMerge(t *testing.T) {
 		t.Fatalf("%d frames after the merge, %d before", after, before)
 	}
 	got := readAll(t, q, 64)
-	if len(got) != len(want) {
-		t.Fatalf("read %d records, want %d", len(got), len(want))
-	}
-	for i := range got {
-		if !bytes.Equal(got[i].Data, want[i]) {
-			t.Fatalf("record %d = %q, want %q", i, got[i].Data, want[i])
-		}
-	}
+	sameData(t, "read", got, want)
 }
 
 // TestSharedFrameDamage checks that flipped bytes of a shared frame are
@@ -263,12 +256,19 @@ func TestSharedFrameDamage(t *testing.T) {
 		t.Fatalf("damaged file not quarantined: %+v", r)
 	}
 	got := readAll(t, b2.Queue("kafka"), 1000)
-	if len(got) != len(recs) {
-		t.Fatalf("salvage recovered %d records, want %d", len(got), len(recs))
+	sameData(t, "salvaged", got, recs)
+}
+
+// sameData fails t unless got holds exactly the records want, in order;
+// what says how they were got.
+func sameData(t *testing.T, what string, got []Record, want [][]byte) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s %d records, want %d", what, len(got), len(want))
 	}
 	for i := range got {
-		if !bytes.Equal(got[i].Data, recs[i]) {
-			t.Fatalf("salvaged record %d = %q, want %q", i, got[i].Data, recs[i])
+		if !bytes.Equal(got[i].Data, want[i]) {
+			t.Fatalf("%s record %d = %q, want %q", what, i, got[i].Data, want[i])
 		}
 	}
 }
