@@ -173,10 +173,12 @@ func (d *Driver) Requests() int { return len(d.reqs) }
 func (d *Driver) Polls() uint64 { return d.polls.Load() }
 
 // Run polls the device every Interval until ctx is cancelled, passing
-// each poll's samples to emit in one batch. The first poll comes after the
-// device's phase: devices are spread over their interval (over its first
-// second when longer) in 250ms slots chosen from their names, so that many
-// devices started together do not all poll at the same instant. Failed reads give
+// each poll's samples to emit in one batch. The first poll comes within
+// one interval (a second when longer) at the device's phase: devices are
+// spread over their interval (over a second when longer) in 250ms slots
+// chosen from their names and counted from whole periods of the clock, so
+// that many devices do not all poll at the same instant, and a slot's
+// devices poll together whenever each was started. Failed reads give
 // samples of bad quality (none with DropOnError) and a call to OnError;
 // polls of a demoted unit are skipped. When a poll overruns the interval,
 // the polls missed are dropped. Run returns nil when ctx is cancelled; it

@@ -17,8 +17,8 @@ func TestPhaseSpreadsDevices(t *testing.T) {
 		{10 * time.Millisecond, 1},
 		{2*slotWidth - time.Millisecond, 1},
 		{2 * slotWidth, 2},
-		{time.Second, 4},
-		{time.Hour, 4},
+		{time.Second, int(time.Second / slotWidth)},
+		{time.Hour, int(spreadMax / slotWidth)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.interval.String(), func(t *testing.T) {
@@ -44,5 +44,56 @@ func TestPhaseSpreadsDevices(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFirstPollAlignsSlots: whenever a device is added, its first poll
+// comes within one period (its interval, at most spreadMax) and falls on
+// its phase past a whole period of the clock, so that devices of one slot
+// started apart poll at the same instants; the result keeps the monotonic
+// reading of the time it was given.
+func TestFirstPollAlignsSlots(t *testing.T) {
+	base := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		interval time.Duration
+		into     time.Duration // how far into its period the device is added
+	}{
+		{time.Second, 0},
+		{time.Second, 1},
+		{time.Second, 137 * time.Millisecond},
+		{time.Second, 999 * time.Millisecond},
+		{100 * time.Millisecond, 40 * time.Millisecond},
+		{750 * time.Millisecond, 500 * time.Millisecond},
+		{time.Minute, 600 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		period := min(tt.interval, spreadMax)
+		for i := range 20 {
+			name := fmt.Sprintf("dev-%04d", i)
+			now := base.Add(tt.into)
+			first := firstPoll(name, tt.interval, now)
+			wait := first.Sub(now)
+			if wait < 0 || wait >= period {
+				t.Fatalf("interval %s, added %s into the period: %s waits %s, want within [0, %s)", tt.interval, tt.into, name, wait, period)
+			}
+			if off := first.Sub(first.Truncate(period)); off != phase(name, tt.interval) {
+				t.Fatalf("interval %s, added %s into the period: %s polls %s into its period, want its phase %s", tt.interval, tt.into, name, off, phase(name, tt.interval))
+			}
+		}
+	}
+	// Two devices of one slot added 300ms apart poll at the same instant.
+	a, b := "dev-0000", ""
+	for i := 1; b == ""; i++ {
+		if n := fmt.Sprintf("dev-%04d", i); phase(n, time.Second) == phase(a, time.Second) {
+			b = n
+		}
+	}
+	now := time.Now()
+	fa, fb := firstPoll(a, time.Second, now), firstPoll(b, time.Second, now.Add(300*time.Millisecond))
+	if d := fb.Sub(fa); d != 0 && d != time.Second {
+		t.Errorf("%s and %s share a slot but poll %s apart", a, b, d)
+	}
+	if fa.String() == fa.Round(0).String() {
+		t.Errorf("the first poll %s has lost the monotonic reading", fa)
 	}
 }
