@@ -349,11 +349,7 @@ func (a *Agent) startSource(src *source) {
 		track = &plcTracker{name: name, health: a.health, plcs: a.plcs, state: telemetry.StateOK}
 	}
 	emit := a.emitter(name, track)
-	d, key := src.d, src.key
-	go func() {
-		defer close(src.done)
-		a.superviseSource(ctx, key, d, emit)
-	}()
+	a.superviseSource(ctx, src.key, src.d, emit, func() { close(src.done) })
 }
 
 // sessionPoll is how often /ready follows a session-holding driver.

@@ -30,11 +30,16 @@ const (
 	faultFail  = "fail"  // returns an error after three polls
 	faultStall = "stall" // stops polling after three polls, ends when told
 	faultStuck = "stuck" // stops polling after three polls and ignores ctx
+	// faultNoStart: the first Start fails (with starter: true only).
+	faultNoStart = "nostart"
 )
 
 type faultySettings struct {
 	PollInterval config.Duration `yaml:"poll_interval" json:"poll_interval" min:"1ms" doc:"time between polls"`
-	Fault        string          `yaml:"fault" json:"fault" enum:"fail,stall,stuck" required:"true" doc:"what the first run does wrong"`
+	Fault        string          `yaml:"fault" json:"fault" enum:"fail,stall,stuck,nostart" required:"true" doc:"what the first run does wrong"`
+	// Starter makes the driver a drivers.Starter, as Modbus drivers are:
+	// the agent starts it and keeps no goroutine for it.
+	Starter bool `yaml:"starter" json:"starter" doc:"start without a goroutine of the agent's"`
 }
 
 func (*faultySettings) Check(*config.Checker) {}
@@ -58,7 +63,30 @@ func releaseFaulty(device string) {
 }
 
 func (s *faultySettings) Build(env drivers.Env) (drivers.Driver, error) {
-	return &faultyDriver{device: env.Device, interval: s.PollInterval.Std(), fault: s.Fault}, nil
+	d := &faultyDriver{device: env.Device, interval: s.PollInterval.Std(), fault: s.Fault}
+	if s.Starter {
+		return &faultyStarter{d}, nil
+	}
+	return d, nil
+}
+
+// faultyStarter is the faulty driver as a drivers.Starter: its run goes
+// on a goroutine of its own, started by Start, and its first Start fails
+// with the fault nostart.
+type faultyStarter struct{ *faultyDriver }
+
+func (d *faultyStarter) Start(ctx context.Context, emit drivers.Emit, ended func(error)) error {
+	if d.fault == faultNoStart {
+		faultyMu.Lock()
+		faultyRuns[d.device]++
+		first := faultyRuns[d.device] == 1
+		faultyMu.Unlock()
+		if first {
+			return errors.New("injected failure: the device's port cannot be opened")
+		}
+	}
+	go func() { ended(d.Run(ctx, emit)) }()
+	return nil
 }
 
 type faultyDriver struct {
@@ -94,6 +122,7 @@ func (d *faultyDriver) Run(ctx context.Context, emit drivers.Emit) error {
 			case faultStuck:
 				<-release
 				return nil
+			case faultNoStart:
 			default:
 				return fmt.Errorf("unknown fault %q", d.fault)
 			}

@@ -317,60 +317,147 @@ type supervised struct {
 // reported (/ready down, the log), and after a capped backoff c is
 // prepared and started again, counted in iot_component_restarts_total
 // and in /ready. The backoff starts over once an attempt made progress.
+// Each attempt runs c.run on a goroutine of its own; supervise waits.
 func (a *Agent) supervise(ctx context.Context, c *supervised) error {
-	restarts := a.metrics.ComponentRestarts.WithLabelValues(c.name)
-	defer a.progress.forget(c.name, c)
-	attempt := 0
-	for {
-		actx, cancel := context.WithCancelCause(ctx)
-		ended := make(chan struct{})
-		a.progress.watch(c.name, c, c.spec(), func(why string) { a.stopStalled(ctx, c, why, cancel, ended) })
-		err := c.run(actx)
-		close(ended)
-		stalled := errors.Is(context.Cause(actx), errStalled)
-		cancel(nil)
-		if ctx.Err() != nil {
-			return err
+	finished := make(chan error, 1)
+	a.superviseAsync(ctx, c, func(ctx context.Context, ended func(error)) error {
+		go func() { ended(c.run(ctx)) }()
+		return nil
+	}, func(err error) { finished <- err })
+	return <-finished
+}
+
+// startFunc begins one attempt of a component and returns; ended is called
+// exactly once, from any goroutine, with the attempt's result when it has
+// stopped (its ctx done, or a failure). An error means the attempt did
+// not start: ended is not called.
+type startFunc func(ctx context.Context, ended func(error)) error
+
+// superviseAsync is supervise without a goroutine of its own: start
+// begins each attempt, restarts wait on timers, and finish is called once
+// with the last attempt's error when that attempt has ended after ctx. A
+// driver that polls on its pool's workers (Modbus) so costs no goroutine
+// while it runs.
+func (a *Agent) superviseAsync(ctx context.Context, c *supervised, start startFunc, finish func(error)) {
+	s := &supervision{a: a, ctx: ctx, c: c, start: start, finish: finish,
+		restarts: a.metrics.ComponentRestarts.WithLabelValues(c.name)}
+	s.begin()
+}
+
+// supervision is the state of one superviseAsync.
+type supervision struct {
+	a        *Agent
+	ctx      context.Context
+	c        *supervised
+	start    startFunc
+	finish   func(error)
+	restarts interface{ Inc() }
+	// mu guards attempt: an attempt ends on its driver's goroutine, the
+	// next one starts on a timer's.
+	mu sync.Mutex
+	// attempt counts the restarts since the last attempt that made
+	// progress; it sets the backoff.
+	attempt int
+}
+
+// begin starts an attempt and follows it.
+func (s *supervision) begin() {
+	actx, cancel := context.WithCancelCause(s.ctx)
+	ended := make(chan struct{})
+	s.a.progress.watch(s.c.name, s.c, s.c.spec(), func(why string) { s.a.stopStalled(s.ctx, s.c, why, cancel, ended) })
+	var once sync.Once
+	end := func(err error) {
+		once.Do(func() {
+			close(ended)
+			stalled := errors.Is(context.Cause(actx), errStalled)
+			cancel(nil)
+			s.ended(err, stalled)
+		})
+	}
+	if err := s.start(actx, end); err != nil {
+		end(err)
+	}
+}
+
+// ended handles the end of an attempt: the end of the supervision once ctx
+// is done, else a restart after the backoff.
+func (s *supervision) ended(err error, stalled bool) {
+	if s.ctx.Err() != nil {
+		s.a.progress.forget(s.c.name, s.c)
+		s.finish(err)
+		return
+	}
+	if s.a.progress.progressed(s.c.name) {
+		s.mu.Lock()
+		s.attempt = 0
+		s.mu.Unlock()
+	}
+	s.a.progress.setPhase(s.c.name, phaseBackingOff)
+	var why string
+	switch {
+	case stalled:
+		why = errStalled.Error()
+	case err != nil:
+		why = err.Error()
+	default:
+		why = "stopped without an error while it should run"
+	}
+	s.backOff(why, stalled)
+}
+
+// backOff reports the attempt's end and starts the next one after the
+// backoff, unless ctx ends first.
+func (s *supervision) backOff(why string, stalled bool) {
+	s.mu.Lock()
+	wait := restartWait(s.attempt)
+	s.attempt++
+	s.mu.Unlock()
+	a, c := s.a, s.c
+	a.log.Error(c.what+" stopped; restarting it", "component", c.name, "reason", why, "restart_in", wait)
+	a.health.Set(c.name, telemetry.StateDown, fmt.Sprintf("%s stopped at %s: %s; restarting in %s", c.what, time.Now().UTC().Format(time.RFC3339), why, wait))
+	// Whichever of the timer and ctx comes first wins.
+	var (
+		mu      sync.Mutex
+		decided bool
+		stopCtx func() bool
+	)
+	decide := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		first := !decided
+		decided = true
+		return first
+	}
+	mu.Lock()
+	timer := time.AfterFunc(wait, func() {
+		if !decide() {
+			return
 		}
-		if a.progress.progressed(c.name) {
-			attempt = 0
-		}
-		a.progress.setPhase(c.name, phaseBackingOff)
-		var why string
-		switch {
-		case stalled:
-			why = errStalled.Error()
-		case err != nil:
-			why = err.Error()
-		default:
-			why = "stopped without an error while it should run"
-		}
-		for {
-			wait := restartWait(attempt)
-			attempt++
-			a.log.Error(c.what+" stopped; restarting it", "component", c.name, "reason", why, "restart_in", wait)
-			a.health.Set(c.name, telemetry.StateDown, fmt.Sprintf("%s stopped at %s: %s; restarting in %s", c.what, time.Now().UTC().Format(time.RFC3339), why, wait))
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C:
+		mu.Lock()
+		stop := stopCtx
+		mu.Unlock()
+		stop()
+		if c.prepare != nil {
+			if perr := c.prepare(stalled); perr != nil {
+				s.backOff("could not be built again: "+perr.Error(), stalled)
+				return
 			}
-			if c.prepare == nil {
-				break
-			}
-			perr := c.prepare(stalled)
-			if perr == nil {
-				break
-			}
-			why = "could not be built again: " + perr.Error()
 		}
-		restarts.Inc()
+		s.restarts.Inc()
 		a.health.Restarted(c.name, why)
 		a.health.Set(c.name, telemetry.StateOK, c.running)
 		a.log.Info(c.what+" restarted", "component", c.name, "after", why)
-	}
+		s.begin()
+	})
+	stopCtx = context.AfterFunc(s.ctx, func() {
+		if !decide() {
+			return
+		}
+		timer.Stop()
+		a.progress.forget(c.name, c)
+		s.finish(nil)
+	})
+	mu.Unlock()
 }
 
 // stopStalled tells c's running attempt to stop because it made no
@@ -417,18 +504,13 @@ func (a *Agent) stopStalled(ctx context.Context, c *supervised, why string, canc
 // driverWindowPolls poll intervals or the stall timeout, whichever is
 // longer. A driver that holds a session (OPC UA) is followed by its own
 // session watchdog and counts as waiting here.
-func (a *Agent) superviseSource(ctx context.Context, key string, d drivers.Driver, emit drivers.Emit) {
+func (a *Agent) superviseSource(ctx context.Context, key string, d drivers.Driver, emit drivers.Emit, finish func()) {
 	name := d.Name()
-	_ = a.supervise(ctx, &supervised{
+	c := &supervised{
 		name:    "source/" + name,
 		what:    "driver",
 		running: "running",
 		spec:    func() watchSpec { return sourceSpec(a.shown.Load(), key, d) },
-		run: func(ctx context.Context) error {
-			stopWatch := a.watchSession(name, d)
-			defer stopWatch()
-			return d.Run(ctx, emit)
-		},
 		prepare: func(bool) error {
 			nd, err := buildSource(a.shown.Load(), key, a.shared, a.metrics, a.plcs, a.log)
 			if err != nil {
@@ -438,7 +520,23 @@ func (a *Agent) superviseSource(ctx context.Context, key string, d drivers.Drive
 			d = nd
 			return nil
 		},
-	})
+	}
+	// A driver that can start without a goroutine of its own (Modbus)
+	// gets none; the others run on one per attempt.
+	start := func(ctx context.Context, ended func(error)) error {
+		stopWatch := a.watchSession(name, d)
+		end := func(err error) { stopWatch(); ended(err) }
+		if s, ok := d.(drivers.Starter); ok {
+			err := s.Start(ctx, emit, end)
+			if err != nil {
+				stopWatch()
+			}
+			return err
+		}
+		go func() { end(d.Run(ctx, emit)) }()
+		return nil
+	}
+	a.superviseAsync(ctx, c, start, func(error) { finish() })
 }
 
 // poller is implemented by drivers that count their polls (Modbus).

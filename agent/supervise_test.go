@@ -141,13 +141,24 @@ func TestSupervisedDrivers(t *testing.T) {
 		fault  string
 		reason string // in /ready's last_restart
 		stuck  bool
+		// starter: the driver is a drivers.Starter (as Modbus drivers
+		// are), started by the agent without a goroutine of its own.
+		starter bool
 	}{
 		{fault: "fail", reason: "injected failure: the device's port vanished"},
 		{fault: "stall", reason: "made no progress while it had work"},
 		{fault: "stuck", reason: "made no progress while it had work", stuck: true},
+		{fault: "fail", reason: "injected failure: the device's port vanished", starter: true},
+		{fault: "stall", reason: "made no progress while it had work", starter: true},
+		{fault: "stuck", reason: "made no progress while it had work", stuck: true, starter: true},
+		{fault: "nostart", reason: "injected failure: the device's port cannot be opened", starter: true},
 	}
 	for _, tc := range cases {
-		t.Run(tc.fault, func(t *testing.T) {
+		name := tc.fault
+		if tc.starter {
+			name += "/starter"
+		}
+		t.Run(name, func(t *testing.T) {
 			checkLeaks(t)
 			cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
 			if err != nil {
@@ -161,11 +172,11 @@ func TestSupervisedDrivers(t *testing.T) {
 			label := fmt.Sprintf("component=%q", component)
 			cfg, err := config.Parse([]byte(fmt.Sprintf(`
 gateway: {id: gw-sup, state_dir: %q}
-plcs: [{name: %s, driver: faulty, fault: %s, poll_interval: 10ms}]
+plcs: [{name: %s, driver: faulty, fault: %s, starter: %t, poll_interval: 10ms}]
 device: {enabled: false}
 producer: {brokers: [%q], topic: %s}
 telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_listen: "off"}
-`, t.TempDir(), device, tc.fault, cluster.ListenAddrs()[0], topic)), "supervised driver test")
+`, t.TempDir(), device, tc.fault, tc.starter, cluster.ListenAddrs()[0], topic)), "supervised driver test")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -32,7 +32,9 @@ type agentProc struct {
 // brokers. extra is appended to the file as is. For trying settings
 // other than the defaults, the environment variable BENCH_PRODUCER adds
 // keys to the producer section ("flush_interval: 2ms, worker_count: 8")
-// and BENCH_CONFIG whole sections ("buffer: {commit_interval: 2ms}").
+// and BENCH_CONFIG whole sections ("buffer: {commit_interval: 2ms}");
+// BENCH_AGENT_ENV sets variables in the agent's environment alone
+// ("GOGC=100 GOMAXPROCS=1"), not in the devices' or the broker's.
 func modbusAgentConfig(dir string, brokers []string, topic string, addrs []string, registers int, interval time.Duration, extra string) string {
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "gateway: {id: gw-bench, state_dir: %q}\n", dir)
@@ -71,6 +73,9 @@ func startAgent(b *testing.B, bin, dir, cfg string) *agentProc {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(bin, "run", "-c", cfgPath)
+	if v := os.Getenv("BENCH_AGENT_ENV"); v != "" {
+		cmd.Env = append(os.Environ(), strings.Fields(v)...)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		b.Fatal(err)

@@ -192,3 +192,15 @@ type Driver interface {
 	// quality and counted, not returned.
 	Run(ctx context.Context, emit Emit) error
 }
+
+// Starter is a Driver that runs without a goroutine of its own (its work
+// runs on shared workers, as Modbus polls do on their pool's): the agent
+// starts it instead of calling Run, and so keeps no goroutine per device.
+type Starter interface {
+	Driver
+	// Start begins what Run does and returns at once. ended is called
+	// exactly once, from any goroutine, with what Run would have returned,
+	// once the driver has stopped: ctx cancelled (nil) or a failure. An
+	// error means the driver did not start, and ended is not called.
+	Start(ctx context.Context, emit Emit, ended func(error)) error
+}

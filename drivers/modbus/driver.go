@@ -101,7 +101,7 @@ type Driver struct {
 	polls atomic.Uint64
 }
 
-var _ drivers.Driver = (*Driver)(nil)
+var _ drivers.Starter = (*Driver)(nil)
 
 // New checks opts and plans the requests. Errors name the device and tag.
 func New(opts Options) (*Driver, error) {
@@ -185,16 +185,27 @@ func (d *Driver) Polls() uint64 { return d.polls.Load() }
 // waits for the poll in flight, which its cancellation cuts short. The
 // polls run on goroutines of the Pool's schedule, not on Run's.
 func (d *Driver) Run(ctx context.Context, emit drivers.Emit) error {
+	stopped := make(chan error, 1)
+	if err := d.Start(ctx, emit, func(err error) { stopped <- err }); err != nil {
+		return err
+	}
+	return <-stopped
+}
+
+// Start does what Run does without a goroutine of its own (it implements
+// drivers.Starter): it schedules the polls and returns. Once ctx is done,
+// the request being exchanged, if any, is cut short, and ended is called
+// with nil when the poll in flight has ended.
+func (d *Driver) Start(ctx context.Context, emit drivers.Emit, ended func(error)) error {
 	p, err := d.start(ctx, emit)
 	if err != nil {
 		return err
 	}
-	// Run's goroutine only waits here: the polls run on the schedule's
-	// workers, so it keeps a small stack. Once ctx is done it cuts short
-	// the poller's request, if one is being exchanged.
-	<-ctx.Done()
-	p.ep.interrupt(p)
-	d.stop(p)
+	context.AfterFunc(ctx, func() {
+		p.ep.interrupt(p)
+		d.stop(p)
+		ended(nil)
+	})
 	return nil
 }
 
