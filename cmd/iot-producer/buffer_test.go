@@ -38,6 +38,10 @@ func bufferOptions() buffer.Options {
 // stage commits 3 devices × 2 tags × rounds samples (sequence numbers
 // 1..rounds per series), then the first acked records of the kafka queue
 // are acknowledged and two dead letters are added.
+// commitDay, in a case's stdout, stands for the day (UTC, RFC 3339 up to
+// the T) on which makeBufferFile committed the file's records.
+const commitDay = "<commit day>"
+
 func makeBufferFile(t *testing.T, rounds, acked int) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "buffer.db")
@@ -125,7 +129,7 @@ func TestBufferCommands(t *testing.T) {
 		stderr []string
 	}{
 		{name: "stats", args: []string{"stats"}, code: exitOK, stdout: []string{
-			"kafka  ", " 55 ", "kafka.dead", "2026-11-26T", "iot_buffer_dropped_records_total",
+			"kafka  ", " 55 ", "kafka.dead", commitDay, "iot_buffer_dropped_records_total",
 		}},
 		{name: "inspect", args: []string{"inspect"}, code: exitOK, stdout: []string{
 			"queue kafka: 55 records", "3 devices, 6 series",
@@ -168,7 +172,9 @@ func TestBufferCommands(t *testing.T) {
 
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			before := time.Now().UTC()
 			path := makeBufferFile(t, 10, 5)
+			after := time.Now().UTC()
 			if c.locked {
 				lockBuffer(t, path)
 			}
@@ -181,6 +187,13 @@ func TestBufferCommands(t *testing.T) {
 				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, c.code, stdout, stderr)
 			}
 			for _, w := range c.stdout {
+				if w == commitDay {
+					// The records' commit times, the day the file was written.
+					if !strings.Contains(stdout, before.Format("2006-01-02T")) && !strings.Contains(stdout, after.Format("2006-01-02T")) {
+						t.Errorf("stdout lacks the commit day %s:\n%s", before.Format("2006-01-02"), stdout)
+					}
+					continue
+				}
 				if !strings.Contains(stdout, w) {
 					t.Errorf("stdout lacks %q:\n%s", w, stdout)
 				}
