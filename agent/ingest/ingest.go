@@ -520,7 +520,8 @@ func (in *Ingest) resolve(items []pendingItem) error {
 		// hashing a name, as long as each name is the very same string.
 		sh := t.shapes[batch[0].Device]
 		if sh == nil {
-			sh = &shape{}
+			// A driver's batches keep their size: no room to grow.
+			sh = &shape{names: make([]shapeEntry, 0, len(batch))}
 			t.shapes[batch[0].Device] = sh
 		}
 		for i := range batch {
