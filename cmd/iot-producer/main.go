@@ -28,8 +28,11 @@ const (
 
 // gcPercent is the garbage collector's target unless GOGC is set: a
 // gateway's memory is scarcer than the few percent of CPU a tighter heap
-// costs (README, "Memory").
-const gcPercent = 50
+// costs (README, "Memory"). Measured with make bench (one run each):
+// polling 1,000 Modbus devices, 25 holds 30.4 MiB of anonymous memory
+// where 50 held 36-37, in the same CPU; at 500,000 samples/s a sample
+// costs about 4% more CPU.
+const gcPercent = 25
 
 func main() {
 	if os.Getenv("GOGC") == "" {
