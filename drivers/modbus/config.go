@@ -37,7 +37,7 @@ type Config struct {
 	// device path for RTU.
 	Endpoint       string          `yaml:"endpoint" json:"endpoint" required:"true" doc:"host:port (TCP, RTU over TCP) or a serial device path such as /dev/ttyUSB0 (RTU)"`
 	UnitID         int             `yaml:"unit_id" json:"unit_id" range:"0,255" doc:"unit (slave) id; 1-247 on serial lines"`
-	PollInterval   config.Duration `yaml:"poll_interval" json:"poll_interval" min:"1ms" doc:"time between polls. Devices do not all poll at the same instant: each keeps a phase of its own within the interval (within the first second of longer ones), in 250ms slots chosen from its name, the same at every start"`
+	PollInterval   config.Duration `yaml:"poll_interval" json:"poll_interval" min:"1ms" doc:"time between polls. Devices do not all poll at the same instant: each keeps a phase of its own within the interval (within each second of longer ones), in 100ms slots chosen from its name, the same at every start and counted from whole periods of the clock, so that a slot's devices poll together"`
 	Timeout        config.Duration `yaml:"timeout" json:"timeout" min:"1ns" doc:"per-request timeout"`
 	Transport      string          `yaml:"transport" json:"transport" enum:",tcp,rtu,rtuovertcp" doc:"tcp, rtu (serial) or rtuovertcp (serial gateway in transparent mode)"`
 	ConnectTimeout config.Duration `yaml:"connect_timeout" json:"connect_timeout" min:"1ns" doc:"bound on a TCP connect or a serial open"`

@@ -58,10 +58,11 @@
 // # Polls
 //
 // Devices do not all poll at the same instant. Each device's polls keep a
-// phase of their own within its interval (within the first second of a
-// longer one): one of the interval's 250ms slots, chosen from the device's
-// name, so the same at every start. A Pool keeps one timer for the polls of
-// all its Drivers and runs the polls due on workers, a new one whenever
-// none is idle, so a slow device never delays another; a Driver's own
-// goroutine only waits for its context.
+// phase of their own within its interval (within each second of a longer
+// one): one of the interval's 100ms slots, chosen from the device's name,
+// so the same at every start, and counted from whole periods of the clock,
+// so that a slot's devices poll together however far apart they started.
+// A Pool keeps one timer for the polls of all its Drivers and runs the
+// polls due on workers, a new one whenever none is idle, so a slow device
+// never delays another; a Driver has no goroutine of its own (Start).
 package modbus

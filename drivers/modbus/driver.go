@@ -175,7 +175,7 @@ func (d *Driver) Polls() uint64 { return d.polls.Load() }
 // Run polls the device every Interval until ctx is cancelled, passing
 // each poll's samples to emit in one batch. The first poll comes within
 // one interval (a second when longer) at the device's phase: devices are
-// spread over their interval (over a second when longer) in 250ms slots
+// spread over their interval (over a second when longer) in 100ms slots
 // chosen from their names and counted from whole periods of the clock, so
 // that many devices do not all poll at the same instant, and a slot's
 // devices poll together whenever each was started. Failed reads give
