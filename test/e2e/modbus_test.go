@@ -269,8 +269,11 @@ plcs:
 	a := startAgent(t, cfgPath)
 	perPoll := float64(len(points))
 	// The dead unit shares pym-tcp's connection: until it is demoted
-	// (three polls) each of its timeouts holds pym-tcp's requests back.
+	// (three polls) each of its timeouts holds pym-tcp's requests back. In
+	// another poll slot than pym-tcp's, it may not have timed out three
+	// times by pym-tcp's third poll: its demotion is awaited too.
 	a.waitReadAndAcked(t, "modbus:pym-tcp", 3*perPoll, 60*time.Second)
+	a.waitLog(t, "modbus unit demoted: ", 30*time.Second)
 	a.stopDrained(t, 2*time.Minute, disableSlowPLCs)
 
 	firstLog := a.log()
