@@ -123,6 +123,7 @@ func (d *faultyDriver) Run(ctx context.Context, emit drivers.Emit) error {
 				<-release
 				return nil
 			case faultNoStart:
+				// Its fault is in Start: the run itself polls on.
 			default:
 				return fmt.Errorf("unknown fault %q", d.fault)
 			}

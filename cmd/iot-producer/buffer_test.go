@@ -34,14 +34,14 @@ func bufferOptions() buffer.Options {
 	}
 }
 
-// makeBufferFile writes a buffer file the way the agent does: the ingest
-// stage commits 3 devices × 2 tags × rounds samples (sequence numbers
-// 1..rounds per series), then the first acked records of the kafka queue
-// are acknowledged and two dead letters are added.
 // commitDay, in a case's stdout, stands for the day (UTC, RFC 3339 up to
 // the T) on which makeBufferFile committed the file's records.
 const commitDay = "<commit day>"
 
+// makeBufferFile writes a buffer file the way the agent does: the ingest
+// stage commits 3 devices × 2 tags × rounds samples (sequence numbers
+// 1..rounds per series), then the first acked records of the kafka queue
+// are acknowledged and two dead letters are added.
 func makeBufferFile(t *testing.T, rounds, acked int) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "buffer.db")

@@ -313,9 +313,9 @@ const freshRetryDelay = 25 * time.Millisecond
 // appends the raw answer (registers or packed bits) to dst. It waits for
 // its turn on the connection until ctx is done.
 //
-// A poller's request is cut short through interrupt, which the poller's
-// Run calls once its context is done; an ad-hoc read (owner nil)
-// registers for its own context.
+// A poller's request is cut short through interrupt, which the Driver's
+// Start registers to run once its context is done; an ad-hoc read (owner
+// nil) registers for its own context.
 func (e *endpoint) read(ctx context.Context, owner *poller, unit uint8, reg RegisterType, addr, qty uint16, timeout time.Duration, dst []byte) ([]byte, string, error) {
 	select {
 	case e.sem <- struct{}{}:
@@ -421,8 +421,8 @@ func (e *endpoint) exchangeLocked(ctx context.Context, owner *poller, unit uint8
 }
 
 // interrupt cuts short p's request, when one is being exchanged: p's
-// context has ended (Run calls it then, rather than each request
-// registering with the context).
+// context has ended (Start registers it once for the poller, rather than
+// each request registering with the context).
 func (e *endpoint) interrupt(p *poller) {
 	e.curMu.Lock()
 	defer e.curMu.Unlock()
