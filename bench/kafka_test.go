@@ -122,8 +122,8 @@ const (
 // broker acknowledged over 20 s, the agent's CPU in percent of one core
 // and its CPU time per acknowledged sample. The agent's CPU profile of the
 // window is written to bench/kafka-throughput.cpu.pprof (go tool pprof
-// -top bench/kafka-throughput.cpu.pprof), and its allocations since the
-// start to bench/kafka-throughput.allocs.pprof.
+// -top bench/kafka-throughput.cpu.pprof), and its allocations in the
+// window to bench/kafka-throughput.allocs.pprof.
 func BenchmarkKafkaThroughput(b *testing.B) {
 	brokers := kafkaBrokers(b)
 	topic := fmt.Sprintf("bench-throughput-%d", time.Now().UnixNano())
@@ -143,8 +143,9 @@ func BenchmarkKafkaThroughput(b *testing.B) {
 		"telemetry: {metrics_listen: \"127.0.0.1:0\", health_listen: \"127.0.0.1:0\", pprof_listen: \"127.0.0.1:0\"}\n"))
 	sent := func() float64 { return ag.scrape("kafka_messages_sent_total") }
 	time.Sleep(tputWarmup)
-	prof := make(chan error, 1)
+	prof, allocs := make(chan error, 1), make(chan error, 1)
 	go func() { prof <- ag.cpuProfile(tputWindow, "kafka-throughput.cpu.pprof") }()
+	go func() { allocs <- ag.profile("allocs", tputWindow, "kafka-throughput.allocs.pprof") }()
 	b.ResetTimer()
 	s0, g0, d0, n0, c0, t0 := sent(), ag.scrape("device_data_generated_total"), ag.scrape("iot_ingest_samples_dropped_total"), ag.scrape("iot_buffer_commits_total"), ag.cpu(), time.Now()
 	time.Sleep(tputWindow) // measurement window
@@ -160,7 +161,7 @@ func BenchmarkKafkaThroughput(b *testing.B) {
 	if err := <-prof; err != nil {
 		b.Logf("no CPU profile: %v", err)
 	}
-	if err := ag.profile("allocs", 0, "kafka-throughput.allocs.pprof"); err != nil {
+	if err := <-allocs; err != nil {
 		b.Logf("no allocation profile: %v", err)
 	}
 	fmt.Printf("throughput: %.0f samples/s acknowledged by the broker (offered %.0f/s, read %.0f/s, %.0f dropped before commit in the window, %.0f buffer commits/s), "+

@@ -19,6 +19,7 @@ import (
 
 	"github.com/iot-producer/iot-producer/agent"
 	"github.com/iot-producer/iot-producer/agent/config"
+	"github.com/iot-producer/iot-producer/internal/gcpace"
 	"github.com/iot-producer/iot-producer/telemetry"
 )
 
@@ -59,6 +60,12 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	if os.Getenv("GOGC") == "" {
+		paced := make(chan struct{})
+		pctx, stopPacing := context.WithCancel(ctx)
+		go func() { defer close(paced); gcpace.Run(pctx, gcpace.Default, log) }()
+		defer func() { stopPacing(); <-paced }()
+	}
 
 	sv := supervisor{path: *path, log: log}
 	err = sv.run(ctx, cfg, hup)

@@ -71,7 +71,17 @@ var startedLine = regexp.MustCompile(`msg="agent started".* metrics=(\S+) health
 // it started, which gives its telemetry addresses.
 func startAgent(t *testing.T, cfg string) *agentProc {
 	t.Helper()
+	return startAgentEnv(t, cfg)
+}
+
+// startAgentEnv is startAgent with variables (NAME=value) added to the
+// agent's environment.
+func startAgentEnv(t *testing.T, cfg string, env ...string) *agentProc {
+	t.Helper()
 	a := &agentProc{cmd: exec.Command(agentBin, "run", "-c", cfg), done: make(chan struct{})}
+	if len(env) > 0 {
+		a.cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := a.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
