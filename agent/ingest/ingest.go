@@ -245,7 +245,7 @@ func New(store Store, opts Options) (*Ingest, error) {
 // LastSeq returns the last sequence number committed or being committed
 // for a series; 0 when it has none. It must not run beside Run.
 func (in *Ingest) LastSeq(device, tag string) uint64 {
-	if h, ok := in.series.ids[Series{device, tag}]; ok {
+	if h, ok := in.series.ids.get(Series{device, tag}, in.series.names); ok {
 		return in.series.seqs[h]
 	}
 	v, err := in.store.MetaValue(SeqKey(device, tag))
@@ -257,7 +257,7 @@ func (in *Ingest) LastSeq(device, tag string) uint64 {
 
 // SeriesInMemory returns the number of series the ingest stage holds in memory.
 // It must not run beside Run.
-func (in *Ingest) SeriesInMemory() int { return len(in.series.ids) }
+func (in *Ingest) SeriesInMemory() int { return in.series.ids.len() }
 
 // Emit queues samples for the next group commit. It never blocks on the
 // disk: when more than MaxPending samples (or MaxPendingBytes) wait, the
@@ -533,7 +533,7 @@ func (in *Ingest) resolve(items []pendingItem) error {
 				continue
 			}
 			k := Series{s.Device, s.Tag}
-			h, ok := t.ids[k]
+			h, ok := t.ids.get(k, t.names)
 			if !ok {
 				var err error
 				if h, err = t.add(k, in.store.MetaValue); err != nil {
@@ -554,7 +554,7 @@ func (in *Ingest) resolve(items []pendingItem) error {
 
 // handle returns the handle of series k, giving it one when it has none.
 func (in *Ingest) handle(k Series) (uint32, error) {
-	if h, ok := in.series.ids[k]; ok {
+	if h, ok := in.series.ids.get(k, in.series.names); ok {
 		return h, nil
 	}
 	return in.series.add(k, in.store.MetaValue)
@@ -590,7 +590,7 @@ func (in *Ingest) encode(items []pendingItem, drops map[string]uint64) *commit {
 				}
 			}
 			for k, n := range m.series {
-				h := t.ids[k]
+				h, _ := t.ids.get(k, t.names)
 				t.seqs[h] += n
 				t.markValue(h)
 			}

@@ -52,7 +52,7 @@ const (
 
 // seriesTable is the ingest stage's per-series state, indexed by handle.
 type seriesTable struct {
-	ids   map[Series]uint32
+	ids   seriesIndex
 	names []Series
 	seqs  []uint64
 	// seen is the tick (seconds since the table was made) of the last
@@ -113,7 +113,7 @@ type pageState struct {
 }
 
 func newSeriesTable() *seriesTable {
-	return &seriesTable{ids: make(map[Series]uint32), coldOps: make(map[string][]byte), shapes: make(map[string]*shape)}
+	return &seriesTable{ids: newSeriesIndex(), coldOps: make(map[string][]byte), shapes: make(map[string]*shape)}
 }
 
 // pageKey is the metadata key of page p under prefix.
@@ -137,8 +137,8 @@ func (t *seriesTable) grow(h uint32) {
 // set puts series k with last sequence number seq at handle h.
 func (t *seriesTable) set(h uint32, k Series, seq uint64) {
 	t.grow(h)
-	t.ids[k] = h
 	t.names[h] = k
+	t.ids.put(k, h, t.names)
 	t.seqs[h] = seq
 	t.live[h] = true
 }
@@ -204,7 +204,7 @@ func (t *seriesTable) prune(before uint32) int {
 		}
 		k := t.names[h]
 		t.coldOps[SeqKey(k.Device, k.Tag)] = binary.BigEndian.AppendUint64(nil, t.seqs[h])
-		delete(t.ids, k)
+		t.ids.del(k, t.names)
 		t.names[h], t.seqs[h], t.live[h] = Series{}, 0, false
 		t.free = append(t.free, uint32(h))
 		t.markNames(uint32(h))
