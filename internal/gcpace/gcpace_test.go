@@ -66,8 +66,9 @@ func TestNextChangesByStepsOrOntoBounds(t *testing.T) {
 var sink []byte
 
 // TestRunFollowsTheAllocationRate runs the pacer on this test's own
-// runtime: while the test allocates garbage fast, the target must reach
-// Max, and once it stops, fall back to Min. The runtime's own report of
+// runtime: it starts at Max and falls to Min while the test allocates
+// little; while the test allocates garbage fast, it must reach Max again,
+// and once the test stops, fall back to Min. The runtime's own report of
 // the target (/gc/gogc:percent, go_gc_gogc_percent in /metrics) must agree.
 func TestRunFollowsTheAllocationRate(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
@@ -121,7 +122,8 @@ func TestRunFollowsTheAllocationRate(t *testing.T) {
 			}
 		}
 	}
-	await(o.Min, false) // the start
+	await(o.Max, false) // the start
+	await(o.Min, false)
 	await(o.Max, true)
 	await(o.Min, false)
 }

@@ -10,22 +10,28 @@ import (
 	"time"
 )
 
-// TestCollectorTargetFollowsTheLoad runs the agent binary at 100,000
-// samples a second: the garbage collector's target, which the runtime
-// reports as go_gc_gogc_percent, starts at 25 and the pacer raises it to
-// 50 (its log says so). With GOGC in the environment the pacer stays off
-// and the target is GOGC's.
+// TestCollectorTargetFollowsTheLoad runs the agent binary and reads the
+// garbage collector's target, which the runtime reports as
+// go_gc_gogc_percent: 50 while the agent starts, 25 at a light load (two
+// simulated devices), 50 again once a reload makes it 100,000 samples a
+// second, each change in the log. With GOGC in the environment the pacer
+// stays off and the target is GOGC's.
 func TestCollectorTargetFollowsTheLoad(t *testing.T) {
 	brokers := kafkaBrokers(t)
-	config := func(dir string) string {
+	topic := fmt.Sprintf("e2e-gc-%d", time.Now().UnixNano())
+	config := func(dir, device string) string {
 		return writeConfig(t, dir, fmt.Sprintf(`
 gateway: {id: gw-e2e-gc, state_dir: %q}
-device: {count: 100, tags_per_device: 100, sample_interval: 100ms}
-producer: {brokers: [%s], topic: e2e-gc-%d}
+device: %s
+producer: {brokers: [%s], topic: %s}
 telemetry: {metrics_listen: "127.0.0.1:0", health_listen: "127.0.0.1:0", pprof_listen: "off"}
 log: {level: debug}
-`, dir, strings.Join(brokers, ", "), time.Now().UnixNano()))
+`, dir, device, strings.Join(brokers, ", "), topic))
 	}
+	const (
+		light = "{count: 2, tags_per_device: 5, sample_interval: 1s}"
+		heavy = "{count: 100, tags_per_device: 100, sample_interval: 100ms}"
+	)
 	gogc := func(t *testing.T, a *agentProc) float64 {
 		t.Helper()
 		v, err := a.counter("go_gc_gogc_percent")
@@ -37,11 +43,16 @@ log: {level: debug}
 
 	t.Run("paced", func(t *testing.T) {
 		dir := t.TempDir()
-		a := startAgent(t, config(dir))
-		if v := gogc(t, a); v != 25 && v != 50 {
-			t.Fatalf("go_gc_gogc_percent %v at start, want 25 (or 50 if already raised)", v)
+		a := startAgent(t, config(dir, light))
+		if v := gogc(t, a); v != 50 && v != 25 {
+			t.Fatalf("go_gc_gogc_percent %v at start, want 50 (or 25 once lowered)", v)
 		}
-		a.waitLog(t, "msg=\"garbage collector target set\" gogc=50 was=", time.Minute)
+		a.waitLog(t, `msg="garbage collector target set" gogc=25 was=50`, time.Minute)
+		if v := gogc(t, a); v != 25 {
+			t.Fatalf("go_gc_gogc_percent %v after the pacer set 25", v)
+		}
+		config(dir, heavy)
+		a.waitLog(t, `msg="garbage collector target set" gogc=50 was=`, time.Minute)
 		if v := gogc(t, a); v != 50 {
 			t.Fatalf("go_gc_gogc_percent %v after the pacer set 50", v)
 		}
@@ -52,7 +63,7 @@ log: {level: debug}
 
 	t.Run("GOGC set", func(t *testing.T) {
 		dir := t.TempDir()
-		a := startAgentEnv(t, config(dir), "GOGC=100")
+		a := startAgentEnv(t, config(dir, heavy), "GOGC=100")
 		a.waitAcked(t, 50000, time.Minute)
 		if v := gogc(t, a); v != 100 {
 			t.Fatalf("go_gc_gogc_percent %v with GOGC=100", v)
