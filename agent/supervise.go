@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iot-producer/iot-producer/agent/config"
@@ -417,20 +418,13 @@ func (s *supervision) backOff(why string, stalled bool) {
 	a.health.Set(c.name, telemetry.StateDown, fmt.Sprintf("%s stopped at %s: %s; restarting in %s", c.what, time.Now().UTC().Format(time.RFC3339), why, wait))
 	// Whichever of the timer and ctx comes first wins.
 	var (
-		mu      sync.Mutex
-		decided bool
+		decided atomic.Bool
+		mu      sync.Mutex // guards stopCtx, set after the timer starts
 		stopCtx func() bool
 	)
-	decide := func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		first := !decided
-		decided = true
-		return first
-	}
 	mu.Lock()
 	timer := time.AfterFunc(wait, func() {
-		if !decide() {
+		if !decided.CompareAndSwap(false, true) {
 			return
 		}
 		mu.Lock()
@@ -450,7 +444,7 @@ func (s *supervision) backOff(why string, stalled bool) {
 		s.begin()
 	})
 	stopCtx = context.AfterFunc(s.ctx, func() {
-		if !decide() {
+		if !decided.CompareAndSwap(false, true) {
 			return
 		}
 		timer.Stop()

@@ -38,9 +38,8 @@ type Options struct {
 // costs about 6% more CPU per sample than 50, and 100 saves only 1% more.
 var Default = Options{Min: 25, Max: 50, Cycle: time.Second, Every: 5 * time.Second}
 
-// step is how far apart two targets must be for the pacer to change it, in
-// percentage points, so that a rate near a boundary does not make it
-// change at every look.
+// step is the granularity of the target, in percentage points, so that a
+// rate that wavers a little does not change it at every look.
 const step = 5
 
 // Percent returns the target for a program that allocates rate bytes a
@@ -56,46 +55,35 @@ func (o Options) Percent(rate, live float64) int {
 }
 
 // next returns the target to set after one look, given the current one,
-// and whether it changes: only by step points or more, or onto a bound.
+// and whether it changes.
 func (o Options) next(cur int, rate, live float64) (int, bool) {
 	p := o.Percent(rate, live)
-	d := p - cur
-	if d == 0 || (d > -step && d < step && p != o.Min && p != o.Max) {
-		return cur, false
-	}
-	return p, true
+	return p, p != cur
 }
 
-// heapReader reads the bytes allocated so far and the live heap.
-type heapReader struct{ s []metrics.Sample }
-
-func newHeapReader() *heapReader {
-	return &heapReader{s: []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/live:bytes"}}}
+// heapSamples are the runtime metrics the pacer reads: the bytes allocated
+// so far and the live heap after the last collection.
+func heapSamples() []metrics.Sample {
+	return []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/live:bytes"}}
 }
 
-func (r *heapReader) read() (allocs, live float64) {
-	metrics.Read(r.s)
-	for i, s := range r.s {
-		if s.Value.Kind() != metrics.KindUint64 {
-			continue
-		}
-		if i == 0 {
-			allocs = float64(s.Value.Uint64())
-		} else {
-			live = float64(s.Value.Uint64())
-		}
+// readHeap reads s, made by heapSamples; a runtime without them gives
+// zeros, which keep the target at Min.
+func readHeap(s []metrics.Sample) (allocs, live float64) {
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
+		return 0, 0
 	}
-	return allocs, live
+	return float64(s[0].Value.Uint64()), float64(s[1].Value.Uint64())
 }
 
 // Run sets the target to o.Max, then every o.Every to what Percent gives
 // for the allocation rate since the look before, until ctx is done. It
 // starts at Max because a program starting allocates fast while its heap
-// is small: polling 1,000 Modbus devices, at 25 the collector ran 6 times
-// in the agent's first second of polls, commits and produce requests, at
-// 50 3 times. It
-// logs each change at debug level; the runtime reports the target as
-// go_gc_gogc_percent in /metrics.
+// is small, and at 25 the collector would run more often beside the
+// agent's first polls, commits and produce requests. It logs each change
+// at debug level; the runtime reports the target as go_gc_gogc_percent in
+// /metrics.
 func Run(ctx context.Context, o Options, log *slog.Logger) {
 	run(ctx, o, log, func(p int) { debug.SetGCPercent(p) })
 }
@@ -104,8 +92,8 @@ func Run(ctx context.Context, o Options, log *slog.Logger) {
 func run(ctx context.Context, o Options, log *slog.Logger, set func(int)) {
 	cur := o.Max
 	set(cur)
-	r := newHeapReader()
-	allocs, _ := r.read()
+	hs := heapSamples()
+	allocs, _ := readHeap(hs)
 	last := time.Now()
 	t := time.NewTicker(o.Every)
 	defer t.Stop()
@@ -114,7 +102,7 @@ func run(ctx context.Context, o Options, log *slog.Logger, set func(int)) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			a, live := r.read()
+			a, live := readHeap(hs)
 			rate := (a - allocs) / now.Sub(last).Seconds()
 			allocs, last = a, now
 			if p, ok := o.next(cur, rate, live); ok {

@@ -35,7 +35,7 @@ func TestPercent(t *testing.T) {
 	}
 }
 
-func TestNextChangesByStepsOrOntoBounds(t *testing.T) {
+func TestNextChangesWhenPercentDoes(t *testing.T) {
 	o := Options{Min: 25, Max: 60, Cycle: time.Second}
 	const live = 100e6
 	cases := []struct {
@@ -87,8 +87,8 @@ func TestRunFollowsTheAllocationRate(t *testing.T) {
 
 	deadline := time.After(60 * time.Second)
 	// await returns once the pacer sets want; with churn, it allocates
-	// garbage meanwhile: 4 MiB between two looks at the pacer, far more
-	// per second than the test's live heap.
+	// garbage meanwhile, 4 MiB at a time: far more a second than the
+	// test's live heap.
 	await := func(want int, churn bool) {
 		t.Helper()
 		for {
